@@ -1,0 +1,148 @@
+/**
+ * When and how long to wait before retrying a model call. The policy is a `Schedule` value (the
+ * delays) plus a predicate (`isRetryable`: whether an error may be retried at all), kept apart.
+ *
+ * Defaults, and why:
+ * - 4 attempts (3 retries): enough to ride out a blip, few enough that a broken provider fails fast.
+ *   (The official openai SDK makes 3 attempts; the Vercel AI SDK 3.)
+ * - Exponential backoff from 500 ms, doubling, capped at 20 s, with **full jitter**: each delay is
+ *   uniform in [0, min(cap, base·2ⁿ)]. Full jitter spreads clients that failed together, so a
+ *   rate-limited API is not hit by the whole herd again at one instant. (openai-node takes at most a
+ *   quarter off its delay, so retries still cluster; the Vercel AI SDK waits exactly 2 s then 4 s.)
+ * - A provider hint (`retry-after-ms`, then `retry-after`) is a floor: never retry sooner. A hint
+ *   above `maxRetryAfter` (60 s) fails at once with the `RateLimited` that holds it, rather than
+ *   sleeping for an hour inside a request; the caller decides.
+ * - Each attempt times out after 60 s (a hang becomes a retryable `Timeout`); the whole call,
+ *   retries included, after 3 min.
+ */
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import { dual } from "effect/Function"
+import * as Random from "effect/Random"
+import * as Schedule from "effect/Schedule"
+import * as ScheduleDecision from "effect/ScheduleDecision"
+import * as Interval from "effect/ScheduleInterval"
+import * as LlmError from "./LlmError.js"
+
+/** How delays are randomised. "full": U[0, d]; "equal": d/2 + U[0, d/2]; "decorrelated": min(cap, U[base, 3·previous]); "none": d. */
+export type Jitter = "full" | "equal" | "decorrelated" | "none"
+
+export interface Options {
+  /** Attempts in all, the first included. Default 4. */
+  readonly maxAttempts?: number
+  /** The first backoff step. Default 500 ms. */
+  readonly base?: Duration.DurationInput
+  /** No backoff delay exceeds this (a provider hint may). Default 20 s. */
+  readonly cap?: Duration.DurationInput
+  /** Default "full". */
+  readonly jitter?: Jitter
+  /** A provider hint longer than this fails at once instead of waiting. Default 60 s. */
+  readonly maxRetryAfter?: Duration.DurationInput
+  /** Each attempt's limit; a slower attempt fails with a retryable `Timeout`. Default 60 s. */
+  readonly attemptTimeout?: Duration.DurationInput
+  /** The whole call's limit, retries and waits included. Default 3 min. */
+  readonly deadline?: Duration.DurationInput
+  /** Which errors may be retried. Default: the error's own `retryable`. */
+  readonly isRetryable?: (error: LlmError.LlmError) => boolean
+}
+
+/** The policy in force. It has a default, so providing one is optional (`withPolicy`). */
+export class RetryPolicy extends Context.Reference<RetryPolicy>()("@keel/core/RetryPolicy", {
+  defaultValue: () => make()
+}) {}
+
+export declare namespace RetryPolicy {
+  export interface Service {
+    /** Delays between attempts, fed with each failure; it stops on attempts, hint ceiling and deadline. */
+    readonly schedule: Schedule.Schedule<Duration.Duration, LlmError.LlmError>
+    readonly isRetryable: (error: LlmError.LlmError) => boolean
+    readonly attemptTimeout: Duration.Duration
+    readonly deadline: Duration.Duration
+  }
+}
+
+/** The schedule of delays alone, for use with `Effect.retry` or anywhere a `Schedule` fits. */
+export const schedule = (options: Options = {}): Schedule.Schedule<Duration.Duration, LlmError.LlmError> => {
+  const maxAttempts = options.maxAttempts ?? 4
+  const base = Duration.toMillis(options.base ?? Duration.millis(500))
+  const cap = Duration.toMillis(options.cap ?? Duration.seconds(20))
+  const jitter = options.jitter ?? "full"
+  const maxRetryAfter = Duration.toMillis(options.maxRetryAfter ?? Duration.seconds(60))
+  const deadline = Duration.toMillis(options.deadline ?? Duration.minutes(3))
+
+  const backoff = (retry: number, previous: number): Effect.Effect<number> => {
+    const ceiling = Math.min(cap, base * 2 ** retry)
+    switch (jitter) {
+      case "none":
+        return Effect.succeed(ceiling)
+      case "full":
+        return Effect.map(Random.next, (u) => u * ceiling)
+      case "equal":
+        return Effect.map(Random.next, (u) => ceiling / 2 + (u * ceiling) / 2)
+      case "decorrelated":
+        return Effect.map(Random.next, (u) => Math.min(cap, base + u * (previous * 3 - base)))
+    }
+  }
+
+  type State = { readonly retries: number; readonly previous: number; readonly start: number | undefined }
+  const done = (state: State) => Effect.succeed([state, Duration.zero, ScheduleDecision.done] as const)
+
+  return Schedule.makeWithState<State, LlmError.LlmError, Duration.Duration>(
+    { retries: 0, previous: base, start: undefined },
+    (now, error, state) => {
+      const start = state.start ?? now
+      if (state.retries + 1 >= maxAttempts) return done(state)
+      const hint = LlmError.retryAfter(error)
+      const hintMillis = hint === undefined ? 0 : Duration.toMillis(hint)
+      if (hintMillis > maxRetryAfter) return done(state)
+      return Effect.flatMap(backoff(state.retries, state.previous), (delay) => {
+        const wait = Math.max(delay, hintMillis)
+        if (now + wait - start > deadline) return done(state)
+        return Effect.succeed(
+          [
+            { retries: state.retries + 1, previous: delay, start },
+            Duration.millis(wait),
+            ScheduleDecision.continueWith(Interval.after(now + wait))
+          ] as const
+        )
+      })
+    }
+  )
+}
+
+/** Builds a policy; every option has a documented default (see the module header). */
+export const make = (options: Options = {}): RetryPolicy.Service => ({
+  schedule: schedule(options),
+  isRetryable: options.isRetryable ?? LlmError.isRetryable,
+  attemptTimeout: Duration.decode(options.attemptTimeout ?? Duration.seconds(60)),
+  deadline: Duration.decode(options.deadline ?? Duration.minutes(3))
+})
+
+/** Runs `attempt` under the policy in force: per-attempt timeout, retries of retryable errors, overall deadline. */
+export const retry = <A, R>(
+  attempt: Effect.Effect<A, LlmError.LlmError, R>,
+  options?: { readonly model?: string | undefined }
+): Effect.Effect<A, LlmError.LlmError, R> =>
+  Effect.flatMap(RetryPolicy, (policy) =>
+    attempt.pipe(
+      Effect.timeoutFail({
+        duration: policy.attemptTimeout,
+        onTimeout: () => new LlmError.Timeout({ model: options?.model, after: policy.attemptTimeout, scope: "attempt" })
+      }),
+      Effect.retry({ schedule: policy.schedule, while: policy.isRetryable }),
+      Effect.timeoutFail({
+        duration: policy.deadline,
+        onTimeout: () => new LlmError.Timeout({ model: options?.model, after: policy.deadline, scope: "call" })
+      })
+    ))
+
+/** Runs an effect with the given policy in force. */
+export const withPolicy: {
+  (policy: RetryPolicy.Service): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  <A, E, R>(self: Effect.Effect<A, E, R>, policy: RetryPolicy.Service): Effect.Effect<A, E, R>
+} = dual(
+  2,
+  <A, E, R>(self: Effect.Effect<A, E, R>, policy: RetryPolicy.Service) =>
+    Effect.provideService(self, RetryPolicy, policy)
+)
