@@ -1,8 +1,9 @@
 /**
- * The facade users call: `Llm.generate(request)`. Every call goes through one pipeline: validate
- * the request, choose the model, then attempt under the `RetryPolicy` (per-attempt timeout,
- * jittered backoff, provider hints, deadline) against the `LanguageModel`, and classify the answer
- * (a refusal is `Refused`, a cut answer is `Truncated`).
+ * The facade users call: `Llm.generate(request)`. Every logical call goes through one pipeline:
+ * `call` validates the request and chooses the model; each `round` (the first ask, or a repair
+ * re-ask) runs its `attempt`s under the `RetryPolicy` (per-attempt timeout, jittered backoff,
+ * provider hints, deadline) against the `LanguageModel` and classifies the answer (a refusal is
+ * `Refused`, a cut answer is `Truncated`). `CallState` carries what the call accumulates.
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
@@ -14,6 +15,7 @@ import { InvalidRequest, type LlmError, Refused, Truncated } from "./LlmError.js
 import * as LlmRequest from "./LlmRequest.js"
 import type { LlmResponse } from "./LlmResponse.js"
 import * as RetryPolicy from "./RetryPolicy.js"
+import * as Usage from "./Usage.js"
 
 export class Llm extends Context.Tag("@keel/core/Llm")<Llm, Llm.Service>() {}
 
@@ -61,6 +63,21 @@ const classify = (request: LlmRequest.Resolved, response: LlmResponse): Effect.E
   return Effect.succeed(response)
 }
 
+/**
+ * What one logical call accumulates across its rounds (a repair re-ask is a second round) and their
+ * attempts. Stages write to it as they go; the call log reads it once, when the call ends.
+ */
+export interface CallState {
+  /** The request of the latest round, model chosen. */
+  request: LlmRequest.Resolved
+  /** HTTP attempts over all rounds. */
+  attempts: number
+  /** Tokens billed over all attempts that returned an answer. */
+  usage: Usage.Usage
+  /** The latest answer, when one arrived. */
+  response: LlmResponse | undefined
+}
+
 export const make = (options: Options = {}): Effect.Effect<Llm.Service, never, LanguageModel> =>
   Effect.gen(function*() {
     const languageModel = yield* LanguageModel
@@ -78,17 +95,36 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, never, L
           : Effect.succeed(request.model === model ? (request as LlmRequest.Resolved) : { ...request, model })
       })
 
-    const generate = (input: LlmRequest.Input): Effect.Effect<LlmResponse, LlmError> =>
+    /** One attempt: counted, and its usage added, before anything else looks at it. */
+    const attempt = (state: CallState, request: LlmRequest.Resolved) =>
+      Effect.suspend(() => {
+        state.attempts++
+        return Effect.tap(languageModel.complete(request), (response) => {
+          state.usage = Usage.add(state.usage, response.usage)
+          state.response = response
+        })
+      })
+
+    /** One round: a request sent under the retry policy until it answers or fails for good, then classified. */
+    const round = (state: CallState, request: LlmRequest.Resolved): Effect.Effect<LlmResponse, LlmError> =>
+      Effect.suspend(() => {
+        state.request = request
+        return RetryPolicy.retry(attempt(state, request), { model: request.model }).pipe(
+          Effect.flatMap((response) => classify(request, response))
+        )
+      })
+
+    /** One logical call: validate the input, choose the model, run `body` with fresh call state. */
+    const call = <A>(
+      input: LlmRequest.Input,
+      body: (state: CallState, request: LlmRequest.Resolved) => Effect.Effect<A, LlmError>
+    ): Effect.Effect<A, LlmError> =>
       LlmRequest.decode(input).pipe(
         Effect.flatMap(resolve),
-        Effect.flatMap((request) =>
-          RetryPolicy.retry(languageModel.complete(request), { model: request.model }).pipe(
-            Effect.flatMap((response) => classify(request, response))
-          )
-        )
+        Effect.flatMap((request) => body({ request, attempts: 0, usage: Usage.empty, response: undefined }, request))
       )
 
-    return Llm.of({ generate })
+    return Llm.of({ generate: (input) => call(input, round) })
   })
 
 /** The facade over the `LanguageModel` in context. */
