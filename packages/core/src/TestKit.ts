@@ -4,6 +4,7 @@
  * a helper that runs an effect to completion under `TestClock`, so backoff, hints and deadlines
  * play out without real sleeping.
  */
+import * as Chunk from "effect/Chunk"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
@@ -85,25 +86,36 @@ export const response = (
 }
 
 /**
- * Runs `self` to completion under `TestClock`, moving virtual time forward by `step` until it ends
- * (at most `limit` of virtual time, then a defect: the effect waits on something time won't bring).
+ * Runs `self` to completion under `TestClock`: whenever every fiber is suspended, virtual time jumps
+ * to the next pending sleep, so an hour of backoff takes no real time. Fails with a defect when
+ * `self` waits on something time will not bring, or runs past `limit` of virtual time. With many
+ * fibers sleeping to scattered instants, `step` moves time at least that far per jump (fewer,
+ * coarser jumps; each sleep still ends at its own instant).
  */
 export const runWithTestClock = <A, E, R>(
   self: Effect.Effect<A, E, R>,
-  options: { readonly step?: Duration.DurationInput; readonly limit?: Duration.DurationInput } = {}
+  options: { readonly limit?: Duration.DurationInput; readonly step?: Duration.DurationInput } = {}
 ): Effect.Effect<A, E, R> =>
   Effect.gen(function*() {
-    const step = Duration.decode(options.step ?? Duration.millis(10))
-    const limit = Duration.toMillis(options.limit ?? Duration.hours(1))
+    const limit = Duration.toMillis(options.limit ?? Duration.days(1))
+    const step = Duration.toMillis(options.step ?? Duration.zero)
+    const start = yield* TestClock.currentTimeMillis
     const fiber = yield* Effect.fork(self)
-    let elapsed = 0
     while (Option.isNone(yield* Fiber.poll(fiber))) {
-      if (elapsed > limit) {
+      yield* TestClock.adjust(0) // waits until every fiber is done or suspended
+      if (Option.isSome(yield* Fiber.poll(fiber))) break
+      const pending = yield* TestClock.sleeps()
+      const next = Chunk.reduce(pending, Infinity, (min, at) => Math.min(min, at))
+      if (next === Infinity || next - start > limit) {
         yield* Fiber.interrupt(fiber)
-        return yield* Effect.dieMessage(`TestKit.runWithTestClock: still running after ${Duration.format(limit)}`)
+        return yield* Effect.dieMessage(
+          next === Infinity
+            ? "TestKit.runWithTestClock: the effect waits on something other than time"
+            : `TestKit.runWithTestClock: still running after ${Duration.format(limit)} of virtual time`
+        )
       }
-      yield* TestClock.adjust(step)
-      elapsed += Duration.toMillis(step)
+      const now = yield* TestClock.currentTimeMillis
+      yield* TestClock.adjust(Math.max(next, now + step) - now)
     }
     return yield* Fiber.join(fiber)
   })
