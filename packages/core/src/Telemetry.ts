@@ -1,0 +1,242 @@
+/**
+ * Spans and metrics of model calls in the OpenTelemetry GenAI conventions (status Development, the
+ * names of semantic-conventions before the GenAI move): one CLIENT span per logical call named
+ * `{gen_ai.operation.name} {gen_ai.request.model}` with a child span per HTTP attempt, and the
+ * `gen_ai.client.*` histograms with the conventions' bucket boundaries, plus keel's cost, retry,
+ * circuit-breaker and budget metrics.
+ *
+ * Everything here is Effect's own `Tracer` and `Metric`: spans reach OpenTelemetry when the
+ * application provides a tracer (`Telemetry/Otlp.ts`, or `@effect/opentelemetry`'s `NodeSdk`), and
+ * metrics are read from Effect's registry by the same exporters. The `Telemetry` reference switches
+ * spans and metrics off for code that wants neither.
+ */
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as MetricBoundaries from "effect/MetricBoundaries"
+import * as MetricLabel from "effect/MetricLabel"
+
+export interface Options {
+  /** A span per call and per attempt. Default true. */
+  readonly spans: boolean
+  /** The `gen_ai.client.*` and `keel.*` metrics. Default true. */
+  readonly metrics: boolean
+}
+
+/** What the pipeline emits; spans and metrics are on unless a layer says otherwise. */
+export class Telemetry extends Context.Reference<Telemetry>()("@keel/core/Telemetry", {
+  defaultValue: (): Options => ({ spans: true, metrics: true })
+}) {}
+
+/** Chooses what the pipeline emits. */
+export const layer = (options: Partial<Options>): Layer.Layer<Telemetry> =>
+  Layer.succeed(Telemetry, { spans: options.spans ?? true, metrics: options.metrics ?? true })
+
+/** No spans and no metrics (the call log is separate: it writes only when sinks are provided). */
+export const layerDisabled: Layer.Layer<Telemetry> = layer({ spans: false, metrics: false })
+
+/** Attribute names: the GenAI conventions' and keel's own. */
+export const Attributes = {
+  operationName: "gen_ai.operation.name",
+  providerName: "gen_ai.provider.name",
+  requestModel: "gen_ai.request.model",
+  responseModel: "gen_ai.response.model",
+  responseId: "gen_ai.response.id",
+  finishReasons: "gen_ai.response.finish_reasons",
+  inputTokens: "gen_ai.usage.input_tokens",
+  outputTokens: "gen_ai.usage.output_tokens",
+  cacheReadInputTokens: "gen_ai.usage.cache_read.input_tokens",
+  reasoningOutputTokens: "gen_ai.usage.reasoning.output_tokens",
+  tokenType: "gen_ai.token.type",
+  errorType: "error.type",
+  costUsd: "keel.cost_usd",
+  routeReason: "keel.route.reason",
+  budgetScope: "keel.budget.scope",
+  attempts: "keel.attempts",
+  attempt: "keel.attempt",
+  promptHash: "keel.prompt_hash",
+  circuitState: "keel.circuit_breaker.state"
+} as const
+
+/** The operation keel performs: a chat completion. */
+export const operationName = "chat"
+
+/** The span name of a call, `chat gpt-4o-mini`. */
+export const spanName = (model: string): string => `${operationName} ${model}`
+
+/** The span name of one HTTP attempt inside a call. */
+export const attemptSpanName = "keel.attempt"
+
+/** `gen_ai.client.token.usage` boundaries (tokens), from the conventions. */
+export const tokenUsageBoundaries: ReadonlyArray<number> = [
+  1,
+  4,
+  16,
+  64,
+  256,
+  1024,
+  4096,
+  16384,
+  65536,
+  262144,
+  1048576,
+  4194304,
+  16777216,
+  67108864
+]
+
+/** `gen_ai.client.operation.duration` boundaries (seconds), from the conventions. */
+export const durationBoundaries: ReadonlyArray<number> = [
+  0.01,
+  0.02,
+  0.04,
+  0.08,
+  0.16,
+  0.32,
+  0.64,
+  1.28,
+  2.56,
+  5.12,
+  10.24,
+  20.48,
+  40.96,
+  81.92
+]
+
+/** Billable tokens per call, tagged `gen_ai.token.type` input or output. */
+export const tokenUsage = Metric.histogram(
+  "gen_ai.client.token.usage",
+  MetricBoundaries.fromIterable(tokenUsageBoundaries),
+  "Number of input and output tokens used ({token})"
+)
+
+/** Duration of each logical call in seconds, tagged `error.type` when it failed. */
+export const operationDuration = Metric.histogram(
+  "gen_ai.client.operation.duration",
+  MetricBoundaries.fromIterable(durationBoundaries),
+  "GenAI operation duration (s)"
+)
+
+/** Money spent on calls, in USD (the exact sum is the budget ledger's; this is for dashboards). */
+export const cost = Metric.counter("keel.client.cost", {
+  description: "Cost of model calls (USD)",
+  incremental: true
+})
+
+/** Attempts beyond the first of each call. */
+export const retries = Metric.counter("keel.client.retries", {
+  description: "Retried attempts of model calls ({attempt})",
+  incremental: true
+})
+
+/** Circuit-breaker state per model: 0 closed, 1 half-open, 2 open. */
+export const circuitBreakerState = Metric.gauge("keel.circuit_breaker.state", {
+  description: "Circuit breaker state per model (0 closed, 1 half-open, 2 open)"
+})
+
+/** What is left to spend in a budget scope and window, in USD. */
+export const budgetRemaining = Metric.gauge("keel.budget.remaining", {
+  description: "Budget remaining per scope (USD)"
+})
+
+/** A breaker state as the gauge encodes it. */
+export type CircuitState = "closed" | "half-open" | "open"
+
+const circuitStateValue: Record<CircuitState, number> = { closed: 0, "half-open": 1, open: 2 }
+
+/** Records a model's circuit-breaker state: the hook a circuit breaker calls on every transition. */
+export const recordCircuitState = (model: string, state: CircuitState): Effect.Effect<void> =>
+  Effect.sync(() =>
+    circuitBreakerState.unsafeUpdate(circuitStateValue[state], labels("circuit", model, Attributes.requestModel))
+  )
+
+/** Records what remains of a budget scope's window, in USD: the hook a budget calls after it settles. */
+export const recordBudgetRemaining = (scope: string, window: string, remainingUsd: number): Effect.Effect<void> =>
+  Effect.sync(() =>
+    budgetRemaining.unsafeUpdate(
+      remainingUsd,
+      labels2("budget", scope, window, Attributes.budgetScope, "keel.budget.window")
+    )
+  )
+
+// Effect caches a metric's registry hook per label array (by identity), so each distinct tag set is
+// built once and reused: an update is then a map lookup and an add, with no allocation.
+const labelCache = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
+
+const labels = (kind: string, value: string, key: string): ReadonlyArray<MetricLabel.MetricLabel> => {
+  const cacheKey = kind + "\u0000" + value
+  let cached = labelCache.get(cacheKey)
+  if (cached === undefined) {
+    cached = [MetricLabel.make(key, value)]
+    labelCache.set(cacheKey, cached)
+  }
+  return cached
+}
+
+const labels2 = (
+  kind: string,
+  a: string,
+  b: string,
+  keyA: string,
+  keyB: string
+): ReadonlyArray<MetricLabel.MetricLabel> => {
+  const cacheKey = kind + "\u0000" + a + "\u0000" + b
+  let cached = labelCache.get(cacheKey)
+  if (cached === undefined) {
+    cached = [MetricLabel.make(keyA, a), MetricLabel.make(keyB, b)]
+    labelCache.set(cacheKey, cached)
+  }
+  return cached
+}
+
+const callLabels = (
+  provider: string,
+  model: string,
+  extraKey: string | undefined,
+  extraValue: string | undefined
+): ReadonlyArray<MetricLabel.MetricLabel> => {
+  const cacheKey = "call\u0000" + provider + "\u0000" + model + "\u0000" + (extraKey ?? "") + "\u0000" +
+    (extraValue ?? "")
+  let cached = labelCache.get(cacheKey)
+  if (cached === undefined) {
+    const base = [
+      MetricLabel.make(Attributes.operationName, operationName),
+      MetricLabel.make(Attributes.providerName, provider),
+      MetricLabel.make(Attributes.requestModel, model)
+    ]
+    cached = extraKey === undefined || extraValue === undefined
+      ? base
+      : [...base, MetricLabel.make(extraKey, extraValue)]
+    labelCache.set(cacheKey, cached)
+  }
+  return cached
+}
+
+/** What one finished call contributes to the metrics. */
+export interface CallMeasurement {
+  readonly provider: string
+  readonly model: string
+  readonly inputTokens: number
+  readonly outputTokens: number
+  readonly durationSeconds: number
+  readonly attempts: number
+  readonly costUsd: number
+  /** Set when the call failed. */
+  readonly errorType: string | undefined
+}
+
+/** Updates every per-call metric (token usage only when a billed answer arrived); synchronous, for the pipeline's exit handler. */
+export const unsafeRecordCall = (m: CallMeasurement): void => {
+  if (m.inputTokens > 0 || m.outputTokens > 0) {
+    tokenUsage.unsafeUpdate(m.inputTokens, callLabels(m.provider, m.model, Attributes.tokenType, "input"))
+    tokenUsage.unsafeUpdate(m.outputTokens, callLabels(m.provider, m.model, Attributes.tokenType, "output"))
+  }
+  operationDuration.unsafeUpdate(
+    m.durationSeconds,
+    callLabels(m.provider, m.model, m.errorType === undefined ? undefined : Attributes.errorType, m.errorType)
+  )
+  const plain = callLabels(m.provider, m.model, undefined, undefined)
+  if (m.costUsd > 0) cost.unsafeUpdate(m.costUsd, plain)
+  if (m.attempts > 1) retries.unsafeUpdate(m.attempts - 1, plain)
+}
