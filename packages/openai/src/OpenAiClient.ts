@@ -154,7 +154,7 @@ const validate = (
 ): Effect.Effect<{ readonly apiKey: Redacted.Redacted; readonly baseUrl: string }, ConfigError.ConfigError> => {
   if (!Redacted.isRedacted(options.apiKey) || Redacted.value(options.apiKey).trim() === "") {
     return Effect.fail(
-      ConfigError.MissingData(["apiKey"], "apiKey is required: set the OpenAI API key (OPENAI_API_KEY)")
+      ConfigError.MissingData(["apiKey"], "is empty: the OpenAI API key is required (OPENAI_API_KEY)")
     )
   }
   const baseUrl = (options.baseUrl ?? defaultBaseUrl).replace(/\/+$/, "")
@@ -165,13 +165,13 @@ const validate = (
     return Effect.fail(
       ConfigError.InvalidData(
         ["baseUrl"],
-        `baseUrl must be an absolute http(s) URL, got ${JSON.stringify(options.baseUrl)}`
+        `must be an absolute http(s) URL, got ${JSON.stringify(options.baseUrl)}`
       )
     )
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     return Effect.fail(
-      ConfigError.InvalidData(["baseUrl"], `baseUrl must use http or https, got ${JSON.stringify(options.baseUrl)}`)
+      ConfigError.InvalidData(["baseUrl"], `must be an http(s) URL, got ${JSON.stringify(options.baseUrl)}`)
     )
   }
   return Effect.succeed({ apiKey: options.apiKey, baseUrl })
@@ -245,7 +245,23 @@ export const layer = (options: Options): Layer.Layer<OpenAiClient, ConfigError.C
 export const layerConfig = (
   config: Config.Config.Wrap<Options>
 ): Layer.Layer<OpenAiClient, ConfigError.ConfigError, HttpClient.HttpClient> =>
-  Layer.effect(OpenAiClient, Effect.flatMap(Config.unwrap(config), make))
+  Layer.effect(OpenAiClient, Effect.flatMap(Effect.mapError(Config.unwrap(config), explainSecret), make))
+
+/** `Config.redacted` hides why a secret is missing ("<redacted>"); the only secret here is the API key, so say so. */
+const explainSecret = (error: ConfigError.ConfigError): ConfigError.ConfigError => {
+  switch (error._op) {
+    case "And":
+      return ConfigError.And(explainSecret(error.left), explainSecret(error.right))
+    case "Or":
+      return ConfigError.Or(explainSecret(error.left), explainSecret(error.right))
+    case "MissingData":
+      return error.message === "<redacted>"
+        ? ConfigError.MissingData(error.path, "is not set: the OpenAI API key is required")
+        : error
+    default:
+      return error
+  }
+}
 
 /** `layer` with undici as the transport. */
 export const layerUndici = (options: Options): Layer.Layer<OpenAiClient, ConfigError.ConfigError> =>

@@ -37,14 +37,14 @@ const validate = (options: Options): Effect.Effect<Options, ConfigError.ConfigEr
         return Effect.fail(
           ConfigError.InvalidData(
             ["modelNames", from],
-            `model name ${JSON.stringify(name)} is not valid: a model name is non-empty and has no spaces`
+            `${JSON.stringify(name)} is not a valid model name: a model name is non-empty and has no spaces`
           )
         )
       }
     }
   }
   if (options.provider !== undefined && options.provider.trim() === "") {
-    return Effect.fail(ConfigError.InvalidData(["provider"], "provider must not be empty"))
+    return Effect.fail(ConfigError.InvalidData(["provider"], "must not be empty"))
   }
   return Effect.succeed(options)
 }
