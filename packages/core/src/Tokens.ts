@@ -1,0 +1,75 @@
+/**
+ * Token counts for budget reservations, with the o200k_base encoding of current OpenAI models
+ * (gpt-tokenizer). A request's input is its messages (plus the chat format's per-message overhead),
+ * its tool definitions and its response format's JSON schema; the estimate errs high, never low, as
+ * a reservation must cover what the provider will bill.
+ *
+ * The encoder's rank table takes ~200 ms and ~20 MB to load, so it is loaded once, on first use
+ * (or ahead of time with `load`), and shared by every caller in the process.
+ */
+import * as Effect from "effect/Effect"
+import type * as LlmRequest from "./LlmRequest.js"
+
+type Counter = (text: string) => number
+
+/** Special-token text (`<|endoftext|>`) in a prompt is counted as ordinary text, not rejected. */
+const encodeOptions = { disallowedSpecial: new Set<string>() }
+
+let counter: Counter | undefined
+let loading: Promise<Counter> | undefined
+
+const loadCounter = (): Promise<Counter> =>
+  loading ??= import("gpt-tokenizer/encoding/o200k_base").then((encoding) => {
+    counter = (text) => encoding.countTokens(text, encodeOptions)
+    return counter
+  })
+
+const withCounter = <A>(f: (count: Counter) => A): Effect.Effect<A> =>
+  counter !== undefined ? Effect.sync(() => f(counter!)) : Effect.map(Effect.promise(loadCounter), f)
+
+/** Loads the encoder now rather than on the first count (e.g. at startup, off the first call's path). */
+export const load: Effect.Effect<void> = withCounter(() => undefined)
+
+/** Tokens of a text in o200k_base. */
+export const count = (text: string): Effect.Effect<number> => withCounter((count) => count(text))
+
+/** Tokens the chat format adds per message (role and separators), and to prime the reply (OpenAI cookbook). */
+export const perMessage = 3
+export const perName = 1
+export const replyPriming = 3
+/** Tokens the tool preamble adds per tool, over the tool's JSON. */
+export const perTool = 8
+
+/** The input tokens of a request: messages with their overhead, tool definitions, response format schema. */
+export const input = (request: LlmRequest.LlmRequest): Effect.Effect<number> =>
+  withCounter((count) => inputWith(count, request))
+
+const inputWith = (count: Counter, request: LlmRequest.LlmRequest): number => {
+  let total = replyPriming
+  for (const message of request.messages) {
+    total += perMessage + count(message.role)
+    switch (message.role) {
+      case "user":
+        total += count(message.content) + (message.name === undefined ? 0 : perName + count(message.name))
+        break
+      case "assistant":
+        if (message.content !== undefined) total += count(message.content)
+        if (message.refusal !== undefined) total += count(message.refusal)
+        for (const call of message.toolCalls ?? []) total += perTool + count(call.name) + count(call.arguments)
+        break
+      case "tool":
+        total += count(message.content) + count(message.toolCallId)
+        break
+      default:
+        total += count(message.content)
+    }
+  }
+  for (const tool of request.tools ?? []) {
+    total += perTool + count(tool.name) + count(tool.description ?? "") + count(JSON.stringify(tool.parameters))
+  }
+  if (request.responseFormat?._tag === "json_schema") {
+    total += perTool + count(request.responseFormat.name) + count(request.responseFormat.description ?? "") +
+      count(JSON.stringify(request.responseFormat.schema))
+  }
+  return total
+}
