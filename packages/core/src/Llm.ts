@@ -4,17 +4,28 @@
  * re-ask) runs its `attempt`s under the `RetryPolicy` (per-attempt timeout, jittered backoff,
  * provider hints, deadline) against the `LanguageModel` and classifies the answer (a refusal is
  * `Refused`, a cut answer is `Truncated`). `CallState` carries what the call accumulates.
+ *
+ * Budget and cost are optional: with a `Budget` in context when the layer is built, each round
+ * reserves its worst case before its first attempt and settles what was billed (`BudgetExceeded`
+ * before anything is sent); with `Pricing` alone it only records the cost in `CallState`; with
+ * neither, that stage is left out of the path entirely.
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import type * as Schema from "effect/Schema"
+import * as StructuredOutput from "./internal/structuredOutput.js"
+import * as Metering from "./internal/metering.js"
 import { LanguageModel } from "./LanguageModel.js"
 import { InvalidRequest, type LlmError, Refused, Truncated } from "./LlmError.js"
 import * as LlmRequest from "./LlmRequest.js"
+import type * as Money from "./Money.js"
 import type { LlmResponse } from "./LlmResponse.js"
 import * as RetryPolicy from "./RetryPolicy.js"
+import type * as Tool from "./Tool.js"
 import * as Usage from "./Usage.js"
 
 export class Llm extends Context.Tag("@keel/core/Llm")<Llm, Llm.Service>() {}
@@ -23,7 +34,23 @@ export declare namespace Llm {
   export interface Service {
     /** One logical call: validated, retried as the policy says, classified. */
     readonly generate: (request: LlmRequest.Input) => Effect.Effect<LlmResponse, LlmError>
+    /** One logical call whose answer is decoded with a Schema, repaired by re-asking at most `repair` times. */
+    readonly generateObject: <A, I>(options: GenerateObjectOptions<A, I>) => Effect.Effect<A, LlmError>
   }
+}
+
+/**
+ * A structured-output call: the request fields, plus the Schema (or a `Tool`) the answer must decode
+ * with. `mode` "tool" (default) sends it as a strict tool the model is forced to call; "json_schema"
+ * as a strict response format. `repair` (default 1) bounds the re-asks after invalid output.
+ */
+export interface GenerateObjectOptions<A, I> extends Omit<LlmRequest.Input, "tools" | "toolChoice" | "responseFormat"> {
+  readonly schema: Schema.Schema<A, I, never> | Tool.Tool<A, I>
+  readonly mode?: "tool" | "json_schema"
+  /** The tool or response-format name; default the tool's name, the Schema's identifier, or "output". */
+  readonly name?: string
+  readonly description?: string
+  readonly repair?: number
 }
 
 export interface Options {
@@ -76,11 +103,23 @@ export interface CallState {
   usage: Usage.Usage
   /** The latest answer, when one arrived. */
   response: LlmResponse | undefined
+  /** Settled cost of all rounds (pico-dollars, `Money`); set when `Pricing` or `Budget` is provided. */
+  cost?: Money.Money | undefined
+  /** True when part of `cost` is an estimate: an attempt that may have been billed returned no usage. */
+  costEstimated?: boolean | undefined
+  /** True when the model's price is the configured fallback price, not a known one. */
+  priceFallback?: boolean | undefined
+  /** Attempts that may have been billed without an answer (timed out, interrupted or unreadable); when metered. */
+  unansweredAttempts?: number | undefined
+  /** Repair re-asks sent after invalid output (each one a round of its own). */
+  repairs: number
 }
 
 export const make = (options: Options = {}): Effect.Effect<Llm.Service, never, LanguageModel> =>
   Effect.gen(function*() {
     const languageModel = yield* LanguageModel
+    /** Budget reservation and cost (see `internal/metering`); absent when neither Budget nor Pricing is provided. */
+    const meter = yield* Metering.make
 
     const resolve = (request: LlmRequest.LlmRequest): Effect.Effect<LlmRequest.Resolved, InvalidRequest> =>
       Effect.flatMap(ModelOverride, (override) => {
@@ -99,19 +138,26 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, never, L
     const attempt = (state: CallState, request: LlmRequest.Resolved) =>
       Effect.suspend(() => {
         state.attempts++
-        return Effect.tap(languageModel.complete(request), (response) => {
+        const answered = Effect.tap(languageModel.complete(request), (response) => {
           state.usage = Usage.add(state.usage, response.usage)
           state.response = response
         })
+        return meter === undefined ? answered : Effect.onError(answered, (cause) =>
+          Metering.mayHaveBeenBilled(cause)
+            ? Effect.sync(() => {
+              state.unansweredAttempts = (state.unansweredAttempts ?? 0) + 1
+            })
+            : Effect.void)
       })
 
     /** One round: a request sent under the retry policy until it answers or fails for good, then classified. */
     const round = (state: CallState, request: LlmRequest.Resolved): Effect.Effect<LlmResponse, LlmError> =>
       Effect.suspend(() => {
         state.request = request
-        return RetryPolicy.retry(attempt(state, request), { model: request.model }).pipe(
+        const answer = RetryPolicy.retry(attempt(state, request), { model: request.model }).pipe(
           Effect.flatMap((response) => classify(request, response))
         )
+        return meter === undefined ? answer : meter(state, request, answer)
       })
 
     /** One logical call: validate the input, choose the model, run `body` with fresh call state. */
@@ -121,10 +167,20 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, never, L
     ): Effect.Effect<A, LlmError> =>
       LlmRequest.decode(input).pipe(
         Effect.flatMap(resolve),
-        Effect.flatMap((request) => body({ request, attempts: 0, usage: Usage.empty, response: undefined }, request))
+        Effect.flatMap((request) =>
+          body({ request, attempts: 0, usage: Usage.empty, response: undefined, repairs: 0 }, request)
+        )
       )
 
-    return Llm.of({ generate: (input) => call(input, round) })
+    return Llm.of({
+      generate: (input) => call(input, round),
+      generateObject: (options) =>
+        Either.match(StructuredOutput.prepare(options), {
+          onLeft: Effect.fail,
+          onRight: (prepared) =>
+            call(prepared.input, (state, request) => StructuredOutput.run(prepared, state, request, round))
+        })
+    })
   })
 
 /** The facade over the `LanguageModel` in context. */
@@ -133,3 +189,7 @@ export const layer = (options: Options = {}): Layer.Layer<Llm, never, LanguageMo
 /** Sends one request through the pipeline. */
 export const generate = (request: LlmRequest.Input): Effect.Effect<LlmResponse, LlmError, Llm> =>
   Effect.flatMap(Llm, (llm) => llm.generate(request))
+
+/** Sends one request and decodes the answer with `options.schema`; see `GenerateObjectOptions`. */
+export const generateObject = <A, I>(options: GenerateObjectOptions<A, I>): Effect.Effect<A, LlmError, Llm> =>
+  Effect.flatMap(Llm, (llm) => llm.generateObject(options))

@@ -11,6 +11,10 @@ export * as LlmResponse from "./LlmResponse.js"
 
 export * as RetryPolicy from "./RetryPolicy.js"
 
+export * as StrictSchema from "./StrictSchema.js"
+
 export * as TestKit from "./TestKit.js"
+
+export * as Tool from "./Tool.js"
 
 export * as Usage from "./Usage.js"
