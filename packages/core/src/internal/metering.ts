@@ -1,0 +1,132 @@
+/**
+ * The budget and cost stage of `Llm`'s rounds. With a `Budget` in context, a round reserves its
+ * worst case before its first attempt (failing fast with `BudgetExceeded`, nothing sent) and, however
+ * it ends, settles what was billed or releases the reservation when nothing was. With only `Pricing`,
+ * it computes the round's cost. With neither, it is not in the path at all.
+ */
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
+import * as Budget from "../Budget.js"
+import { type LlmError, PricingUnknown } from "../LlmError.js"
+import type * as LlmRequest from "../LlmRequest.js"
+import type * as Money from "../Money.js"
+import * as Pricing from "../Pricing.js"
+import * as Tokens from "../Tokens.js"
+import type * as Usage from "../Usage.js"
+
+/** The part of `Llm.CallState` this stage reads and writes. */
+export interface Metered {
+  usage: Usage.Usage
+  cost?: Money.Money | undefined
+  costEstimated?: boolean | undefined
+  priceFallback?: boolean | undefined
+  unansweredAttempts?: number | undefined
+}
+
+/**
+ * Whether a failed attempt may have been billed with no usage to show for it: it timed out or was
+ * interrupted after the request may have been sent, or the provider answered with an unreadable body.
+ */
+export const mayHaveBeenBilled = (cause: Cause.Cause<LlmError>): boolean => {
+  if (Cause.isInterruptedOnly(cause)) return true
+  const failure = Cause.failureOption(cause)
+  return Option.isSome(failure) && (failure.value._tag === "Timeout" || failure.value._tag === "ProtocolError")
+}
+
+const subtract = (after: Usage.Usage, before: Usage.Usage): Usage.Usage => ({
+  inputTokens: after.inputTokens - before.inputTokens,
+  cachedInputTokens: after.cachedInputTokens - before.cachedInputTokens,
+  outputTokens: after.outputTokens - before.outputTokens,
+  reasoningTokens: after.reasoningTokens - before.reasoningTokens
+})
+
+export type Meter = <A>(
+  state: Metered,
+  request: LlmRequest.Resolved,
+  round: Effect.Effect<A, LlmError>
+) => Effect.Effect<A, LlmError>
+
+let builtIn: Pricing.Pricing.Service | undefined
+
+/** The stage for the services in context: `undefined` when there is nothing to meter. */
+export const make: Effect.Effect<Meter | undefined> = Effect.gen(function*() {
+  const budget = Option.getOrUndefined(yield* Effect.serviceOption(Budget.Budget))
+  let pricing = Option.getOrUndefined(yield* Effect.serviceOption(Pricing.Pricing))
+  if (budget === undefined && pricing === undefined) return undefined
+  if (pricing === undefined) pricing = builtIn ??= yield* Effect.orDie(Pricing.make())
+  const prices = pricing
+
+  /** The worst case of one attempt: every input token uncached and the whole output allowance. */
+  const estimate = (request: LlmRequest.Resolved, price: Pricing.ModelPrice) =>
+    Effect.map(
+      Tokens.input(request),
+      (input) => Pricing.worstCase(price, input, request.maxOutputTokens ?? price.maxOutputTokens)
+    )
+
+  /** What the round billed: its usage at the price, plus the estimate for each unanswered billed attempt. */
+  const charge = (state: Metered, before: Usage.Usage, unansweredBefore: number, price: Pricing.ModelPrice) => {
+    const unanswered = (state.unansweredAttempts ?? 0) - unansweredBefore
+    const usage = subtract(state.usage, before)
+    return {
+      cost: Pricing.costOf(price, usage, "sync"),
+      unanswered,
+      billed: unanswered > 0 || usage.inputTokens + usage.outputTokens > 0
+    }
+  }
+
+  const record = (state: Metered, cost: Money.Money, estimated: boolean, price: Pricing.ModelPrice) => {
+    state.cost = (state.cost ?? 0n) + cost
+    if (estimated) state.costEstimated = true
+    if (price.fallback) state.priceFallback = true
+  }
+
+  return <A>(state: Metered, request: LlmRequest.Resolved, round: Effect.Effect<A, LlmError>) =>
+    Effect.suspend(() => {
+      const price = prices.lookup(request.model)
+      if (price === undefined) return Effect.fail(new PricingUnknown({ model: request.model }))
+      const before = state.usage
+      const unansweredBefore = state.unansweredAttempts ?? 0
+      state.cost ??= 0n
+
+      if (budget === undefined) {
+        return Effect.onExit(round, () =>
+          Effect.suspend(() => {
+            const billed = charge(state, before, unansweredBefore, price)
+            if (billed.unanswered === 0) return Effect.sync(() => record(state, billed.cost, false, price))
+            return Effect.map(
+              estimate(request, price),
+              (worst) => record(state, billed.cost + BigInt(billed.unanswered) * worst, true, price)
+            )
+          }))
+      }
+
+      return Effect.flatMap(estimate(request, price), (worst) =>
+        Effect.acquireUseRelease(
+          Effect.catchTag(
+            budget.reserve(request.scope, worst),
+            "BudgetStoreError",
+            (error) => Effect.die(error) // fail closed: no budget check, no call
+          ),
+          () => round,
+          (reservation, exit) =>
+            Effect.suspend(() => {
+              const billed = charge(state, before, unansweredBefore, price)
+              const cost = billed.cost + BigInt(billed.unanswered) * worst
+              const estimated = billed.unanswered > 0
+              record(state, cost, estimated, price)
+              const done = billed.billed
+                ? budget.settle(reservation, cost, { estimated })
+                : budget.release(reservation)
+              // The reservation stays open if the store fails now; its lease expiry charges it in full.
+              return Effect.catchAll(done, (error) =>
+                Effect.logWarning(
+                  "Budget: settling failed; the reservation will be reclaimed at its full amount when its lease expires",
+                  error,
+                  Exit.isSuccess(exit) ? "call succeeded" : "call failed"
+                ))
+            })
+        ))
+    })
+})
