@@ -2,3 +2,5 @@
 export * as OpenAiClient from "./OpenAiClient.js"
 
 export * as OpenAiLanguageModel from "./OpenAiLanguageModel.js"
+
+export * as Simulator from "./Simulator.js"

@@ -1,0 +1,351 @@
+/**
+ * An OpenAI-compatible HTTP server for tests, benchmarks, the demo and `keel simulate`. It answers
+ * Chat Completions deterministically from (seed, request): tool calls and `json_schema` content that
+ * satisfy the request's JSON Schema, plain text otherwise, with `usage` counted by OpenAI's
+ * o200k_base tokenizer and OpenAI's headers (`x-request-id`, `x-ratelimit-*`). It enforces per-model
+ * requests/min and tokens/min with real 429s and injects faults at configured, reproducible rates.
+ *
+ * Endpoints plug in: `Options.routes` adds `HttpRouter` routes, which get the same Bearer auth and
+ * common headers and can use `EndpointContext` (e.g. to answer chat requests of a batch).
+ *
+ * ```ts
+ * const program = Effect.gen(function*() {
+ *   const { url } = yield* Simulator.Simulator
+ *   // point an OpenAI client at `url` with any API key
+ * }).pipe(Effect.provide(Simulator.layer({ seed: 1, faults: { rate_limit: 0.05 } })))
+ * ```
+ */
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
+import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
+import * as HttpRouter from "@effect/platform/HttpRouter"
+import type * as HttpServer from "@effect/platform/HttpServer"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerRespondable from "@effect/platform/HttpServerRespondable"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import * as Http from "node:http"
+import { Engine, FAULTS, type Outcome } from "./internal/simulator/engine.js"
+import { loadCounter } from "./internal/simulator/tokens.js"
+
+/** A kind of injected fault. */
+export type Fault = typeof FAULTS[number]
+
+/** Every fault name, in the order rates are applied. */
+export const faultNames: ReadonlyArray<Fault> = FAULTS
+
+/** Probability per request of each fault; the rates of a model sum to at most 1. */
+export type FaultRates = Partial<Record<Fault, number>>
+
+/** Requests and tokens per minute; an unset limit does not bind. */
+export interface Limits {
+  readonly requestsPerMinute?: number
+  readonly tokensPerMinute?: number
+}
+
+/** An endpoint plugged into the simulator (see `EndpointContext`). */
+export type Route = HttpRouter.Route<unknown, EndpointContext>
+
+export interface Options {
+  /** default 0; the same seed and the same requests give the same answers and faults */
+  readonly seed?: number
+  /** when set, `Authorization: Bearer <apiKey>` is required; when unset any non-empty Bearer token is accepted */
+  readonly apiKey?: string
+  /** answer delay: base + per output token + uniform jitter in [0, jitterMs); default all 0 */
+  readonly latency?: {
+    readonly baseMs?: number
+    readonly perOutputTokenMs?: number
+    readonly jitterMs?: number
+  }
+  /** limits for every model (each model has its own buckets); default none */
+  readonly limits?: Limits
+  /** limits for named models, instead of `limits` */
+  readonly limitsByModel?: Readonly<Record<string, Limits>>
+  /** fault rates for every model; default none */
+  readonly faults?: FaultRates
+  /** fault rates for named models, instead of `faults` */
+  readonly faultsByModel?: Readonly<Record<string, FaultRates>>
+  /** the hint sent with injected 429s, as `retry-after-ms` and `retry-after` (whole seconds, rounded up); default 50 */
+  readonly retryAfterMs?: number
+  /** default 0: a free port */
+  readonly port?: number
+  /** more endpoints, served next to `POST /v1/chat/completions` */
+  readonly routes?: ReadonlyArray<Route>
+}
+
+/** Counters for tests and the CLI. */
+export interface Stats {
+  /** chat completion requests received (after authentication) */
+  readonly requests: number
+  /** 200 chat answers, including those spoiled by `malformed`, `invalid_output`, `truncated`, `refusal` */
+  readonly completions: number
+  /** 429s from the configured limits (not injected) */
+  readonly rateLimited: number
+  /** faults injected, by kind */
+  readonly faults: Readonly<Record<Fault, number>>
+  /** answers by HTTP status, over every endpoint */
+  readonly byStatus: Readonly<Record<string, number>>
+}
+
+/** The simulator could not start: bad options or the port could not be bound. */
+export class StartError extends Schema.TaggedError<StartError>("@keel/openai/Simulator/StartError")("StartError", {
+  reason: Schema.String
+}) {
+  override get message() {
+    return `The OpenAI simulator could not start: ${this.reason}`
+  }
+}
+
+/** A running simulator. */
+export class Simulator extends Context.Tag("@keel/openai/Simulator")<Simulator, {
+  /** base URL including /v1, e.g. "http://127.0.0.1:43121/v1" */
+  readonly url: string
+  readonly port: number
+  /** counters since start */
+  readonly stats: Effect.Effect<Stats>
+}>() {}
+
+/** What a plugged-in endpoint can use: the answers it builds get the simulator's headers. */
+export class EndpointContext extends Context.Tag("@keel/openai/Simulator/EndpointContext")<EndpointContext, {
+  readonly seed: number
+  /** the chat completion answer for a request body, without faults, limits or latency (e.g. for a batch line) */
+  readonly completeChat: (body: unknown) => { readonly status: number; readonly body: unknown }
+  /** a JSON answer with `x-request-id`, `openai-version` and `openai-processing-ms` */
+  readonly json: (status: number, body: unknown) => HttpServerResponse.HttpServerResponse
+  /** an OpenAI error answer `{"error":{message,type,param,code}}` */
+  readonly error: (
+    status: number,
+    message: string,
+    type: string,
+    param?: string | null,
+    code?: string | null
+  ) => HttpServerResponse.HttpServerResponse
+  /** a fresh `req_…` id */
+  readonly requestId: () => string
+}>() {}
+
+/**
+ * Parses fault rates as the CLI takes them: `"rate_limit=0.05,500=0.02"`. The Left names the bad
+ * entry and lists the valid names.
+ */
+export const parseFaults = (spec: string): Either.Either<FaultRates, string> => {
+  const rates: Partial<Record<Fault, number>> = {}
+  const valid = `valid names: ${FAULTS.join(", ")}`
+  let sum = 0
+  for (const raw of spec.split(",")) {
+    const entry = raw.trim()
+    if (entry === "") continue
+    const eq = entry.indexOf("=")
+    if (eq < 0) return Either.left(`fault entry "${entry}" is not name=rate (e.g. rate_limit=0.05); ${valid}`)
+    const name = entry.slice(0, eq).trim()
+    const value = entry.slice(eq + 1).trim()
+    if (!(FAULTS as ReadonlyArray<string>).includes(name)) {
+      return Either.left(`unknown fault "${name}" in "${entry}"; ${valid}`)
+    }
+    const rate = Number(value)
+    if (value === "" || !Number.isFinite(rate) || rate < 0 || rate > 1) {
+      return Either.left(`fault rate "${value}" in "${entry}" is not a number between 0 and 1`)
+    }
+    if (name in rates) return Either.left(`fault "${name}" is given twice ("${entry}")`)
+    rates[name as Fault] = rate
+    sum += rate
+  }
+  if (sum > 1 + 1e-9) return Either.left(`fault rates sum to ${sum}, more than 1`)
+  return Either.right(rates)
+}
+
+const checkRates = (rates: FaultRates, where: string): string | undefined => {
+  let sum = 0
+  for (const [name, rate] of Object.entries(rates)) {
+    if (!(FAULTS as ReadonlyArray<string>).includes(name)) {
+      return `${where}: unknown fault "${name}"; valid names: ${FAULTS.join(", ")}`
+    }
+    if (typeof rate !== "number" || !(rate >= 0 && rate <= 1)) return `${where}: rate of ${name} must be in [0, 1]`
+    sum += rate
+  }
+  return sum > 1 + 1e-9 ? `${where}: fault rates sum to ${sum}, more than 1` : undefined
+}
+
+const checkLimits = (limits: Limits, where: string): string | undefined => {
+  for (const [name, value] of Object.entries(limits)) {
+    if (value !== undefined && !(typeof value === "number" && value > 0)) return `${where}.${name} must be positive`
+  }
+  return undefined
+}
+
+const validate = (options: Options): string | undefined => {
+  const checks = [
+    checkRates(options.faults ?? {}, "faults"),
+    ...Object.entries(options.faultsByModel ?? {}).map(([m, r]) => checkRates(r, `faultsByModel.${m}`)),
+    checkLimits(options.limits ?? {}, "limits"),
+    ...Object.entries(options.limitsByModel ?? {}).map(([m, l]) => checkLimits(l, `limitsByModel.${m}`))
+  ]
+  const latency = options.latency ?? {}
+  for (const [name, value] of Object.entries(latency)) {
+    if (value !== undefined && !(typeof value === "number" && value >= 0)) checks.push(`latency.${name} must be ≥ 0`)
+  }
+  if (options.retryAfterMs !== undefined && !(options.retryAfterMs >= 0)) checks.push("retryAfterMs must be ≥ 0")
+  if (options.port !== undefined && !(Number.isInteger(options.port) && options.port >= 0 && options.port < 65536)) {
+    checks.push(`port ${options.port} is not in 0..65535`)
+  }
+  if (options.apiKey !== undefined && options.apiKey.length === 0) checks.push("apiKey must not be empty")
+  return checks.find((c) => c !== undefined)
+}
+
+const readBody = (request: Http.IncomingMessage): Effect.Effect<string, Error> =>
+  Effect.async((resume) => {
+    let text = ""
+    request.setEncoding("utf8")
+    request.on("data", (chunk: string) => {
+      text += chunk
+    })
+    request.once("end", () => resume(Effect.succeed(text)))
+    request.once("error", (error) => resume(Effect.fail(error)))
+  })
+
+const BEARER = /^Bearer\s+(\S+)\s*$/i
+
+/** The server: the chat route, the plugged-in routes, auth and OpenAI-style 404/500 around them. */
+const makeApp = (engine: Engine, options: Options, endpoint: EndpointContext["Type"]) => {
+  const answer = (outcome: Outcome, request: HttpServerRequest.HttpServerRequest) => {
+    switch (outcome._tag) {
+      case "Respond": {
+        engine.recordStatus(outcome.status)
+        const response = HttpServerResponse.text(outcome.body, {
+          status: outcome.status,
+          headers: outcome.headers,
+          contentType: "application/json"
+        })
+        return outcome.delayMs > 0
+          ? Effect.delay(Effect.succeed(response), Duration.millis(outcome.delayMs))
+          : Effect.succeed(response)
+      }
+      case "Hang":
+        // released when the client disconnects or the server closes (both interrupt this fiber)
+        return Effect.never
+      case "Reset": {
+        const destroy = Effect.zipRight(
+          Effect.sync(() => NodeHttpServerRequest.toIncomingMessage(request).socket.destroy()),
+          Effect.never
+        )
+        return outcome.delayMs > 0 ? Effect.delay(destroy, Duration.millis(outcome.delayMs)) : destroy
+      }
+    }
+  }
+
+  const chat: HttpRouter.Route<Error, never> = HttpRouter.makeRoute(
+    "POST",
+    "/v1/chat/completions",
+    Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+      Effect.flatMap(
+        readBody(NodeHttpServerRequest.toIncomingMessage(request)),
+        (text) => answer(engine.chat(text, Date.now()), request)
+      ))
+  )
+
+  const unauthorized = (message: string) =>
+    Effect.succeed(endpoint.error(401, message, "invalid_request_error", null, "invalid_api_key"))
+  const expected = options.apiKey
+  const authenticate = (request: HttpServerRequest.HttpServerRequest) => {
+    const header = request.headers["authorization"]
+    const match = header === undefined ? null : BEARER.exec(header)
+    if (match === null) {
+      return unauthorized(
+        "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank username) if you're accessing the API from your browser and are prompted for a username and password. You can obtain an API key from https://platform.openai.com/account/api-keys."
+      )
+    }
+    if (expected !== undefined && match[1] !== expected) {
+      return unauthorized(
+        "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys."
+      )
+    }
+    return undefined
+  }
+
+  const internalError = (cause: Cause.Cause<unknown>) =>
+    Cause.isInterruptedOnly(cause)
+      ? Effect.interrupt
+      : Effect.succeed(endpoint.error(500, "The server had an error while processing your request.", "server_error"))
+
+  const guard = (route: Route): HttpRouter.Route<never, EndpointContext> =>
+    HttpRouter.makeRoute(
+      route.method,
+      route.path,
+      Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+        authenticate(request) ??
+          Effect.flatMap(route.handler, HttpServerRespondable.toResponse).pipe(Effect.catchAllCause(internalError))),
+      { uninterruptible: route.uninterruptible }
+    )
+
+  const router = HttpRouter.fromIterable([chat, ...(options.routes ?? [])].map(guard))
+  return router.pipe(
+    Effect.catchTag("RouteNotFound", (e) =>
+      Effect.succeed(
+        endpoint.error(404, `Invalid URL (${e.request.method} ${e.request.url})`, "invalid_request_error")
+      )),
+    Effect.provideService(EndpointContext, endpoint)
+  )
+}
+
+/** Starts the simulator on 127.0.0.1 in the current scope; it stops when the scope closes. */
+export const make = (options: Options = {}): Effect.Effect<Simulator["Type"], StartError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const invalid = validate(options)
+    if (invalid !== undefined) return yield* new StartError({ reason: invalid })
+    const count = yield* loadCounter
+    const latency = options.latency ?? {}
+    const seed = options.seed ?? 0
+    const engine = new Engine({
+      seed,
+      baseMs: latency.baseMs ?? 0,
+      perOutputTokenMs: latency.perOutputTokenMs ?? 0,
+      jitterMs: latency.jitterMs ?? 0,
+      limits: options.limits ?? {},
+      limitsByModel: options.limitsByModel ?? {},
+      faults: options.faults ?? {},
+      faultsByModel: options.faultsByModel ?? {},
+      retryAfterMs: options.retryAfterMs ?? 50
+    }, count)
+
+    const toResponse = (outcome: Outcome) => {
+      const o = outcome as Extract<Outcome, { _tag: "Respond" }>
+      engine.recordStatus(o.status)
+      return HttpServerResponse.text(o.body, { status: o.status, headers: o.headers, contentType: "application/json" })
+    }
+    const endpoint = EndpointContext.of({
+      seed,
+      completeChat: (body) => engine.complete(body, Date.now()),
+      json: (status, body) => toResponse(engine.respond(status, JSON.stringify(body))),
+      error: (status, message, type, param = null, code = null) =>
+        toResponse(engine.error(status, message, type, param, code)),
+      requestId: () => engine.requestId()
+    })
+
+    const nodeServer = Http.createServer()
+    const port = options.port ?? 0
+    const server = yield* NodeHttpServer.make(() => nodeServer, { host: "127.0.0.1", port }).pipe(
+      Effect.mapError((e) => new StartError({ reason: `cannot listen on 127.0.0.1:${port}: ${String(e.cause)}` }))
+    )
+    // runs before the server's own close: drops hanging and kept-alive connections so close completes
+    yield* Effect.addFinalizer(() => Effect.sync(() => nodeServer.closeAllConnections()))
+    yield* server.serve(makeApp(engine, options, endpoint)).pipe(
+      Effect.locally(HttpMiddleware.currentTracerDisabledWhen, () => true)
+    )
+    const address = server.address as HttpServer.TcpAddress
+    return Simulator.of({
+      url: `http://127.0.0.1:${address.port}/v1`,
+      port: address.port,
+      stats: Effect.sync(() => engine.stats())
+    })
+  })
+
+/** The simulator as a scoped layer: binds 127.0.0.1 only and closes with the scope. */
+export const layer = (options: Options = {}): Layer.Layer<Simulator, StartError> =>
+  Layer.scoped(Simulator, make(options))

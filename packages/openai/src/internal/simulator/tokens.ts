@@ -1,0 +1,32 @@
+/**
+ * Token counts for `usage`, with OpenAI's o200k_base encoding (gpt-tokenizer). Counting is the most
+ * expensive step of an answer (about 25 characters per µs), so counts are memoised by text: system
+ * prompts, tool schemas and repeated answers are counted once.
+ */
+import * as Effect from "effect/Effect"
+
+/** Counts tokens of a text. */
+export type CountTokens = (text: string) => number
+
+/** Texts shorter than this are counted directly; the memo holds longer ones. */
+const MEMO_MIN_LENGTH = 24
+const MEMO_MAX_ENTRIES = 50_000
+
+const memoise = (count: CountTokens): CountTokens => {
+  const memo = new Map<string, number>()
+  return (text) => {
+    if (text.length < MEMO_MIN_LENGTH) return text.length === 0 ? 0 : count(text)
+    const known = memo.get(text)
+    if (known !== undefined) return known
+    const n = count(text)
+    if (memo.size >= MEMO_MAX_ENTRIES) memo.clear()
+    memo.set(text, n)
+    return n
+  }
+}
+
+/** Loads the o200k_base encoder (about 200 ms, once per process) and returns a memoised counter. */
+export const loadCounter: Effect.Effect<CountTokens> = Effect.promise(async () => {
+  const encoding = await import("gpt-tokenizer/encoding/o200k_base")
+  return memoise((text) => encoding.countTokens(text))
+}).pipe(Effect.cached, Effect.runSync)
