@@ -88,7 +88,9 @@ export interface Options<E, R> {
 }
 
 /** A call log over the given sinks, reporting lost records when its scope closes. */
-export const make = <E, R>(options: Options<E, R>): Effect.Effect<CallLog.Service, E, R | Scope.Scope> =>
+export const make = <E = never, R = never>(
+  options: Options<E, R>
+): Effect.Effect<CallLog.Service, E, R | Scope.Scope> =>
   Effect.gen(function*() {
     const sinks: Array<Sink> = []
     for (const entry of options.sinks) {
@@ -141,7 +143,7 @@ export const make = <E, R>(options: Options<E, R>): Effect.Effect<CallLog.Servic
   })
 
 /** The call log over the given sinks. */
-export const layer = <E, R>(options: Options<E, R>): Layer.Layer<CallLog, E, Exclude<R, Scope.Scope>> =>
+export const layer = <E = never, R = never>(options: Options<E, R>): Layer.Layer<CallLog, E, Exclude<R, Scope.Scope>> =>
   Layer.scoped(CallLog, make(options))
 
 /** Writes one record to the call log in force. */
