@@ -90,7 +90,7 @@ export const PriceInput = Schema.Struct({
   /** Default: the input price (no caching discount known). */
   cachedInput: Schema.optional(PerMillion),
   output: PerMillion,
-  /** Default: half the sync price. */
+  /** Default: half the sync price (batch cached input: the batch input price when no cached price is given). */
   batchInput: Schema.optional(PerMillion),
   batchCachedInput: Schema.optional(PerMillion),
   batchOutput: Schema.optional(PerMillion),
@@ -124,10 +124,14 @@ const toPrice = (
   fallback: boolean
 ): Either.Either<ModelPrice, Problem> => {
   const cachedInput = entry.cachedInput ?? entry.input
+  const batchInput = batchPrice(entry.batchInput, entry.input, "batchInput")
   return Either.map(
     Either.all({
-      batchInput: batchPrice(entry.batchInput, entry.input, "batchInput"),
-      batchCachedInput: batchPrice(entry.batchCachedInput, cachedInput, "batchCachedInput"),
+      batchInput,
+      // Without a cached price there is no caching discount, in batch either.
+      batchCachedInput: entry.cachedInput === undefined && entry.batchCachedInput === undefined
+        ? batchInput
+        : batchPrice(entry.batchCachedInput, cachedInput, "batchCachedInput"),
       batchOutput: batchPrice(entry.batchOutput, entry.output, "batchOutput")
     }),
     (batch) => ({
