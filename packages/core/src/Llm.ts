@@ -9,6 +9,10 @@
  * reserves its worst case before its first attempt and settles what was billed (`BudgetExceeded`
  * before anything is sent); with `Pricing` alone it only records the cost in `CallState`; with
  * neither, that stage is left out of the path entirely.
+ *
+ * Observation wraps each call (see `internal/observe`): a CLIENT span per call and a child span per
+ * attempt, the `gen_ai.client.*` metrics (both switchable with `Telemetry.layer`), and exactly one
+ * `CallRecord` per call when a `CallLog` with sinks is provided where the layer is built.
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
@@ -17,7 +21,9 @@ import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import type * as Schema from "effect/Schema"
+import * as CallLog from "./CallLog.js"
 import * as Metering from "./internal/metering.js"
+import * as Observe from "./internal/observe.js"
 import * as StructuredOutput from "./internal/structuredOutput.js"
 import { LanguageModel } from "./LanguageModel.js"
 import { InvalidRequest, type LlmError, Refused, Truncated } from "./LlmError.js"
@@ -25,6 +31,7 @@ import * as LlmRequest from "./LlmRequest.js"
 import type { LlmResponse } from "./LlmResponse.js"
 import type * as Money from "./Money.js"
 import * as RetryPolicy from "./RetryPolicy.js"
+import * as Telemetry from "./Telemetry.js"
 import type * as Tool from "./Tool.js"
 import * as Usage from "./Usage.js"
 
@@ -113,6 +120,8 @@ export interface CallState {
   unansweredAttempts?: number | undefined
   /** Repair re-asks sent after invalid output (each one a round of its own). */
   repairs: number
+  /** Why the model was chosen: "request" (named in it), "withModel", "default", or a router's reason. */
+  routeReason?: string | undefined
 }
 
 export const make = (options: Options = {}): Effect.Effect<Llm.Service, never, LanguageModel> =>
@@ -120,6 +129,15 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, never, L
     const languageModel = yield* LanguageModel
     /** Budget reservation and cost (see `internal/metering`); absent when neither Budget nor Pricing is provided. */
     const meter = yield* Metering.make
+    /** Span, metrics and call record per call; no-ops when nothing observes. */
+    const observer = Observe.make<CallState>({
+      provider: languageModel.provider,
+      callLog: yield* CallLog.CallLog,
+      telemetry: yield* Telemetry.Telemetry,
+      cost: (state) => ({ amount: state.cost ?? 0n, estimated: state.costEstimated === true }),
+      routeReason: (state) => state.routeReason ?? "request",
+      repairs: (state) => state.repairs > 0 ? state.repairs : undefined
+    })
 
     const resolve = (request: LlmRequest.LlmRequest): Effect.Effect<LlmRequest.Resolved, InvalidRequest> =>
       Effect.flatMap(ModelOverride, (override) => {
@@ -138,7 +156,7 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, never, L
     const attempt = (state: CallState, request: LlmRequest.Resolved) =>
       Effect.suspend(() => {
         state.attempts++
-        const answered = Effect.tap(languageModel.complete(request), (response) => {
+        const answered = Effect.tap(observer.attempt(state, languageModel.complete(request)), (response) => {
           state.usage = Usage.add(state.usage, response.usage)
           state.response = response
         })
@@ -166,9 +184,23 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, never, L
       body: (state: CallState, request: LlmRequest.Resolved) => Effect.Effect<A, LlmError>
     ): Effect.Effect<A, LlmError> =>
       LlmRequest.decode(input).pipe(
-        Effect.flatMap(resolve),
-        Effect.flatMap((request) =>
-          body({ request, attempts: 0, usage: Usage.empty, response: undefined, repairs: 0 }, request)
+        Effect.flatMap((decoded) =>
+          Effect.flatMap(resolve(decoded), (request) => {
+            const routeReason = decoded.model !== undefined
+              ? "request"
+              : request.model === options.defaultModel
+              ? "default"
+              : "withModel"
+            const state: CallState = {
+              request,
+              attempts: 0,
+              usage: Usage.empty,
+              response: undefined,
+              repairs: 0,
+              routeReason
+            }
+            return observer.call(state, body(state, request))
+          })
         )
       )
 
