@@ -1,0 +1,161 @@
+/**
+ * The simulator's own throughput: requests/s and server CPU µs per request, zero latency, for a
+ * strict tool call, a `json_schema` answer and plain text. The simulator runs in this process; the
+ * load comes from a child process (undici `request()`, concurrency 64, keep-alive), so the CPU
+ * measured here (process.cpuUsage) is the server's alone.
+ *
+ *   npx tsx --conditions=@keel/source bench/simulator.ts [seconds per case, default 8]
+ */
+import * as Effect from "effect/Effect"
+import { fork } from "node:child_process"
+import * as Os from "node:os"
+import { Agent, request } from "undici"
+import * as Simulator from "../packages/openai/src/Simulator.js"
+
+const CONCURRENCY = 64
+
+const scoreSchema = {
+  type: "object",
+  additionalProperties: false,
+  required: ["score", "seniority", "remote", "skills", "salary", "summary"],
+  properties: {
+    score: { type: "integer", minimum: 0, maximum: 100 },
+    seniority: { type: "string", enum: ["junior", "mid", "senior", "staff"] },
+    remote: { type: ["boolean", "null"] },
+    skills: { type: "array", items: { type: "string" }, minItems: 1, maxItems: 5 },
+    salary: {
+      anyOf: [{
+        type: "object",
+        additionalProperties: false,
+        required: ["min", "max", "currency"],
+        properties: {
+          min: { type: "number", minimum: 0 },
+          max: { type: "number", minimum: 0 },
+          currency: { type: "string", pattern: "^[A-Z]{3}$" }
+        }
+      }, { type: "null" }]
+    },
+    summary: { type: "string" }
+  }
+}
+
+const listing =
+  "Senior Backend Engineer (TypeScript, Node.js) at Acme Corp, Berlin. We are looking for an engineer with 5+ years of experience building distributed systems, APIs and data pipelines. You will own services end to end, work with Postgres and Redis, and mentor others. Salary 80-100k EUR. Remote friendly."
+
+const messages = [
+  { role: "system", content: "You score job listings for fit with a senior TypeScript engineer. Call the tool." },
+  { role: "user", content: listing }
+]
+
+const cases: ReadonlyArray<{ readonly name: string; readonly body: unknown }> = [
+  {
+    name: "strict tool call",
+    body: {
+      model: "gpt-4.1-mini",
+      messages,
+      tools: [{
+        type: "function",
+        function: { name: "score_listing", description: "Score a listing", strict: true, parameters: scoreSchema }
+      }],
+      tool_choice: { type: "function", function: { name: "score_listing" } }
+    }
+  },
+  {
+    name: "json_schema content",
+    body: {
+      model: "gpt-4.1-mini",
+      messages,
+      response_format: { type: "json_schema", json_schema: { name: "score", strict: true, schema: scoreSchema } }
+    }
+  },
+  { name: "plain text", body: { model: "gpt-4.1-mini", messages } }
+]
+
+/** Child process: fires requests at concurrency 64 until told to stop, then reports its count. */
+const client = async (url: string, body: string) => {
+  const dispatcher = new Agent({ connections: CONCURRENCY, pipelining: 1, keepAliveTimeout: 30_000 })
+  let running = true
+  let done = 0
+  let failed = 0
+  process.on("message", (m) => {
+    if (m === "stop") running = false
+  })
+  let ready = false
+  const worker = async () => {
+    while (running) {
+      const res = await request(url, {
+        method: "POST",
+        dispatcher,
+        headers: { "content-type": "application/json", authorization: "Bearer sk-bench" },
+        body
+      })
+      const text = await res.body.text()
+      if (res.statusCode === 200 && text.length > 0) done++
+      else failed++
+      if (!ready) {
+        ready = true
+        process.send!("ready")
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: CONCURRENCY }, worker))
+  process.send!({ done, failed })
+  await dispatcher.close()
+  process.exit(0)
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+const measure = async (url: string, body: unknown, seconds: number) => {
+  const child = fork(import.meta.filename, ["--client", url, JSON.stringify(body)], { stdio: "inherit" })
+  const ready = new Promise((resolve) => child.once("message", resolve))
+  const result = ready.then(() =>
+    new Promise<{ done: number; failed: number }>((resolve) => child.once("message", resolve as never))
+  )
+  await ready
+  await sleep(1500) // warm-up: JIT, connections, caches
+  const cpu0 = process.cpuUsage()
+  const t0 = performance.now()
+  const served0 = await served()
+  await sleep(seconds * 1000)
+  const served1 = await served()
+  const cpu = process.cpuUsage(cpu0)
+  const wall = (performance.now() - t0) / 1000
+  child.send("stop")
+  const { failed } = await result
+  const n = served1 - served0
+  return { rps: n / wall, cpuUs: (cpu.user + cpu.system) / n, cpuShare: (cpu.user + cpu.system) / 1e6 / wall, failed }
+}
+
+let served: () => Promise<number> = () => Promise.resolve(0)
+
+const main = async () => {
+  const seconds = Number(process.argv[2] ?? 8)
+  const rows: Array<string> = []
+  await Effect.gen(function*() {
+    const sim = yield* Simulator.Simulator
+    served = () => Effect.runPromise(Effect.map(sim.stats, (s) => s.completions))
+    for (const c of cases) {
+      const r = yield* Effect.promise(() => measure(`${sim.url}/chat/completions`, c.body, seconds))
+      rows.push(
+        `| ${c.name} | ${Math.round(r.rps).toLocaleString("en-US")} | ${r.cpuUs.toFixed(0)} | ${
+          (r.cpuShare * 100).toFixed(0)
+        }% | ${r.failed} |`
+      )
+    }
+  }).pipe(Effect.provide(Simulator.layer({ seed: 0 })), Effect.scoped, Effect.runPromise)
+
+  const load = Os.loadavg().map((l) => l.toFixed(2)).join(", ")
+  console.log(
+    `Node ${process.version}, ${Os.cpus().length}× ${Os.cpus()[0]?.model ?? "cpu"}, ${new Date().toISOString()}`
+  )
+  console.log(
+    `load average before/after: ${load}; ${seconds} s per case after 1.5 s warm-up, concurrency ${CONCURRENCY}\n`
+  )
+  console.log("| request | requests/s | server CPU µs/request | server CPU use | non-200 |")
+  console.log("|---|---|---|---|---|")
+  for (const row of rows) console.log(row)
+}
+
+if (process.argv[2] === "--client") await client(process.argv[3]!, process.argv[4]!)
+else await main()
