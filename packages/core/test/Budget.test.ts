@@ -1,0 +1,290 @@
+import { assert, describe, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as TestClock from "effect/TestClock"
+import * as Budget from "../src/Budget.js"
+import * as Llm from "../src/Llm.js"
+import { InvalidRequest, RateLimited } from "../src/LlmError.js"
+import type * as LlmRequest from "../src/LlmRequest.js"
+import * as Money from "../src/Money.js"
+import * as Pricing from "../src/Pricing.js"
+import * as RetryPolicy from "../src/RetryPolicy.js"
+import * as TestKit from "../src/TestKit.js"
+import * as Tokens from "../src/Tokens.js"
+
+const usd = Money.unsafeParse
+
+const total = (statuses: ReadonlyArray<Budget.Status>, scope: string, window: Budget.Window = "total") => {
+  const found = statuses.find((s) => s.scope === scope && s.window === window)
+  if (found === undefined) throw new Error(`no ${window} counter for ${scope}`)
+  return found
+}
+
+const configError = (limits: ReadonlyArray<unknown>) => {
+  const result = Budget.validateLimits(limits as any)
+  if (Either.isRight(result)) throw new Error("expected a configuration error")
+  return result.left
+}
+
+describe("Budget configuration", () => {
+  it("rejects bad limits at configuration time, naming the field", () => {
+    const negative = configError([{ scope: "tenant:acme", limit: "-5" }])
+    assert.strictEqual(negative.field, "limits.0.limit")
+    assert.match(negative.message, /must not be negative/)
+    const text = configError([{ scope: "global", limit: "ten dollars" }])
+    assert.strictEqual(text.field, "limits.0.limit")
+    assert.match(text.reason, /not a decimal number/)
+    const window = configError([{ scope: "global", limit: 1 }, { scope: "global", window: "week", limit: 1 }])
+    assert.strictEqual(window.field, "limits.1.window")
+    assert.match(window.reason, /"week"/)
+    const scope = configError([{ scope: "tenant acme", limit: 1 }])
+    assert.strictEqual(scope.field, "limits.0.scope")
+    const twice = configError([{ scope: "a", window: "day", limit: 1 }, { scope: "a", window: "day", limit: 2 }])
+    assert.strictEqual(twice.field, "limits.1")
+  })
+
+  it.effect("the layer fails with BudgetConfigError on a bad limit or lease", () =>
+    Effect.gen(function*() {
+      const bad = yield* Effect.flip(
+        Effect.provide(Budget.Budget, Budget.layerMemory({ limits: [{ scope: "a/", limit: 1 }] }))
+      )
+      assert.strictEqual(bad._tag, "BudgetConfigError")
+      const lease = yield* Effect.flip(Effect.provide(Budget.Budget, Budget.layerMemory({ lease: 0 })))
+      assert.isTrue(lease._tag === "BudgetConfigError" && lease.field === "lease")
+    }))
+
+  it("a scope charges itself, every ancestor and global", () => {
+    assert.deepStrictEqual(Budget.chain("tenant:acme/run:42"), ["global", "tenant:acme", "tenant:acme/run:42"])
+    assert.deepStrictEqual(Budget.chain("global"), ["global"])
+  })
+})
+
+describe("Budget (memory store)", () => {
+  const limits = [
+    { scope: "global", limit: "10" },
+    { scope: "tenant:acme", limit: "1.00" },
+    { scope: "tenant:acme/run:1", window: "day" as const, limit: "0.70" }
+  ]
+
+  it.effect("reserves across the whole chain, all or nothing", () =>
+    Effect.gen(function*() {
+      const budget = yield* Budget.Budget
+      yield* budget.reserve("tenant:acme/run:1", usd("0.60"))
+      const error = yield* Effect.flip(budget.reserve("tenant:acme/run:2", usd("0.50")))
+      assert.strictEqual(error._tag, "BudgetExceeded")
+      if (error._tag !== "BudgetExceeded") return
+      assert.deepStrictEqual(
+        [error.scope, error.window, error.limit, error.spent, error.reserved, error.requested],
+        ["tenant:acme", "total", "1", "0", "0.6", "0.5"]
+      )
+      // Nothing of the failed reservation stuck anywhere: global and run:2 hold only the first one.
+      const status = yield* budget.status("tenant:acme/run:2")
+      assert.strictEqual(total(status, "global").reserved, usd("0.60"))
+      assert.strictEqual(total(status, "tenant:acme/run:2").reserved, 0n)
+      // The run's own day limit binds before the tenant's.
+      const day = yield* Effect.flip(budget.reserve("tenant:acme/run:1", usd("0.20")))
+      assert.isTrue(
+        day._tag === "BudgetExceeded" && day.scope === "tenant:acme/run:1" && day.window === "day 1970-01-01"
+      )
+    }).pipe(Effect.provide(Budget.layerMemory({ limits }))))
+
+  it.effect("settle charges the actual cost and frees the rest; release frees it all", () =>
+    Effect.gen(function*() {
+      const budget = yield* Budget.Budget
+      const a = yield* budget.reserve("tenant:acme", usd("0.50"))
+      const b = yield* budget.reserve("tenant:acme", usd("0.40"))
+      yield* budget.settle(a, usd("0.123"))
+      yield* budget.release(b)
+      yield* budget.settle(a, usd("0.5")) // already settled: no effect
+      const status = total(yield* budget.status("tenant:acme"), "tenant:acme")
+      assert.deepStrictEqual([status.spent, status.reserved, status.limit], [usd("0.123"), 0n, usd("1")])
+    }).pipe(Effect.provide(Budget.layerMemory({ limits }))))
+
+  it.effect("a reservation whose lease expired is charged in full, and its late settle counts nothing", () =>
+    Effect.gen(function*() {
+      const budget = yield* Budget.Budget
+      const held = yield* budget.reserve("tenant:acme", usd("0.30"))
+      yield* TestClock.adjust("59 seconds")
+      assert.strictEqual(total(yield* budget.status("tenant:acme"), "tenant:acme").reserved, usd("0.30"))
+      yield* TestClock.adjust("2 minutes") // the periodic reclaim runs
+      const after = total(yield* budget.status("tenant:acme"), "tenant:acme")
+      assert.deepStrictEqual([after.spent, after.reserved], [usd("0.30"), 0n])
+      yield* budget.settle(held, usd("0.01"))
+      assert.strictEqual(total(yield* budget.status("tenant:acme"), "tenant:acme").spent, usd("0.30"))
+    }).pipe(Effect.provide(Budget.layerMemory({ limits, lease: "1 minute", reclaimEvery: "30 seconds" }))))
+
+  it.effect("a day window starts over at UTC midnight; total does not", () =>
+    Effect.gen(function*() {
+      const budget = yield* Budget.Budget
+      yield* budget.settle(yield* budget.reserve("run:1", usd("1")), usd("1"))
+      const full = yield* Effect.flip(budget.reserve("run:1", usd("0.01")))
+      assert.isTrue(full._tag === "BudgetExceeded" && full.window === "day 2026-11-29")
+      yield* TestClock.adjust("59 minutes")
+      assert.isTrue(Exit.isFailure(yield* Effect.exit(budget.reserve("run:1", usd("0.01")))))
+      yield* TestClock.adjust("1 minute")
+      yield* budget.settle(yield* budget.reserve("run:1", usd("1")), usd("1"))
+      const status = yield* budget.status("run:1")
+      assert.strictEqual(total(status, "run:1", "day").period, "2026-11-30")
+      assert.strictEqual(total(status, "run:1", "total").spent, usd("2"))
+    }).pipe(
+      Effect.provide(Budget.layerMemory({ limits: [{ scope: "run:1", window: "day", limit: 1 }] })),
+      (self) => Effect.zipRight(TestClock.setTime(Date.parse("2026-11-29T23:00:00Z")), self)
+    ))
+
+  it.effect("a month window starts over on the 1st (UTC), across month lengths", () =>
+    Effect.gen(function*() {
+      const budget = yield* Budget.Budget
+      yield* budget.settle(yield* budget.reserve(undefined, usd("5")), usd("5"))
+      const full = yield* Effect.flip(budget.reserve(undefined, usd("0.000001")))
+      assert.isTrue(full._tag === "BudgetExceeded" && full.window === "month 2026-02")
+      yield* TestClock.adjust("1 second")
+      yield* budget.reserve(undefined, usd("5"))
+      assert.strictEqual(total(yield* budget.status(), "global", "month").period, "2026-03")
+    }).pipe(
+      Effect.provide(Budget.layerMemory({ limits: [{ scope: "global", window: "month", limit: 5 }] })),
+      (self) => Effect.zipRight(TestClock.setTime(Date.parse("2026-02-28T23:59:59Z")), self)
+    ))
+})
+
+// gpt-4o-mini: $0.15 input, $0.60 output per 1M tokens.
+const model = "gpt-4o-mini"
+const price = Pricing.builtInPrices.get(model)!
+const answer = TestKit.response({ model, usage: { inputTokens: 10, outputTokens: 30 } })
+const answerCost = Pricing.costOf(price, answer.usage)
+
+const request = (content: string, scope = "tenant:acme/run:1"): LlmRequest.Input => ({
+  model,
+  messages: [{ role: "user", content }],
+  maxOutputTokens: 40,
+  scope
+})
+
+const worstCase = (content: string) =>
+  Effect.map(Tokens.input({ messages: [{ role: "user", content }] }), (input) => Pricing.worstCase(price, input, 40))
+
+const withBudget = (scripted: TestKit.Scripted, options: Budget.Options) =>
+  Layer.provideMerge(Llm.layer(), Layer.merge(scripted.layer, Budget.layerMemory(options)))
+
+describe("Llm with a Budget", () => {
+  it.effect("fails fast with BudgetExceeded, sending nothing, when the worst case does not fit", () =>
+    Effect.gen(function*() {
+      const scripted = TestKit.scripted([answer])
+      const error = yield* Effect.flip(
+        Llm.generate(request("hi")).pipe(
+          Effect.provide(withBudget(scripted, { limits: [{ scope: "tenant:acme", limit: "0.00001" }] }))
+        )
+      )
+      assert.isTrue(error._tag === "BudgetExceeded" && error.scope === "tenant:acme" && error.requested !== "0")
+      assert.strictEqual(scripted.requests.length, 0)
+    }))
+
+  it.effect("charges the actual usage at the model's price and releases the rest", () => {
+    const scripted = TestKit.scripted([new RateLimited({}), answer])
+    return Effect.gen(function*() {
+      yield* Llm.generate(request("hi"))
+      const status = yield* Budget.status("tenant:acme/run:1")
+      for (const scope of ["global", "tenant:acme", "tenant:acme/run:1"]) {
+        assert.deepStrictEqual([total(status, scope).spent, total(status, scope).reserved], [answerCost, 0n], scope)
+      }
+      assert.strictEqual(scripted.requests.length, 2)
+    }).pipe(
+      Effect.provide(withBudget(scripted, {})),
+      RetryPolicy.withPolicy(RetryPolicy.make({ jitter: "none", base: 0 }))
+    )
+  })
+
+  it.effect("releases the reservation when nothing was billed", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Llm.generate(request("hi")))
+      assert.strictEqual(error._tag, "InvalidRequest")
+      const status = total(yield* Budget.status(), "global")
+      assert.deepStrictEqual([status.spent, status.reserved], [0n, 0n])
+    }).pipe(
+      Effect.provide(withBudget(TestKit.scripted([new InvalidRequest({ reason: "bad", status: 400 })]), {}))
+    ))
+
+  it.effect("an attempt that timed out after sending is charged at its estimate", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(TestKit.runWithTestClock(Llm.generate(request("slow"))))
+      assert.isTrue(error._tag === "Timeout" && error.scope === "attempt")
+      const status = total(yield* Budget.status(), "global")
+      assert.deepStrictEqual([status.spent, status.reserved], [yield* worstCase("slow"), 0n])
+    }).pipe(
+      Effect.provide(withBudget(TestKit.scripted([TestKit.hang]), {})),
+      RetryPolicy.withPolicy(RetryPolicy.make({ maxAttempts: 1, attemptTimeout: "1 second" }))
+    ))
+
+  it.effect("an interrupted call leaks no reservation", () =>
+    Effect.gen(function*() {
+      const fiber = yield* Effect.fork(Llm.generate(request("hang")))
+      yield* TestClock.adjust("10 millis")
+      assert.isAbove(Number(total(yield* Budget.status(), "global").reserved), 0)
+      yield* Fiber.interrupt(fiber)
+      const status = total(yield* Budget.status(), "global")
+      // It may have been billed: charged conservatively at its estimate, never left reserved.
+      assert.deepStrictEqual([status.spent, status.reserved], [yield* worstCase("hang"), 0n])
+    }).pipe(Effect.provide(withBudget(TestKit.scripted([TestKit.hang]), {}))))
+
+  it.effect("an unknown model is PricingUnknown before anything is sent", () =>
+    Effect.gen(function*() {
+      const scripted = TestKit.scripted([answer])
+      const error = yield* Effect.flip(
+        Llm.generate({ ...request("hi"), model: "mystery-1" }).pipe(Effect.provide(withBudget(scripted, {})))
+      )
+      assert.strictEqual(error._tag, "PricingUnknown")
+      assert.strictEqual(scripted.requests.length, 0)
+    }))
+
+  it.live(
+    "10,000 concurrent calls with a budget of a third of their cost: overshoot exactly 0",
+    () =>
+      Effect.gen(function*() {
+        const calls = 10_000
+        const limit = (answerCost * BigInt(calls)) / 3n
+        const scripted = TestKit.scripted([], {
+          otherwise: () => Effect.zipRight(Effect.yieldNow(), Effect.succeed(answer))
+        })
+        const layer = withBudget(scripted, { limits: [{ scope: "tenant:acme", limit: Money.format(limit) }] })
+        yield* Effect.gen(function*() {
+          const worst = yield* worstCase("Score listing #0000")
+          assert.isAbove(Number(worst), Number(answerCost)) // the estimate covers the answer
+          let done = false
+          let samples = 0
+          let peak = 0n
+          const sampler = Effect.gen(function*() {
+            while (!done) {
+              const s = total(yield* Budget.status("tenant:acme"), "tenant:acme")
+              if (s.spent + s.reserved > peak) peak = s.spent + s.reserved
+              samples++
+              yield* Effect.yieldNow()
+            }
+          })
+          const samplerFiber = yield* Effect.fork(sampler)
+          const results = yield* Effect.forEach(
+            Array.from({ length: calls }, (_, i) => i),
+            (i) => Effect.either(Llm.generate(request(`Score listing #${String(i).padStart(4, "0")}`))),
+            { concurrency: 200 }
+          )
+          done = true
+          yield* Fiber.join(samplerFiber)
+          const ok = results.filter(Either.isRight).length
+          const refused = results.filter((r) => Either.isLeft(r) && r.left._tag === "BudgetExceeded").length
+          assert.strictEqual(ok + refused, calls)
+          const final = total(yield* Budget.status("tenant:acme"), "tenant:acme")
+          const overshoot = final.spent > limit ? final.spent - limit : 0n
+          assert.strictEqual(overshoot, 0n)
+          assert.isAtMost(Number(peak), Number(limit))
+          assert.isAbove(samples, 100)
+          assert.strictEqual(final.reserved, 0n)
+          assert.strictEqual(final.spent, answerCost * BigInt(ok)) // exact
+          assert.strictEqual(scripted.requests.length, ok) // refused calls sent nothing
+          // The budget was used, not refused wholesale: the remaining headroom is under one worst case.
+          assert.isBelow(Number(limit - final.spent), Number(worst) + Number(answerCost) * 200)
+        }).pipe(Effect.provide(layer))
+      }),
+    { timeout: 60_000 }
+  )
+})
