@@ -58,7 +58,8 @@ export const make = <A, I>(
   }
   const converted = StrictSchema.makeEither(options.parameters)
   if (converted._tag === "Left") {
-    throw new InvalidTool({ tool: name, path: `parameters.${converted.left.path}`, reason: converted.left.reason })
+    const path = converted.left.path === "(root)" ? "parameters" : `parameters.${converted.left.path}`
+    throw new InvalidTool({ tool: name, path, reason: converted.left.reason })
   }
   const strict = converted.right
   const definition: LlmRequest.ToolDefinition = options.description === undefined
