@@ -11,11 +11,15 @@
  * spans and metrics off for code that wants neither.
  */
 import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as MetricLabel from "effect/MetricLabel"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import * as Budget from "./Budget.js"
 
 export interface Options {
   /** A span per call and per attempt. Default true. */
@@ -151,7 +155,7 @@ export const recordCircuitState = (model: string, state: CircuitState): Effect.E
     circuitBreakerState.unsafeUpdate(circuitStateValue[state], labels("circuit", model, Attributes.requestModel))
   )
 
-/** Records what remains of a budget scope's window, in USD: the hook a budget calls after it settles. */
+/** Records what remains of a budget scope's window, in USD (`sampleBudgetRemaining` calls it for a `Budget`). */
 export const recordBudgetRemaining = (scope: string, window: string, remainingUsd: number): Effect.Effect<void> =>
   Effect.sync(() =>
     budgetRemaining.unsafeUpdate(
@@ -159,6 +163,39 @@ export const recordBudgetRemaining = (scope: string, window: string, remainingUs
       labels2("budget", scope, window, Attributes.budgetScope, "keel.budget.window")
     )
   )
+
+/**
+ * Samples `keel.budget.remaining` for every scope and window with a limit in the `Budget`, now and
+ * then every `every` (default 10 s), in a fiber that lives as long as the scope. Sampling keeps the
+ * store reads off the call path. A failed read is logged and the next sample tried.
+ */
+export const sampleBudgetRemaining = (
+  options: { readonly every?: Duration.DurationInput } = {}
+): Effect.Effect<void, never, Budget.Budget | Scope.Scope> =>
+  Effect.flatMap(Budget.Budget, (budget) => {
+    const scopes = Array.from(new Set(budget.limits.map((limit) => limit.scope)))
+    const sample = Effect.forEach(scopes, (scope) =>
+      Effect.map(budget.status(scope), (statuses) => {
+        for (const status of statuses) {
+          if (status.scope !== scope || status.limit === undefined) continue
+          budgetRemaining.unsafeUpdate(
+            Number(status.limit - status.spent - status.reserved) / 1e12,
+            labels2("budget", scope, status.window, Attributes.budgetScope, "keel.budget.window")
+          )
+        }
+      }), { discard: true }).pipe(
+        Effect.catchAll((error) => Effect.logWarning("Telemetry: could not sample the budget", error))
+      )
+    return Effect.zipRight(
+      sample,
+      Effect.asVoid(Effect.forkScoped(Effect.schedule(sample, Schedule.spaced(options.every ?? Duration.seconds(10)))))
+    )
+  })
+
+/** `sampleBudgetRemaining` for the lifetime of the layer. */
+export const layerBudgetRemaining = (
+  options: { readonly every?: Duration.DurationInput } = {}
+): Layer.Layer<never, never, Budget.Budget> => Layer.scopedDiscard(sampleBudgetRemaining(options))
 
 // Effect caches a metric's registry hook per label array (by identity), so each distinct tag set is
 // built once and reused: an update is then a map lookup and an add, with no allocation.
