@@ -73,13 +73,12 @@ const counting = Layer.effect(
             }))
         })
     }))
-).pipe(Layer.provide(OpenAiLanguageModel.layer()))
+)
 
 const stack = Layer.unwrapEffect(
   Effect.map(Simulator.Simulator, (simulator) =>
     Llm.layer({ defaultModel: "gpt-4.1-mini" }).pipe(
       Layer.provide(counting),
-      Layer.provide(OpenAiLanguageModel.layer()),
       Layer.provide(OpenAiClient.layerUndici({ apiKey: Redacted.make(apiKey), baseUrl: simulator.url }))
     ))
 ).pipe(Layer.provideMerge(Simulator.layer({ seed: 7, apiKey, faults, retryAfterMs: HINT_MS })))
