@@ -300,7 +300,7 @@ const go = (ast: AST.AST, path: ReadonlyArray<string>, ctx: Context): Json => {
       return out
     }
     case "Transformation":
-      return describe(go(ast.from, path, ctx), ownDescription(ast))
+      return describe(withPropertyDescriptions(go(ast.from, path, ctx), ast.to), ownDescription(ast))
     case "Suspend":
       return reference(ast, path, ctx)
     case "Declaration":
@@ -324,6 +324,25 @@ const go = (ast: AST.AST, path: ReadonlyArray<string>, ctx: Context): Json => {
     case "BigIntKeyword":
       throw new Unsupported(path, "bigint has no JSON form: use Schema.BigInt (sent as a string)")
   }
+}
+
+/**
+ * A struct with defaults (`optionalWith`) is a transformation between two structs, and the
+ * descriptions of its fields live on the decoded side: carry them over to the sent side.
+ */
+const withPropertyDescriptions = (json: Json, to: AST.AST): Json => {
+  if (json.type !== "object" || !AST.isTypeLiteral(to)) return json
+  const properties: Json = { ...(json.properties as Json) }
+  let changed = false
+  for (const ps of to.propertySignatures) {
+    const description = Option.getOrUndefined(AST.getDescriptionAnnotation(ps))
+    const property = typeof ps.name === "string" ? properties[ps.name] as Json | undefined : undefined
+    if (description !== undefined && property !== undefined && property.description === undefined) {
+      properties[ps.name as string] = { ...property, description }
+      changed = true
+    }
+  }
+  return changed ? { ...json, properties } : json
 }
 
 const array = (ast: AST.TupleType, path: ReadonlyArray<string>, ctx: Context): Json => {

@@ -121,6 +121,41 @@ describe("StrictSchema.make", () => {
     assert.deepStrictEqual(strict.decodeJson(JSON.stringify(value)), Either.right(value))
   })
 
+  it("sends descriptions of fields and types, the model's only view of decode-only rules", () => {
+    const out = json(Schema.Struct({
+      title: Schema.String.annotations({ description: "the job title" }),
+      salary: Schema.optionalWith(Schema.Number, { default: () => 0 }).annotations({ description: "yearly, in EUR" }),
+      city: Schema.propertySignature(Schema.String).annotations({ description: "where the job is" }),
+      code: Schema.String.pipe(Schema.maxLength(8))
+    }))
+    assert.strictEqual(out.properties.title.description, "the job title")
+    assert.strictEqual(out.properties.salary.description, "yearly, in EUR")
+    assert.strictEqual(out.properties.city.description, "where the job is")
+    assert.match(out.properties.code.description, /at most 8/)
+    assert.notProperty(json(Schema.Struct({ s: Schema.String })).properties.s, "description")
+  })
+
+  it("decodes classes, recursive ones included, to instances", () => {
+    class Node extends Schema.Class<Node>("Node")({
+      label: Schema.String,
+      note: Schema.optional(Schema.String),
+      children: Schema.Array(Schema.suspend((): Schema.Schema<Node, any> => Node))
+    }) {}
+    const strict = StrictSchema.make(Node)
+    assert.deepStrictEqual(strict.jsonSchema.properties, {
+      label: { type: "string" },
+      note: { anyOf: [{ type: "string" }, { type: "null" }] },
+      children: { type: "array", items: { $ref: "#" } }
+    })
+    const node = Either.getOrThrow(
+      strict.decodeJson(`{"label":"a","note":null,"children":[{"label":"b","note":"x","children":[]}]}`)
+    )
+    assert.instanceOf(node, Node)
+    assert.instanceOf(node.children[0], Node)
+    assert.isFalse("note" in node)
+    assert.strictEqual(node.children[0]!.note, "x")
+  })
+
   it("sends the encoded side of transformations", () => {
     const out = json(Schema.Struct({ at: Schema.Date, n: Schema.NumberFromString, big: Schema.BigInt }))
     assert.strictEqual(out.properties.at.type, "string")
