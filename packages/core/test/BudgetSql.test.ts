@@ -1,0 +1,360 @@
+import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { assert, describe, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as ChildProcess from "node:child_process"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import * as Budget from "../src/Budget.js"
+import * as BudgetSql from "../src/Budget/Sql.js"
+import * as Llm from "../src/Llm.js"
+import * as Money from "../src/Money.js"
+import * as Pricing from "../src/Pricing.js"
+import * as TestKit from "../src/TestKit.js"
+import { answer, limitScope, model, sqlLayer, type WorkerOptions } from "./utils/budget-worker.js"
+
+const usd = Money.unsafeParse
+const repoRoot = Path.resolve(import.meta.dirname, "../../..")
+const workerPath = Path.join(import.meta.dirname, "utils", "budget-worker.ts")
+const answerCost = Pricing.costOf(Pricing.builtInPrices.get(model)!, answer.usage)
+const limitKey = `${limitScope}|total|total`
+
+const freshSqlite = () => Path.join(Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-budget-")), "budget.db")
+const freshPrefix = () => `kb_${process.pid}_${Math.random().toString(36).slice(2, 8)}`
+
+type Backend = { readonly name: string; readonly store: WorkerOptions["store"] }
+const backends = (): ReadonlyArray<Backend> => [
+  { name: "SQLite", store: { sqlite: freshSqlite() } },
+  { name: "Postgres", store: { pg: "test" } }
+]
+
+const dropTables = (prefix: string) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    for (const table of ["counters", "reservations", "migrations"]) {
+      yield* sql.unsafe(`DROP TABLE IF EXISTS ${prefix}_${table}`)
+    }
+  })
+
+/** Runs `body` with a budget over a fresh table prefix of the backend, dropping the tables after. */
+const withStore = <A, E>(
+  backend: Backend,
+  options: Budget.Options,
+  body: (prefix: string) => Effect.Effect<A, E, Budget.Budget | SqlClient.SqlClient>
+) => {
+  const prefix = freshPrefix()
+  return Effect.gen(function*() {
+    const result = yield* body(prefix).pipe(
+      Effect.provide(BudgetSql.layer({ ...options, tablePrefix: prefix })),
+      Effect.exit
+    )
+    if ("pg" in backend.store) yield* dropTables(prefix)
+    return yield* result
+  }).pipe(Effect.provide(sqlLayer(backend.store)))
+}
+
+const counter = (prefix: string, key: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.map(
+      sql.unsafe<{ spent: string; reserved: string }>(
+        `SELECT CAST(spent AS TEXT) AS spent, CAST(reserved AS TEXT) AS reserved FROM ${prefix}_counters WHERE key = ?`
+          .replace("?", sql.onDialectOrElse({ pg: () => "$1", orElse: () => "?" })),
+        [key]
+      ),
+      (rows) => ({ spent: BigInt(rows[0]?.spent ?? 0), reserved: BigInt(rows[0]?.reserved ?? 0) })
+    ))
+
+const ledger = (prefix: string) =>
+  Effect.flatMap(
+    SqlClient.SqlClient,
+    (sql) =>
+      sql.unsafe<{ id: string; status: string; charged: string | null; amount: string; estimated: number | string }>(
+        `SELECT id, status, CAST(charged AS TEXT) AS charged, CAST(amount AS TEXT) AS amount, estimated FROM ${prefix}_reservations`
+      )
+  )
+
+interface Child {
+  readonly lines: Array<string>
+  readonly exit: Promise<number | null>
+  readonly process: ChildProcess.ChildProcess
+}
+
+const spawnWorker = (options: WorkerOptions): Child => {
+  const child = ChildProcess.spawn(process.execPath, ["--import", "tsx", workerPath, JSON.stringify(options)], {
+    cwd: repoRoot,
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  const lines: Array<string> = []
+  let buffer = ""
+  child.stdout!.on("data", (chunk: Buffer) => {
+    buffer += chunk.toString()
+    const parts = buffer.split("\n")
+    buffer = parts.pop()!
+    lines.push(...parts)
+  })
+  let stderr = ""
+  child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+  const exit = new Promise<number | null>((resolve) =>
+    child.on("exit", (code) => {
+      if (code !== 0 && code !== null) console.error(`budget worker exited ${code}: ${stderr}`)
+      resolve(code)
+    })
+  )
+  return { lines, exit, process: child }
+}
+
+describe.each(backends())("Budget/Sql on $name", (backend) => {
+  it.live("reserves, settles, releases and reclaims, keeping a ledger of every reservation", () =>
+    withStore(
+      backend,
+      { limits: [{ scope: "tenant:acme", limit: "20000" }], lease: 50 },
+      (prefix) =>
+        Effect.gen(function*() {
+          const budget = yield* Budget.Budget
+          // Amounts beyond 2^53 pico-dollars stay exact through the database.
+          const big = usd("12345.678901234567")
+          const a = yield* budget.reserve("tenant:acme/run:1", big)
+          const b = yield* budget.reserve("tenant:acme/run:2", usd("1"))
+          const exceeded = yield* Effect.flip(budget.reserve("tenant:acme", usd("7654.321098765433")))
+          assert.isTrue(exceeded._tag === "BudgetExceeded" && exceeded.reserved === "12346.678901234567")
+          yield* budget.settle(a, usd("0.000000000001"), { estimated: false })
+          yield* budget.release(b)
+          const c = yield* budget.reserve("tenant:acme/run:3", usd("2.5"))
+          yield* Effect.sleep("80 millis")
+          assert.strictEqual(yield* budget.reclaim, 1)
+          yield* budget.settle(c, usd("1")) // too late: reclaimed, nothing more is charged
+          const status = yield* budget.status("tenant:acme/run:3")
+          const tenant = status.find((s) => s.scope === "tenant:acme")!
+          assert.deepStrictEqual([tenant.spent, tenant.reserved], [usd("2.500000000001"), 0n])
+          const rows = yield* ledger(prefix)
+          const byId = new Map(rows.map((row) => [row.id, row]))
+          assert.deepStrictEqual(
+            [a, b, c].map((r) => [byId.get(r.id)?.status, byId.get(r.id)?.charged, Number(byId.get(r.id)?.estimated)]),
+            [["settled", "1", 0], ["released", "0", 0], ["reclaimed", String(usd("2.5")), 1]]
+          )
+        })
+    ))
+
+  it.live(
+    "1,000 concurrent calls in one process with a budget of a third of their cost: overshoot 0",
+    () =>
+      Effect.gen(function*() {
+        const calls = 1000
+        const limit = (answerCost * BigInt(calls)) / 3n
+        const scripted = TestKit.scripted([], { otherwise: () => Effect.delay(Effect.succeed(answer), 1) })
+        yield* withStore(backend, { limits: [{ scope: limitScope, limit: Money.format(limit) }] }, (prefix) =>
+          Effect.gen(function*() {
+            const llm = yield* Effect.provide(Llm.Llm, Llm.layer().pipe(Layer.provide(scripted.layer)))
+            let peak = 0n
+            let done = false
+            const sampler = yield* Effect.fork(Effect.gen(function*() {
+              while (!done) {
+                const { reserved, spent } = yield* counter(prefix, limitKey)
+                if (spent + reserved > peak) {
+                  peak = spent + reserved
+                }
+                yield* Effect.sleep(2)
+              }
+            }))
+            const results = yield* Effect.forEach(
+              Array.from({ length: calls }, (_, i) =>
+                i),
+              (i) =>
+                Effect.either(llm.generate({
+                  model,
+                  messages: [{ role: "user", content: `Score listing #${String(i).padStart(4, "0")}` }],
+                  maxOutputTokens: 40,
+                  scope: `${limitScope}/run:1`
+                })),
+              { concurrency: 50 }
+            )
+            done = true
+            yield* Fiber.join(sampler)
+            const ok = results.filter(Either.isRight).length
+            assert.strictEqual(
+              results.filter((r) =>
+                Either.isLeft(r) && r.left._tag !== "BudgetExceeded"
+              ).length,
+              0
+            )
+            const final = yield* counter(prefix, limitKey)
+            assert.strictEqual(final.spent > limit ? final.spent - limit : 0n, 0n)
+            assert.isTrue(peak <= limit)
+            assert.deepStrictEqual([final.spent, final.reserved], [answerCost * BigInt(ok), 0n])
+            assert.isAbove(ok, 300)
+          }).pipe(Effect.provide(Layer.empty)))
+      }),
+    { timeout: 60_000 }
+  )
+
+  it.live(
+    "4 processes sharing the ledger with a budget of a third of their cost: overshoot 0",
+    () =>
+      Effect.gen(function*() {
+        const perWorker = 500
+        const workers = 4
+        const limit = (answerCost * BigInt(perWorker * workers)) / 3n
+        const prefix = freshPrefix()
+        // Migrate once up front, as a deployment would; the workers then open the same tables.
+        yield* withStore(backend, {}, () => Effect.void).pipe(Effect.provide(Layer.empty))
+        yield* Effect.gen(function*() {
+          yield* Effect.provide(Budget.Budget, BudgetSql.layer({ tablePrefix: prefix }))
+          const children = Array.from({ length: workers }, () =>
+            spawnWorker({
+              store: backend.store,
+              tablePrefix: prefix,
+              calls: perWorker,
+              concurrency: 20,
+              limit: Money.format(limit),
+              leaseMillis: 600_000,
+              delayMillis: 1,
+              report: false
+            }))
+          let exited = false
+          const all = Promise.all(children.map((c) => c.exit)).finally(() => (exited = true))
+          let peak = 0n
+          let samples = 0
+          while (!exited) {
+            const { reserved, spent } = yield* counter(prefix, limitKey)
+            if (spent + reserved > peak) peak = spent + reserved
+            samples++
+            yield* Effect.sleep(5)
+          }
+          const codes = yield* Effect.promise(() => all)
+          assert.deepStrictEqual(codes, [0, 0, 0, 0])
+          const done = children.map((c) => c.lines.find((line) => line.startsWith("done"))!)
+          const ok = done.reduce((sum, line) => sum + Number(/ok=(\d+)/.exec(line)![1]), 0)
+          assert.isTrue(done.every((line) => line.endsWith("other=0")), done.join("; "))
+          const final = yield* counter(prefix, limitKey)
+          assert.strictEqual(final.spent > limit ? final.spent - limit : 0n, 0n)
+          assert.isTrue(peak <= limit, `peak ${peak} > limit ${limit}`)
+          assert.isAbove(samples, 10)
+          assert.deepStrictEqual([final.spent, final.reserved], [answerCost * BigInt(ok), 0n])
+          assert.isAbove(ok, (perWorker * workers) / 4)
+          if ("pg" in backend.store) yield* dropTables(prefix)
+        }).pipe(Effect.provide(sqlLayer(backend.store)))
+      }),
+    { timeout: 90_000 }
+  )
+})
+
+describe("Budget/Sql on SQLite: crashes and bad files", () => {
+  it.live(
+    "kill -9 mid-run, then restart: nothing settled is lost, nothing counted twice, expired leases reclaimed",
+    () =>
+      Effect.gen(function*() {
+        const filename = freshSqlite()
+        const prefix = "keel_budget"
+        const store = { sqlite: filename }
+        const child = spawnWorker({
+          store,
+          tablePrefix: prefix,
+          calls: 1000,
+          concurrency: 10,
+          limit: "1000",
+          leaseMillis: 1000,
+          delayMillis: 5,
+          report: true
+        })
+        const settledLines = () => child.lines.filter((line) => line.startsWith("settled "))
+        while (settledLines().length < 200) {
+          if (child.process.exitCode !== null) throw new Error("the worker ended before the kill")
+          yield* Effect.sleep(5)
+        }
+        child.process.kill("SIGKILL")
+        yield* Effect.promise(() => child.exit)
+        const reported = new Map(
+          settledLines().map((line) => {
+            const [, id, amount] = line.split(" ")
+            return [id!, BigInt(amount!)] as const
+          })
+        )
+        assert.isBelow(reported.size, 1000)
+
+        yield* Effect.gen(function*() {
+          const sql = yield* SqlClient.SqlClient
+          const open = yield* sql.unsafe<{ lease: number }>(
+            `SELECT MAX(lease_until) AS lease FROM ${prefix}_reservations WHERE status = 'open'`
+          )
+          const before = yield* ledger(prefix)
+          const openCount = before.filter((row) => row.status === "open").length
+          assert.isAbove(openCount, 0) // the kill left calls in flight
+          // Wait out the dead owner's leases, then "restart": the budget reclaims them as it starts.
+          const wait = Number(open[0]?.lease ?? 0) - Date.now() + 20
+          if (wait > 0) yield* Effect.sleep(wait)
+          const status = yield* Effect.provide(
+            Effect.flatMap(Budget.Budget, (budget) => budget.status(limitScope)),
+            BudgetSql.layer({ tablePrefix: prefix })
+          )
+          const after = yield* ledger(prefix)
+          const byId = new Map(after.map((row) => [row.id, row]))
+          // Every settle the worker reported is in the ledger, with its amount.
+          for (const [id, amount] of reported) {
+            assert.strictEqual(byId.get(id)?.status, "settled", id)
+            assert.strictEqual(BigInt(byId.get(id)!.charged!), amount, id)
+          }
+          // The reservations open at the kill were reclaimed at their full amount, marked estimated.
+          const reclaimed = after.filter((row) => row.status === "reclaimed")
+          assert.strictEqual(reclaimed.length, openCount)
+          assert.isTrue(reclaimed.every((row) => row.charged === row.amount && Number(row.estimated) === 1))
+          assert.strictEqual(after.filter((row) => row.status === "open").length, 0)
+          // Counted once: the counter equals the ledger's sum of charges, and holds nothing reserved.
+          const charged = Money.sum(after.map((row) => BigInt(row.charged ?? 0)))
+          const tenant = status.find((s) => s.scope === limitScope && s.window === "total")!
+          assert.deepStrictEqual([tenant.spent, tenant.reserved], [charged, 0n])
+          assert.isTrue(tenant.spent >= Money.sum(reported.values()))
+        }).pipe(Effect.provide(SqliteClient.layer({ filename })))
+      }),
+    { timeout: 60_000 }
+  )
+
+  it.live("a corrupt ledger file is reported and left as it was, never recreated empty", () =>
+    Effect.gen(function*() {
+      const filename = freshSqlite()
+      const garbage = Buffer.from("this is not a database, but someone's ledger got overwritten ".repeat(100))
+      Fs.writeFileSync(filename, garbage)
+      const exit = yield* Effect.exit(
+        Effect.provide(Budget.Budget, BudgetSql.layer().pipe(Layer.provide(SqliteClient.layer({ filename }))))
+      )
+      assert.isTrue(Exit.isFailure(exit))
+      assert.match(String(Exit.isFailure(exit) ? exit.cause : ""), /not a database/)
+      assert.deepStrictEqual(Fs.readFileSync(filename), garbage)
+      // Without WAL the client opens it lazily: the store's first statement reports it as a BudgetStoreError.
+      const lazy = yield* Effect.flip(
+        Effect.provide(
+          Budget.Budget,
+          BudgetSql.layer().pipe(Layer.provide(SqliteClient.layer({ filename, disableWAL: true })))
+        )
+      )
+      assert.isTrue(lazy._tag === "BudgetStoreError" && /not a database/.test(lazy.reason), String(lazy))
+      assert.deepStrictEqual(Fs.readFileSync(filename), garbage)
+    }))
+
+  it.live("a locked ledger is reported, not waited on forever", () =>
+    Effect.gen(function*() {
+      const filename = freshSqlite()
+      yield* Effect.provide(Budget.Budget, BudgetSql.layer().pipe(Layer.provide(SqliteClient.layer({ filename }))))
+      const { default: Database } = yield* Effect.promise(() => import("better-sqlite3"))
+      const holder = new Database(filename)
+      holder.exec("BEGIN EXCLUSIVE")
+      const error = yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`PRAGMA busy_timeout = 100`
+        const budget = yield* Effect.provide(Budget.Budget, BudgetSql.layer())
+        return yield* Effect.flip(budget.reserve("tenant:acme", usd("1")))
+      }).pipe(Effect.provide(SqliteClient.layer({ filename })), Effect.flip, Effect.either)
+      holder.exec("ROLLBACK")
+      holder.close()
+      const failure = Either.isRight(error) ? error.right : error.left
+      assert.isTrue(
+        typeof failure === "object" && failure !== null && "_tag" in failure && failure._tag === "BudgetStoreError",
+        String(failure)
+      )
+      assert.match((failure as Budget.BudgetStoreError).reason, /locked|busy/i)
+    }))
+})
