@@ -91,8 +91,10 @@ interface Prepared {
 
 type Mode = "ok" | "invalid_output" | "truncated" | "refusal"
 
-const CACHE_MAX_ENTRIES = 10_000
-const SEEN_MAX_ENTRIES = 1_000_000
+/** Compiled `tools` / `response_format` values kept (each map starts over when full). */
+const CACHE_MAX_ENTRIES = 2_000
+/** Request hashes and prompt prefixes remembered, for fault draws per attempt and cached_tokens. */
+const SEEN_MAX_ENTRIES = 200_000
 /** OpenAI caches prompt prefixes from 1024 tokens, in steps of 128. */
 const CACHE_MIN_TOKENS = 1024
 const CACHE_STEP = 128

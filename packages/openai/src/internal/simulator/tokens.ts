@@ -10,17 +10,23 @@ export type CountTokens = (text: string) => number
 
 /** Texts shorter than this are counted directly; the memo holds longer ones. */
 const MEMO_MIN_LENGTH = 24
-const MEMO_MAX_ENTRIES = 50_000
+/** The memo starts over when the texts it holds reach this many characters (about 8 MB). */
+const MEMO_MAX_CHARS = 4_000_000
 
 const memoise = (count: CountTokens): CountTokens => {
   const memo = new Map<string, number>()
+  let chars = 0
   return (text) => {
     if (text.length < MEMO_MIN_LENGTH) return text.length === 0 ? 0 : count(text)
     const known = memo.get(text)
     if (known !== undefined) return known
     const n = count(text)
-    if (memo.size >= MEMO_MAX_ENTRIES) memo.clear()
+    if (chars + text.length > MEMO_MAX_CHARS) {
+      memo.clear()
+      chars = 0
+    }
     memo.set(text, n)
+    chars += text.length
     return n
   }
 }
