@@ -7,10 +7,11 @@
  * window and period), `_reservations` (every reservation: open with its lease, then settled,
  * released or reclaimed with the amount charged — the ledger) and `_migrations`.
  *
- * Atomicity: each operation is one transaction. Reserving inserts missing counter rows, locks the
- * chain's rows in key order (Postgres `SELECT … FOR UPDATE`; on SQLite the first statement is a
- * write, so the transaction holds the database's write lock from its start), checks every limit and
- * updates all rows or none. Settling closes the reservation row (`WHERE status = 'open'`) before it
+ * Atomicity: each operation is one transaction. Reserving adds the amount to the chain's counter rows
+ * (creating missing ones), locked in key order (Postgres: `UPDATE … FROM (SELECT … ORDER BY key FOR
+ * UPDATE)`; on SQLite the first statement is a write, so the transaction holds the database's write
+ * lock from its start), then checks every limit on the new sums and rolls back if one is passed:
+ * all rows or none. Settling closes the reservation row (`WHERE status = 'open'`) before it
  * touches counters, so a reservation is charged exactly once, even when a reclaim races its owner.
  *
  * Amounts are pico-dollar BIGINTs (SQLite INTEGER: up to ~9.2 million USD per counter).
@@ -135,39 +136,64 @@ export const make = (
     const reservations = sql(tables.reservations)
     const isPg = sql.onDialectOrElse({ pg: () => true, orElse: () => false })
 
-    const lockCounters = (keys: ReadonlyArray<string>) =>
-      sql<{ readonly key: string; readonly spent: string; readonly reserved: string }>`
-        SELECT key, CAST(spent AS TEXT) AS spent, CAST(reserved AS TEXT) AS reserved
-        FROM ${counters} WHERE key IN ${sql.in(keys)} ORDER BY key ${
-        isPg ? sql.literal("FOR UPDATE") : sql.literal("")
-      }`
+    type CounterRow = { readonly key: string; readonly spent: string; readonly reserved: string }
+
+    /**
+     * Adds `delta` to the reserved and `charge` to the spent sum of the counters that exist, returning
+     * their new state. On Postgres the rows are locked in key order first (no deadlock between
+     * transactions charging overlapping chains); on SQLite the transaction holds the write lock.
+     */
+    const bump = (keys: ReadonlyArray<string>, delta: bigint, charge: bigint) =>
+      isPg
+        ? sql<CounterRow>`UPDATE ${counters} AS c
+            SET reserved = c.reserved + ${delta}, spent = c.spent + ${charge}
+            FROM (SELECT key FROM ${counters} WHERE key IN ${sql.in(keys)} ORDER BY key FOR UPDATE) AS locked
+            WHERE c.key = locked.key
+            RETURNING c.key, CAST(c.spent AS TEXT) AS spent, CAST(c.reserved AS TEXT) AS reserved`
+        : sql<CounterRow>`UPDATE ${counters}
+            SET reserved = reserved + ${delta}, spent = spent + ${charge}
+            WHERE key IN ${sql.in(keys)}
+            RETURNING key, CAST(spent AS TEXT) AS spent, CAST(reserved AS TEXT) AS reserved`
 
     const reserve = (request: Budget.ReserveRequest): Effect.Effect<void, BudgetExceeded | SqlError> =>
       sql.withTransaction(
         Effect.gen(function*() {
           const keys = request.counters.map((counter) => counter.key)
-          // A write first: on SQLite the transaction takes the write lock now, not at its first update.
-          yield* sql`INSERT INTO ${counters} ${
-            sql.insert(request.counters.map((counter) => ({
-              key: counter.key,
-              scope: counter.scope,
-              time_window: counter.window,
-              period: counter.period,
-              spent: 0,
-              reserved: 0
-            })))
-          } ON CONFLICT (key) DO NOTHING`
-          const rows = yield* lockCounters(keys)
+          // Reserve first, check after: the transaction rolls back when a limit is passed. On SQLite the
+          // first statement being a write means the write lock is held from the start.
+          const rows: Array<CounterRow> = [...(yield* bump(keys, request.amount, 0n))]
+          if (rows.length < keys.length) {
+            const found = new Set(rows.map((row) => row.key))
+            const missing = request.counters.filter((counter) => !found.has(counter.key))
+            const inserted = yield* sql<CounterRow>`INSERT INTO ${counters} ${
+              sql.insert(missing.map((counter) => ({
+                key: counter.key,
+                scope: counter.scope,
+                time_window: counter.window,
+                period: counter.period,
+                spent: 0n,
+                reserved: request.amount
+              })))
+            } ON CONFLICT (key) DO NOTHING
+              RETURNING key, CAST(spent AS TEXT) AS spent, CAST(reserved AS TEXT) AS reserved`
+            rows.push(...inserted)
+            if (inserted.length < missing.length) {
+              // Another transaction created them meanwhile (Postgres): they exist now.
+              const created = new Set(inserted.map((row) => row.key))
+              rows.push(
+                ...(yield* bump(missing.map((c) => c.key).filter((key) => !created.has(key)), request.amount, 0n))
+              )
+            }
+          }
           const byKey = new Map(rows.map((row) => [row.key, row]))
           for (const counter of request.counters) {
             const row = byKey.get(counter.key)
             const spent = BigInt(row?.spent ?? 0)
-            const reserved = BigInt(row?.reserved ?? 0)
+            const reserved = BigInt(row?.reserved ?? 0) - request.amount
             if (!Budget.fits(counter, spent, reserved, request.amount)) {
               return yield* Budget.exceeded(counter, spent, reserved, request.amount)
             }
           }
-          yield* sql`UPDATE ${counters} SET reserved = reserved + ${request.amount} WHERE key IN ${sql.in(keys)}`
           yield* sql`INSERT INTO ${reservations} ${
             sql.insert({
               id: request.id,
@@ -200,11 +226,7 @@ export const make = (
             RETURNING CAST(amount AS TEXT) AS amount, counters`
           const row = closed[0]
           if (row === undefined) return false
-          const keys = row.counters.split(",")
-          if (isPg) yield* lockCounters(keys)
-          yield* sql`UPDATE ${counters}
-            SET reserved = reserved - ${BigInt(row.amount)}, spent = spent + ${charged ?? 0n}
-            WHERE key IN ${sql.in(keys)}`
+          yield* bump(row.counters.split(","), -BigInt(row.amount), charged ?? 0n)
           return true
         })
       )
@@ -224,8 +246,7 @@ export const make = (
           }
           for (const key of Array.from(totals.keys()).sort()) {
             const amount = totals.get(key)!
-            yield* sql`UPDATE ${counters} SET reserved = reserved - ${amount}, spent = spent + ${amount}
-              WHERE key = ${key}`
+            yield* bump([key], -amount, amount)
           }
           return rows.length
         })
