@@ -1,15 +1,13 @@
 /**
  * The OpenAI Chat Completions client: the wire types and one service that sends
- * `POST {baseUrl}/chat/completions` over `@effect/platform`'s `HttpClient` (undici in production)
- * and returns the checked body with the response headers. Every failure leaves here as an
+ * `POST {baseUrl}/chat/completions` and returns the checked body with the response headers. It runs
+ * over any `@effect/platform` `HttpClient` (`layer`: fakes, middleware, proxies) or straight on undici
+ * (`layerUndici`: the fast path for production, about a third of the CPU per call). Every failure leaves here as an
  * `LlmError`, mapped once in `internal/errors.ts` and scrubbed of the API key. Any OpenAI-compatible
  * server (vLLM, Ollama, a LiteLLM proxy, OpenRouter, keel's simulator) works by base URL.
  */
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
-import * as Headers from "@effect/platform/Headers"
-import * as HttpBody from "@effect/platform/HttpBody"
 import * as HttpClient from "@effect/platform/HttpClient"
-import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as LlmError from "@keel/core/LlmError"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
@@ -18,8 +16,10 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
+import type * as Scope from "effect/Scope"
 import { decode } from "./internal/decode.js"
 import * as Errors from "./internal/errors.js"
+import * as Transport from "./internal/transport.js"
 
 // ---------------------------------------------------------------------------------------------------------------
 // Wire types (the subset of the OpenAPI spec keel sends and reads)
@@ -115,7 +115,7 @@ export interface ChatCompletion {
 /** An answer with its response headers (lower-case names): `x-request-id`, `x-ratelimit-*`. */
 export interface ChatCompletionResult {
   readonly body: ChatCompletion
-  readonly headers: Headers.Headers
+  readonly headers: Readonly<Record<string, string | undefined>>
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -177,6 +177,49 @@ const validate = (
   return Effect.succeed({ apiKey: options.apiKey, baseUrl })
 }
 
+/** The headers every request carries. */
+const requestHeaders = (options: Options, apiKey: Redacted.Redacted): Record<string, string> => {
+  const headers: Record<string, string> = {
+    authorization: `Bearer ${Redacted.value(apiKey)}`,
+    "content-type": "application/json",
+    accept: "application/json"
+  }
+  if (options.organization !== undefined) headers["openai-organization"] = options.organization
+  if (options.project !== undefined) headers["openai-project"] = options.project
+  return headers
+}
+
+/** The service over a transport: serialise once, send, then decode or map the failure (once, here). */
+const fromTransport = (baseUrl: string, apiKey: Redacted.Redacted, send: Transport.Send): OpenAiClient.Service => {
+  const createChatCompletion = (
+    body: ChatCompletionRequest
+  ): Effect.Effect<ChatCompletionResult, LlmError.LlmError> => {
+    const context: Errors.Context = { model: body.model, apiKey }
+    let json: string
+    try {
+      json = JSON.stringify(body)
+    } catch (cause) {
+      return Effect.fail(Errors.invalidBody(context, cause))
+    }
+    return Effect.matchEffect(send(json), {
+      onFailure: (failure) => Effect.fail(Errors.transport(context, failure.cause, failure.headers?.["x-request-id"])),
+      onSuccess: ({ headers, status, text }): Effect.Effect<ChatCompletionResult, LlmError.LlmError> => {
+        if (status >= 200 && status < 300) {
+          const decoded = decode(text)
+          return "error" in decoded
+            ? Effect.fail(Errors.protocol(context, decoded.error, headers["x-request-id"]))
+            : Effect.succeed({ body: decoded, headers })
+        }
+        return Effect.flatMap(
+          Clock.currentTimeMillis,
+          (now) => Effect.fail(Errors.fromResponse(context, { status, headers, body: text }, now))
+        )
+      }
+    })
+  }
+  return OpenAiClient.of({ baseUrl, createChatCompletion })
+}
+
 /** Builds the client over the `HttpClient` in context; fails with a `ConfigError` naming a bad setting. */
 export const make = (
   options: Options
@@ -184,54 +227,23 @@ export const make = (
   Effect.gen(function*() {
     const { apiKey, baseUrl } = yield* validate(options)
     const client = yield* HttpClient.HttpClient
-    const headers: Record<string, string> = {
-      authorization: `Bearer ${Redacted.value(apiKey)}`,
-      "content-type": "application/json",
-      accept: "application/json"
-    }
-    if (options.organization !== undefined) headers["openai-organization"] = options.organization
-    if (options.project !== undefined) headers["openai-project"] = options.project
-    // Built once; each call only attaches its body.
-    const base = HttpClientRequest.post(`${baseUrl}/chat/completions`, { headers: Headers.fromInput(headers) })
+    const send = Transport.fromHttpClient(client, `${baseUrl}/chat/completions`, requestHeaders(options, apiKey))
+    return fromTransport(baseUrl, apiKey, send)
+  })
 
-    const createChatCompletion = (
-      body: ChatCompletionRequest
-    ): Effect.Effect<ChatCompletionResult, LlmError.LlmError> => {
-      const context: Errors.Context = { model: body.model, apiKey }
-      let json: string
-      try {
-        json = JSON.stringify(body)
-      } catch (cause) {
-        return Effect.fail(Errors.invalidBody(context, cause))
-      }
-      return client.execute(HttpClientRequest.setBody(base, HttpBody.raw(json))).pipe(
-        Effect.catchAll((error) => Effect.fail(Errors.transport(context, error.cause ?? error))),
-        Effect.flatMap((response) => {
-          const responseHeaders = response.headers
-          return response.text.pipe(
-            Effect.catchAll((error) =>
-              Effect.fail(Errors.transport(context, error.cause ?? error, responseHeaders["x-request-id"]))
-            ),
-            Effect.flatMap((text): Effect.Effect<ChatCompletionResult, LlmError.LlmError> => {
-              const status = response.status
-              if (status >= 200 && status < 300) {
-                const decoded = decode(text)
-                return "error" in decoded
-                  ? Effect.fail(Errors.protocol(context, decoded.error, responseHeaders["x-request-id"]))
-                  : Effect.succeed({ body: decoded, headers: responseHeaders })
-              }
-              return Effect.flatMap(
-                Clock.currentTimeMillis,
-                (now) =>
-                  Effect.fail(Errors.fromResponse(context, { status, headers: responseHeaders, body: text }, now))
-              )
-            })
-          )
-        })
-      )
-    }
-
-    return OpenAiClient.of({ baseUrl, createChatCompletion })
+/**
+ * Builds the client straight on an undici `Agent` owned by the scope: the fast path (see BENCHMARKS.md,
+ * "OpenAI client"). It skips `HttpClient`, so `HttpClient` middleware and its HTTP spans do not apply; keel's
+ * own call and attempt spans still do.
+ */
+export const makeUndici = (
+  options: Options
+): Effect.Effect<OpenAiClient.Service, ConfigError.ConfigError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { apiKey, baseUrl } = yield* validate(options)
+    const dispatcher = yield* NodeHttpClient.makeDispatcher
+    const send = Transport.fromUndici(dispatcher, `${baseUrl}/chat/completions`, requestHeaders(options, apiKey))
+    return fromTransport(baseUrl, apiKey, send)
   })
 
 /** The client over the `HttpClient` you provide (e.g. `NodeHttpClient.layerUndici`, or a test fake). */
@@ -263,14 +275,15 @@ const explainSecret = (error: ConfigError.ConfigError): ConfigError.ConfigError 
   }
 }
 
-/** `layer` with undici as the transport. */
+/** The client straight on undici, with its own connection pool (`makeUndici`): what production should use. */
 export const layerUndici = (options: Options): Layer.Layer<OpenAiClient, ConfigError.ConfigError> =>
-  Layer.provide(layer(options), NodeHttpClient.layerUndici)
+  Layer.scoped(OpenAiClient, makeUndici(options))
 
-/** `layerConfig` with undici as the transport. */
+/** `layerConfig` straight on undici (`makeUndici`). */
 export const layerConfigUndici = (
   config: Config.Config.Wrap<Options>
-): Layer.Layer<OpenAiClient, ConfigError.ConfigError> => Layer.provide(layerConfig(config), NodeHttpClient.layerUndici)
+): Layer.Layer<OpenAiClient, ConfigError.ConfigError> =>
+  Layer.scoped(OpenAiClient, Effect.flatMap(Effect.mapError(Config.unwrap(config), explainSecret), makeUndici))
 
 /** Sends one Chat Completions request with the client in context. */
 export const createChatCompletion = (

@@ -1,12 +1,13 @@
 /**
  * The API key appears nowhere: calls with a known fake key go through the whole pipeline
- * (`Llm.generate` → retries → `OpenAiLanguageModel` → undici) and fail every way (401, 429, 500, a reset
+ * (`Llm.generate` → retries → `OpenAiLanguageModel` → undici, directly and through `HttpClient`) and fail every way (401, 429, 500, a reset
  * connection, a refused connection), against a server that echoes the key back in its error bodies as
  * a careless proxy would, and against the simulator with a key it rejects. Every log line (failure
  * causes included), span (attributes, events, status), call record, error message and error JSON is
  * collected, and none contains the key.
  */
 import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { assert, describe, it } from "@effect/vitest"
 import * as CallLog from "@keel/core/CallLog"
 import * as Llm from "@keel/core/Llm"
@@ -72,13 +73,18 @@ describe("secrets: the API key never leaves the client", () => {
       const echo = yield* echoServer
       const simulator = yield* Simulator.make({ apiKey: "sk-the-simulator-wants-another-key-0000" })
 
-      const pipeline = (baseUrl: string) =>
-        Llm.layer().pipe(
+      // both transports: straight on undici, and over the platform HttpClient (which records HTTP spans)
+      const pipeline = (baseUrl: string, transport: "undici" | "HttpClient") => {
+        const options = { apiKey: Redacted.make(KEY), baseUrl, organization: "org-1", project: "p-1" }
+        return Llm.layer().pipe(
           Layer.provide(OpenAiLanguageModel.layer()),
           Layer.provide(
-            OpenAiClient.layerUndici({ apiKey: Redacted.make(KEY), baseUrl, organization: "org-1", project: "p-1" })
+            transport === "undici"
+              ? OpenAiClient.layerUndici(options)
+              : OpenAiClient.layer(options).pipe(Layer.provide(NodeHttpClient.layerUndici))
           )
         )
+      }
       // a port that was just free: nothing listens there, so the connection is refused
       const closedPort = yield* Effect.async<number>((resume) => {
         const server = Http.createServer().listen(0, "127.0.0.1", () => {
@@ -100,21 +106,23 @@ describe("secrets: the API key never leaves the client", () => {
       ]
       const errors: Array<unknown> = []
       const texts: Array<string> = []
-      for (const [baseUrl, model] of calls) {
-        const exit = yield* Llm.generate({ model, messages: [{ role: "user", content: "hi" }] }).pipe(
-          Effect.withSpan("test call"),
-          Effect.tapErrorCause((cause) => Effect.logError("call failed", cause)),
-          Effect.provide(pipeline(baseUrl)),
-          Effect.exit
-        )
-        assert(Exit.isFailure(exit), `${model} at ${baseUrl} should fail`)
-        texts.push(Cause.pretty(exit.cause))
-        const error = Cause.squash(exit.cause)
-        errors.push(error)
-        texts.push(String(error), (error as Error).message, JSON.stringify(error))
+      for (const transport of ["undici", "HttpClient"] as const) {
+        for (const [baseUrl, model] of calls) {
+          const exit = yield* Llm.generate({ model, messages: [{ role: "user", content: "hi" }] }).pipe(
+            Effect.withSpan("test call"),
+            Effect.tapErrorCause((cause) => Effect.logError("call failed", cause)),
+            Effect.provide(pipeline(baseUrl, transport)),
+            Effect.exit
+          )
+          assert(Exit.isFailure(exit), `${model} at ${baseUrl} should fail`)
+          texts.push(Cause.pretty(exit.cause))
+          const error = Cause.squash(exit.cause)
+          errors.push(error)
+          texts.push(String(error), (error as Error).message, JSON.stringify(error))
+        }
       }
       const tags = errors.map((e) => (e as { _tag: string })._tag)
-      assert.deepStrictEqual(tags, [
+      const expected = [
         "AuthenticationFailed",
         "RateLimited",
         "QuotaExhausted",
@@ -124,7 +132,8 @@ describe("secrets: the API key never leaves the client", () => {
         "ProtocolError",
         "Transport",
         "AuthenticationFailed"
-      ])
+      ]
+      assert.deepStrictEqual(tags, [...expected, ...expected])
 
       const spans = exporter.getFinishedSpans()
       assert.isAbove(spans.length, calls.length, "spans were recorded")
