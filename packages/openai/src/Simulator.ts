@@ -227,9 +227,9 @@ const toResponse = (engine: Engine, outcome: Respond): HttpServerResponse.HttpSe
 }
 
 /**
- * Chat completions, served straight on node:http: the hot path of every benchmark. Going through
- * HttpRouter and a fiber per request costs about 160 µs of CPU per request more (measured, see
- * BENCHMARKS.md), more than the answer itself.
+ * Chat completions, served straight on node:http: the hot path of every benchmark. The same answer
+ * through an HttpRouter route (a fiber and a scope per request) measured 3–4× the server CPU per
+ * request and a fraction of the throughput (bench/simulator.ts, BENCHMARKS.md "Simulator").
  */
 const serveChat = (engine: Engine, apiKey: string | undefined) => {
   const send = (response: Http.ServerResponse, outcome: Respond) => {

@@ -611,5 +611,7 @@ describe("Simulator", () => {
       assert.include(error.message, "faults")
       const port = yield* Effect.flip(Effect.scoped(Simulator.make({ port: 70000 })))
       assert.include(port.message, "port")
+      const busy = yield* withSim({}, (sim) => Effect.flip(Effect.scoped(Simulator.make({ port: sim.port }))))
+      assert.include(busy.message, `cannot listen on 127.0.0.1:`)
     }))
 })
