@@ -13,6 +13,11 @@
  *   reserved amount, charged as spent and estimated, so spend is never under-counted; a late settle
  *   of a reclaimed reservation changes nothing, so nothing is counted twice. Reclaiming runs when the
  *   layer starts and then every `reclaimEvery`. The lease must outlast a round (retries included).
+ * - `Llm` reserves one attempt's worst case per round (input tokens × input price + max output
+ *   tokens × output price; see `Tokens`, `Pricing`). If several attempts of one round may have been
+ *   billed without an answer (repeated timeouts), each is charged at that estimate, so such a round
+ *   can settle above its reservation: spend is never under-counted, at the price of a possible
+ *   overshoot by those extra estimates.
  *
  * Counters live in a `BudgetStore`: `layerMemory` here (one process), `Budget/Sql` for SQLite and
  * Postgres (durable, shared). A reservation is charged to the windows it was made in, even when it
@@ -353,7 +358,7 @@ export const make = (
     yield* reclaim
     yield* reclaim.pipe(
       Effect.catchAll((error) => Effect.logWarning("Budget: reclaiming expired reservations failed", error)),
-      Effect.repeat(Schedule.spaced(options.reclaimEvery ?? Duration.minutes(1))),
+      Effect.schedule(Schedule.spaced(options.reclaimEvery ?? Duration.minutes(1))),
       Effect.interruptible,
       Effect.forkScoped
     )

@@ -56,6 +56,8 @@ export const make: Effect.Effect<Meter | undefined> = Effect.gen(function*() {
   let pricing = Option.getOrUndefined(yield* Effect.serviceOption(Pricing.Pricing))
   if (budget === undefined && pricing === undefined) return undefined
   if (pricing === undefined) pricing = builtIn ??= yield* Effect.orDie(Pricing.make())
+  // Reservations count tokens: load the encoder now, off the first call's path.
+  if (budget !== undefined) yield* Effect.forkDaemon(Tokens.load)
   const prices = pricing
 
   /** The worst case of one attempt: every input token uncached and the whole output allowance. */
