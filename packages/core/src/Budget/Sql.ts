@@ -88,7 +88,10 @@ const migrations: ReadonlyArray<Migration> = [
   ]
 ]
 
-/** Runs the pending migrations under a lock (a Postgres advisory lock; SQLite's write lock). */
+/**
+ * Runs the pending migrations under a lock, so processes starting together apply each step once:
+ * a Postgres advisory lock; on SQLite a first statement that writes, taking the write lock at once.
+ */
 const migrate = (sql: SqlClient.SqlClient, tables: Tables) =>
   sql.withTransaction(
     Effect.gen(function*() {
@@ -99,6 +102,10 @@ const migrate = (sql: SqlClient.SqlClient, tables: Tables) =>
       yield* sql.unsafe(
         `CREATE TABLE IF NOT EXISTS ${tables.migrations} (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`
       )
+      yield* sql.onDialectOrElse({
+        pg: () => Effect.void,
+        orElse: () => sql.unsafe(`UPDATE ${tables.migrations} SET version = version WHERE version < 0`)
+      })
       const rows = yield* sql.unsafe<{ readonly version: number | string }>(
         `SELECT version FROM ${tables.migrations}`
       )
