@@ -586,6 +586,20 @@ describe("Simulator", () => {
         assert.isAtLeast(elapsed, expected - 2)
       })))
 
+  it.live("draws latency jitter from the seed", () =>
+    Effect.gen(function*() {
+      const delays = (seed: number) =>
+        withSim({ seed, latency: { baseMs: 1, jitterMs: 20 } }, (sim) =>
+          Effect.forEach(
+            [1, 2, 3, 4, 5, 6],
+            (i) => Effect.map(chat(sim, textRequest(`question ${i}`)), (a) => Number(a.headers["openai-processing-ms"]))
+          ))
+      const a = yield* delays(1)
+      assert.deepStrictEqual(a, yield* delays(1))
+      for (const ms of a) assert.isTrue(ms >= 1 && ms <= 21, String(ms))
+      assert.isAbove(new Set(a).size, 1)
+    }))
+
   it("parses fault specs as the CLI takes them", () => {
     assert.deepStrictEqual(
       Simulator.parseFaults("rate_limit=0.05, 500=0.02,hang=0"),

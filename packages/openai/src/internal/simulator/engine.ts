@@ -104,7 +104,7 @@ const REASONING_MODEL = /^(o\d|gpt-5)/
 const json = (value: unknown): string => JSON.stringify(value)
 
 /** An OpenAI error body. */
-export const errorBody = (message: string, type: string, param: string | null, code: string | null): string =>
+const errorBody = (message: string, type: string, param: string | null, code: string | null): string =>
   json({ error: { message, type, param, code } })
 
 const setCapped = <K, V>(map: Map<K, V>, key: K, value: V, max: number): void => {

@@ -6,8 +6,8 @@
  */
 
 /** A limit that is not configured: large enough never to bind, still reported in headers. */
-export const UNLIMITED_REQUESTS = 1_000_000_000
-export const UNLIMITED_TOKENS = 1_000_000_000_000
+const UNLIMITED_REQUESTS = 1_000_000_000
+const UNLIMITED_TOKENS = 1_000_000_000_000
 
 class Bucket {
   private level: number
