@@ -498,26 +498,36 @@ const toJsonSchema = (root: AST.AST, limits: Limits): Json => {
 
 const nullLiteral = new AST.Literal(null)
 
-const toWire = (ast: AST.AST, memo: Map<AST.AST, AST.AST>): AST.AST => {
-  const cached = memo.get(ast)
+interface Wire {
+  readonly memo: Map<AST.AST, AST.AST>
+  /**
+   * For the decoder only: the decoded side of a struct with optional fields is not checked again
+   * (its fields were fully decoded on the way in), which makes decoding about twice as fast. The
+   * schema used to encode keeps the full checks, which unions need to pick their member.
+   */
+  readonly decodeOnly: boolean
+}
+
+const toWire = (ast: AST.AST, wire: Wire): AST.AST => {
+  const cached = wire.memo.get(ast)
   if (cached !== undefined) return cached
   let out: AST.AST = ast
   switch (ast._tag) {
     case "TypeLiteral":
-      out = wireObject(ast, memo)
+      out = wireObject(ast, wire)
       break
     case "Union": {
-      const types = ast.types.map((member) => toWire(member, memo))
+      const types = ast.types.map((member) => toWire(member, wire))
       if (types.some((member, i) => member !== ast.types[i])) out = AST.Union.make(types, ast.annotations)
       break
     }
     case "TupleType": {
       const elements = ast.elements.map((e) => {
-        const type = toWire(e.type, memo)
+        const type = toWire(e.type, wire)
         return type === e.type ? e : new AST.OptionalType(type, e.isOptional, e.annotations)
       })
       const rest = ast.rest.map((r) => {
-        const type = toWire(r.type, memo)
+        const type = toWire(r.type, wire)
         return type === r.type ? r : new AST.Type(type, r.annotations)
       })
       if (elements.some((e, i) => e !== ast.elements[i]) || rest.some((r, i) => r !== ast.rest[i])) {
@@ -526,21 +536,21 @@ const toWire = (ast: AST.AST, memo: Map<AST.AST, AST.AST>): AST.AST => {
       break
     }
     case "Refinement": {
-      const from = toWire(ast.from, memo)
+      const from = toWire(ast.from, wire)
       if (from !== ast.from) out = new AST.Refinement(from, ast.filter, ast.annotations)
       break
     }
     case "Transformation": {
-      const from = toWire(ast.from, memo)
+      const from = toWire(ast.from, wire)
       if (from !== ast.from) out = new AST.Transformation(from, ast.to, ast.transformation, ast.annotations)
       break
     }
     case "Suspend":
       // Lazy, like the original: the target's rewrite meets this node again and finds it in `memo`.
-      out = new AST.Suspend(() => toWire(ast.f(), memo), ast.annotations)
+      out = new AST.Suspend(() => toWire(ast.f(), wire), ast.annotations)
       break
   }
-  memo.set(ast, out)
+  wire.memo.set(ast, out)
   return out
 }
 
@@ -550,15 +560,15 @@ const absentFromNull = (o: Option.Option<unknown>): Option.Option<unknown> =>
 const nullFromAbsent = (o: Option.Option<unknown>): Option.Option<unknown> =>
   Option.isNone(o) || o.value === undefined ? Option.some(null) : o
 
-const wireObject = (ast: AST.TypeLiteral, memo: Map<AST.AST, AST.AST>): AST.AST => {
+const wireObject = (ast: AST.TypeLiteral, wire: Wire): AST.AST => {
   let changed = false
   const from = ast.propertySignatures.map((ps) => {
     if (ps.isOptional) {
       changed = true
-      const type = AST.Union.make([toWire(withoutUndefined(ps.type), memo), nullLiteral])
+      const type = AST.Union.make([toWire(withoutUndefined(ps.type), wire), nullLiteral])
       return new AST.PropertySignature(ps.name, type, false, ps.isReadonly, ps.annotations)
     }
-    const type = toWire(ps.type, memo)
+    const type = toWire(ps.type, wire)
     if (type === ps.type) return ps
     changed = true
     return new AST.PropertySignature(ps.name, type, false, ps.isReadonly, ps.annotations)
@@ -567,7 +577,12 @@ const wireObject = (ast: AST.TypeLiteral, memo: Map<AST.AST, AST.AST>): AST.AST 
   const optional = ast.propertySignatures.filter((ps) => ps.isOptional)
   if (optional.length === 0) return new AST.TypeLiteral(from, ast.indexSignatures, ast.annotations)
   const to = ast.propertySignatures.map((ps) =>
-    new AST.PropertySignature(ps.name, AST.typeAST(ps.type), ps.isOptional, ps.isReadonly)
+    new AST.PropertySignature(
+      ps.name,
+      wire.decodeOnly ? AST.anyKeyword : AST.typeAST(ps.type),
+      ps.isOptional,
+      ps.isReadonly
+    )
   )
   return new AST.Transformation(
     new AST.TypeLiteral(from, []),
@@ -585,8 +600,9 @@ const problem = (error: ParseResult.ParseError): Problem => {
 
 const build = <A, I>(schema: Schema.Schema<A, I, never>, limits: Limits): StrictSchema<A, I> => {
   const jsonSchema = toJsonSchema(schema.ast, limits)
-  const wire = Schema.make<A, unknown, never>(toWire(schema.ast, new Map()))
-  const decode = Schema.decodeUnknownEither(wire, { errors: "first", onExcessProperty: "error" })
+  const wire = Schema.make<A, unknown, never>(toWire(schema.ast, { memo: new Map(), decodeOnly: false }))
+  const decoder = Schema.make<A, unknown, never>(toWire(schema.ast, { memo: new Map(), decodeOnly: true }))
+  const decode = Schema.decodeUnknownEither(decoder, { errors: "first", onExcessProperty: "error" })
   const encode = Schema.encodeEither(wire, { errors: "first" })
   const decodeUnknown = (u: unknown) => Either.mapLeft(decode(u), problem)
   return {
