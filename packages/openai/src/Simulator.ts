@@ -5,8 +5,20 @@
  * o200k_base tokenizer and OpenAI's headers (`x-request-id`, `x-ratelimit-*`). It enforces per-model
  * requests/min and tokens/min with real 429s and injects faults at configured, reproducible rates.
  *
+ * What a client sees on `POST /v1/chat/completions`:
+ * - with function tools (and `tool_choice` not "none"): one call of the tool `tool_choice` names, or
+ *   of the first tool; finish_reason "tool_calls", or "stop" for a named tool_choice as OpenAI does.
+ *   After a `tool` message (and no forcing tool_choice) it answers in content instead;
+ * - `response_format` json_schema / json_object: JSON content; otherwise a few sentences of text;
+ * - `usage` with `cached_tokens` (a prompt prefix of ≥ 1024 tokens seen before, in steps of 128)
+ *   and `reasoning_tokens` (o-series and gpt-5 models); `max_completion_tokens` cuts with "length";
+ * - the same request gets the same content every time; its fault is drawn afresh per attempt
+ *   (seeded by how often that exact body was seen), so retries can succeed and a run replays;
+ * - unsupported: streaming (400), audio, logprobs (always null).
+ *
  * Endpoints plug in: `Options.routes` adds `HttpRouter` routes, which get the same Bearer auth and
- * common headers and can use `EndpointContext` (e.g. to answer chat requests of a batch).
+ * common headers and can use `EndpointContext` (e.g. to answer chat requests of a batch). A route
+ * cannot replace `POST /v1/chat/completions`, which is served before the router.
  *
  * ```ts
  * const program = Effect.gen(function*() {
