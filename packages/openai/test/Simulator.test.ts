@@ -132,6 +132,54 @@ describe("Simulator", () => {
         }
       })))
 
+  it.live("answers hard schemas over HTTP: $defs recursion, formats, nullable anyOf, exclusive bounds", () => {
+    const closed = (properties: Record<string, unknown>) => ({
+      type: "object",
+      properties,
+      required: Object.keys(properties),
+      additionalProperties: false
+    })
+    const schemas = [
+      {
+        ...closed({ tree: { $ref: "#/$defs/node" } }),
+        $defs: {
+          node: closed({ name: { type: "string" }, children: { type: "array", items: { $ref: "#/$defs/node" } } })
+        }
+      },
+      closed({
+        id: { type: "string", format: "uuid" },
+        at: { type: "string", format: "date-time" },
+        email: { type: "string", format: "email" },
+        code: { type: "string", pattern: "^[A-Z]{2}-\\d{4}$" },
+        ratio: { type: "number", exclusiveMinimum: 0, exclusiveMaximum: 1 },
+        note: { anyOf: [{ type: "string" }, { type: "null" }] },
+        level: { type: ["integer", "null"], minimum: 1, maximum: 3 }
+      }),
+      closed({ items: { type: "array", minItems: 2, maxItems: 2, items: closed({ k: { enum: ["a", "b"] } }) } })
+    ]
+    return withSim({}, (sim) =>
+      Effect.forEach(schemas, (schema, i) =>
+        Effect.gen(function*() {
+          const validate = ajv.compile(schema)
+          const tool = yield* chat(sim, {
+            model: "gpt-4.1",
+            messages: [{ role: "user", content: `case ${i}` }],
+            tools: [{ type: "function", function: { name: `f${i}`, strict: true, parameters: schema } }],
+            tool_choice: "required"
+          })
+          assertSpec(validResponse, tool.json)
+          const args = JSON.parse(tool.json.choices[0].message.tool_calls[0].function.arguments)
+          assert.isTrue(validate(args), `${JSON.stringify(args)}: ${ajv.errorsText(validate.errors)}`)
+          const content = yield* chat(sim, {
+            model: "gpt-4.1",
+            messages: [{ role: "user", content: `case ${i}` }],
+            response_format: { type: "json_schema", json_schema: { name: `s${i}`, strict: true, schema } }
+          })
+          const value = JSON.parse(content.json.choices[0].message.content)
+          assert.isTrue(validate(value), `${JSON.stringify(value)}: ${ajv.errorsText(validate.errors)}`)
+        })))
+  })
+
   it.live("calls the first tool when tool_choice is auto, and answers in text after a tool result", () =>
     withSim({}, (sim) =>
       Effect.gen(function*() {
