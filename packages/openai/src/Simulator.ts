@@ -240,8 +240,8 @@ const toResponse = (engine: Engine, outcome: Respond): HttpServerResponse.HttpSe
 
 /**
  * Chat completions, served straight on node:http: the hot path of every benchmark. The same answer
- * through an HttpRouter route (a fiber and a scope per request) measured 3–4× the server CPU per
- * request and a fraction of the throughput (bench/simulator.ts, BENCHMARKS.md "Simulator").
+ * through an HttpRouter route (a fiber and a scope per request) measured 2–3× the server CPU per
+ * request (bench/simulator.ts, BENCHMARKS.md "Simulator").
  */
 const serveChat = (engine: Engine, apiKey: string | undefined) => {
   const send = (response: Http.ServerResponse, outcome: Respond) => {
