@@ -20,10 +20,12 @@
  *
  * Enforced only by decoding (dropped from the JSON Schema, checked when the answer is decoded):
  * string `minLength`/`maxLength`/`length` and other formats; a second `pattern` or `multipleOf` on the
- * same value; every custom `Schema.filter`; refinements on unions, structs and `$ref`s; refinements of a
+ * same value; a `pattern` whose RegExp has the `i`, `m`, `s` or `y` flag (JSON Schema patterns have
+ * none); every custom `Schema.filter`; refinements on unions, structs and `$ref`s; refinements of a
  * transformed value (e.g. a bound on `NumberFromString`); everything on the decoded side of a
  * transformation (`Schema.Date` is sent as a plain string). A `jsonSchema` annotation is honoured only
- * on refinements, and only for the keywords above.
+ * on refinements, and only for the keywords above. A pattern is sent as its JavaScript source, unchecked
+ * against the provider's regex dialect.
  *
  * Cannot be expressed, so `make` throws `UnsupportedSchema` naming the path (`orders[].sku`): a root
  * that is not an object (a union, an array, a `$ref`); records and index signatures (free keys);
@@ -162,6 +164,15 @@ const refinesTransformation = (ast: AST.Refinement): boolean => {
   return AST.isTransformation(from)
 }
 
+/**
+ * A `Schema.pattern` whose RegExp has flags that change what it matches (`i`, `m`, `s`, `y`): JSON
+ * Schema's `pattern` has no flags, so sending the bare source would ask for something else.
+ */
+const hasSemanticFlags = (ast: AST.Refinement): boolean => {
+  const pattern = ast.annotations[Schema.PatternSchemaId] as { readonly regex?: unknown } | undefined
+  return pattern?.regex instanceof RegExp && /[imsy]/.test(pattern.regex.flags)
+}
+
 /** Adds one refinement keyword where strict mode supports it; anything else stays a decode-only check. */
 const applyKeyword = (out: Json, key: string, value: unknown): void => {
   const type = out.type
@@ -292,7 +303,10 @@ const go = (ast: AST.AST, path: ReadonlyArray<string>, ctx: Context): Json => {
       if (!refinesTransformation(ast)) {
         const annotation = AST.getJSONSchemaAnnotation(ast)
         if (Option.isSome(annotation)) {
-          for (const [key, value] of Object.entries(annotation.value)) applyKeyword(out, key, value)
+          const flagged = hasSemanticFlags(ast)
+          for (const [key, value] of Object.entries(annotation.value)) {
+            if (!(key === "pattern" && flagged)) applyKeyword(out, key, value)
+          }
         }
       }
       const description = ownDescription(ast)

@@ -80,6 +80,14 @@ describe("StrictSchema.make", () => {
     )
   })
 
+  it("leaves a pattern with a flag JSON Schema cannot carry to decoding", () => {
+    const strict = StrictSchema.make(Schema.Struct({ code: Schema.String.pipe(Schema.pattern(/^[a-z]+$/i)) }))
+    assert.deepStrictEqual((strict.jsonSchema.properties as any).code.type, "string")
+    assert.notProperty((strict.jsonSchema.properties as any).code, "pattern")
+    assert.isTrue(Either.isRight(strict.decodeJson(`{"code":"AbC"}`)))
+    assert.isTrue(Either.isLeft(strict.decodeJson(`{"code":"a1"}`)))
+  })
+
   it("groups literals into enums and unions into anyOf", () => {
     enum Level {
       Junior = "junior",
@@ -414,6 +422,39 @@ const lossy = (desc: Desc): boolean => {
       return false
   }
 }
+
+describe("the strict checker used by the property test", () => {
+  const good = {
+    type: "object",
+    properties: { a: { type: "string" }, b: { anyOf: [{ type: "integer", minimum: 0 }, { type: "null" }] } },
+    required: ["a", "b"],
+    additionalProperties: false
+  }
+  it("passes a strict schema", () => assert.deepStrictEqual(checkStrict(good), []))
+  it("flags each documented rule", () => {
+    const flags = (schema: unknown, message: RegExp) =>
+      assert.isTrue(
+        checkStrict(schema).some((e) => message.test(e)),
+        `${JSON.stringify(schema)}: ${checkStrict(schema)}`
+      )
+    flags({ ...good, required: ["a"] }, /"b" is not required/)
+    flags({ ...good, additionalProperties: undefined }, /additionalProperties must be false/)
+    flags({ anyOf: [good, good] }, /anyOf at the root/)
+    flags({ type: "array", items: good }, /root must be an object/)
+    flags(
+      { ...good, properties: { ...good.properties, a: { type: "string", minLength: 1 } } },
+      /"minLength" is not supported/
+    )
+    flags({ ...good, properties: { ...good.properties, a: { type: "string", format: "uri" } } }, /format uri/)
+    flags({ ...good, properties: { ...good.properties, a: { $ref: "#/$defs/Missing" } } }, /resolves to nothing/)
+    flags({ ...good, properties: { ...good.properties, a: { type: "string", enum: [1] } } }, /is not a string/)
+    let deep: unknown = good
+    for (let i = 0; i < 10; i++) {
+      deep = { type: "object", properties: { x: deep }, required: ["x"], additionalProperties: false }
+    }
+    flags(deep, /nesting depth 11/)
+  })
+})
 
 describe("StrictSchema property test", () => {
   it("1,000 generated schemas convert to strict-valid JSON Schemas whose values round-trip through the wire form", () => {
