@@ -158,6 +158,25 @@ class Parser {
         return chars("\t")
       case "r":
         return chars("\r")
+      case "p":
+      case "P": {
+        // Unicode property classes, approximated in ASCII: letters, numbers, punctuation
+        const m = /^\{([A-Za-z_=]+)\}/.exec(this.src.slice(this.i))
+        if (m === null) throw new Unsupported("\\p without {…}")
+        this.i += m[0].length
+        const name = m[1]!.replace(/^(General_Category|gc)=/, "")
+        const set = /^(L|Letter|Lu|Uppercase_Letter)$/.test(name)
+          ? (name.startsWith("Lu") || name.startsWith("Upper") ? range(65, 90) : range(65, 90) + range(97, 122))
+          : /^(Ll|Lowercase_Letter)$/.test(name)
+          ? range(97, 122)
+          : /^(N|Nd|Number|Decimal_Number)$/.test(name)
+          ? DIGITS
+          : /^(P|Punctuation)$/.test(name)
+          ? ".,;:!?"
+          : undefined
+        if (set === undefined) throw new Unsupported(`\\p{${name}}`)
+        return chars(c === "p" ? set : without(PRINTABLE, set))
+      }
       case "u": {
         const m = /^(?:\{([0-9a-fA-F]+)\}|([0-9a-fA-F]{4}))/.exec(this.src.slice(this.i))
         if (m === null) return chars("u")
