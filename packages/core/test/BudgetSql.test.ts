@@ -83,6 +83,7 @@ interface Child {
   readonly lines: Array<string>
   readonly exit: Promise<number | null>
   readonly process: ChildProcess.ChildProcess
+  readonly stderr: () => string
 }
 
 const spawnWorker = (options: WorkerOptions): Child => {
@@ -106,7 +107,7 @@ const spawnWorker = (options: WorkerOptions): Child => {
       resolve(code)
     })
   )
-  return { lines, exit, process: child }
+  return { lines, exit, process: child, stderr: () => stderr }
 }
 
 describe.each(backends())("Budget/Sql on $name", (backend) => {
@@ -227,7 +228,7 @@ describe.each(backends())("Budget/Sql on $name", (backend) => {
             yield* Effect.sleep(5)
           }
           const codes = yield* Effect.promise(() => all)
-          assert.deepStrictEqual(codes, [0, 0, 0, 0])
+          assert.deepStrictEqual(codes, [0, 0, 0, 0], children.map((c) => c.stderr()).join("\n"))
           const done = children.map((c) => c.lines.find((line) => line.startsWith("done"))!)
           const ok = done.reduce((sum, line) => sum + Number(/ok=(\d+)/.exec(line)![1]), 0)
           assert.isTrue(done.every((line) => line.endsWith("other=0")), done.join("; "))

@@ -96,34 +96,35 @@ const migrations: ReadonlyArray<Migration> = [
 
 /**
  * Runs the pending migrations under a lock, so processes starting together apply each step once:
- * a Postgres advisory lock; on SQLite a first statement that writes, taking the write lock at once.
+ * a Postgres advisory lock; on SQLite a first statement that writes, so the transaction takes the
+ * write lock at once (a transaction that reads first cannot wait for the lock when it later writes).
  */
-const migrate = (sql: SqlClient.SqlClient, tables: Tables) =>
-  sql.withTransaction(
-    Effect.gen(function*() {
-      yield* sql.onDialectOrElse({
-        pg: () => sql`SELECT pg_advisory_xact_lock(hashtext(${tables.migrations}))`,
-        orElse: () => Effect.void
-      })
-      yield* sql.unsafe(
-        `CREATE TABLE IF NOT EXISTS ${tables.migrations} (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`
-      )
-      yield* sql.onDialectOrElse({
-        pg: () => Effect.void,
-        orElse: () => sql.unsafe(`UPDATE ${tables.migrations} SET version = version WHERE version < 0`)
-      })
-      const rows = yield* sql.unsafe<{ readonly version: number | string }>(
-        `SELECT version FROM ${tables.migrations}`
-      )
-      const applied = new Set(rows.map((row) => Number(row.version)))
-      for (const [index, migration] of migrations.entries()) {
-        const version = index + 1
-        if (applied.has(version)) continue
-        for (const statement of migration(tables)) yield* sql.unsafe(statement)
-        yield* sql`INSERT INTO ${sql(tables.migrations)} (version, applied_at) VALUES (${version}, ${Date.now()})`
-      }
-    })
+const migrate = (sql: SqlClient.SqlClient, tables: Tables) => {
+  const createVersions = sql.unsafe(
+    `CREATE TABLE IF NOT EXISTS ${tables.migrations} (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`
   )
+  return Effect.zipRight(
+    sql.onDialectOrElse({ pg: () => Effect.void, orElse: () => createVersions }),
+    sql.withTransaction(
+      Effect.gen(function*() {
+        yield* sql.onDialectOrElse({
+          pg: () => Effect.zipRight(sql`SELECT pg_advisory_xact_lock(hashtext(${tables.migrations}))`, createVersions),
+          orElse: () => sql.unsafe(`UPDATE ${tables.migrations} SET version = version WHERE version < 0`)
+        })
+        const rows = yield* sql.unsafe<{ readonly version: number | string }>(
+          `SELECT version FROM ${tables.migrations}`
+        )
+        const applied = new Set(rows.map((row) => Number(row.version)))
+        for (const [index, migration] of migrations.entries()) {
+          const version = index + 1
+          if (applied.has(version)) continue
+          for (const statement of migration(tables)) yield* sql.unsafe(statement)
+          yield* sql`INSERT INTO ${sql(tables.migrations)} (version, applied_at) VALUES (${version}, ${Date.now()})`
+        }
+      })
+    )
+  )
+}
 
 /** Builds the store over the `SqlClient` in context, migrating its tables first. */
 export const make = (
