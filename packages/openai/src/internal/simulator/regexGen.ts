@@ -1,8 +1,9 @@
 /**
  * Generates strings matching a JSON Schema `pattern` (an ECMAScript regular expression), for the
  * common subset: literals, escapes (\d \w \s and their negations), classes with ranges and negation,
- * `.`, groups (capturing, non-capturing, named), alternation and quantifiers. Lookarounds and
- * backreferences are not supported: `compilePattern` returns undefined and the caller falls back.
+ * `.`, groups (capturing, non-capturing, named), alternation, quantifiers and \p{…} classes.
+ * Lookarounds are skipped while generating and enforced by testing candidates against the real
+ * RegExp (up to 16 draws); backreferences are not supported: `compilePattern` returns undefined.
  */
 import type { Rng } from "./random.js"
 
@@ -111,7 +112,14 @@ class Parser {
           const end = this.src.indexOf(">", this.i)
           if (end < 0) throw new Unsupported("group name")
           this.i = end + 1
-        } else if (this.peek() === "?") throw new Unsupported("lookaround")
+        } else if (/^\?<?[=!]/.test(this.src.slice(this.i))) {
+          // a lookaround constrains without consuming: skip it here, the final RegExp test enforces it
+          this.i += this.src[this.i + 1] === "<" ? 3 : 2
+          this.alternation()
+          if (this.peek() !== ")") throw new Unsupported("unclosed group")
+          this.i++
+          return undefined
+        } else if (this.peek() === "?") throw new Unsupported(`group (${this.src.slice(this.i, this.i + 2)}`)
         const inner = this.alternation()
         if (this.peek() !== ")") throw new Unsupported("unclosed group")
         this.i++
@@ -269,7 +277,7 @@ export const compilePattern = (pattern: string): ((rng: Rng) => string) | undefi
   }
   return (rng) => {
     let candidate = ""
-    for (let attempt = 0; attempt < 8; attempt++) {
+    for (let attempt = 0; attempt < 16; attempt++) {
       const out: Array<string> = []
       generate(ast, rng, out)
       candidate = out.join("")
