@@ -1,9 +1,9 @@
 /**
  * The hot-path reader of a Chat Completions answer: one `JSON.parse`, then a hand-written check of
- * the fields keel uses, in one pass, with no per-call allocation beyond the result. It accepts what
- * `ChatCompletion` (the Schema in `OpenAiClient`) accepts and names the first bad field the same
- * way; the test suite checks the two agree. Chosen over the Schema decoder because it costs a
- * fraction of the CPU (see BENCHMARKS.md, "OpenAI client").
+ * the fields keel uses, in one pass, building the result as it goes; a failure names the first bad
+ * field by its dotted path (`choices.0.message.tool_calls.0.function.name must be a string`).
+ * Measured against `JSON.parse` + an Effect Schema decoder built once for the same shape: 3.8 µs
+ * against 9.0 µs per answer (see BENCHMARKS.md, "OpenAI client"), so the check is written by hand.
  */
 import type * as OpenAiClient from "../OpenAiClient.js"
 
