@@ -1,6 +1,7 @@
 /**
  * Integration: `Llm.generateObject` → `OpenAiLanguageModel` → undici → the simulator over real HTTP
- * on 127.0.0.1, with 30% of answers schema-invalid (a required field dropped). The same calls run
+ * on 127.0.0.1. First, without faults: a recursive schema with formats, a pattern and optional fields
+ * decodes from what the simulator generates in both modes. Then with 30% of answers schema-invalid (a required field dropped). The same calls run
  * with repair 0 and repair 1 against two simulators with the same seed, so their first rounds are
  * identical: no invalid value reaches the caller in either run, repair 1 turns first-round failures
  * into successes, and the call records show every repair round with its tokens and cost.
@@ -110,6 +111,53 @@ const assertCostCoversEveryRound = (run: Run) => {
     assert.strictEqual(record.costUsd, Money.format(expected))
   }
 }
+
+interface Category {
+  readonly name: string
+  readonly tag?: "a" | "b" | undefined
+  readonly children: ReadonlyArray<Category>
+}
+const Category: Schema.Schema<Category> = Schema.Struct({
+  name: Schema.String,
+  tag: Schema.optional(Schema.Literal("a", "b")),
+  children: Schema.Array(Schema.suspend(() => Category)).pipe(Schema.maxItems(2))
+}).annotations({ identifier: "Category" })
+
+const Catalog = Schema.Struct({
+  root: Category,
+  id: Schema.UUID,
+  year: Schema.optional(Schema.String.pipe(Schema.pattern(/^\d{4}$/))),
+  count: Schema.Int.pipe(Schema.between(1, 5))
+})
+
+describe("structured output against the simulator", () => {
+  it.live("recursion ($defs), formats, patterns and optional fields decode in both modes", () =>
+    Effect.gen(function*() {
+      const exits = yield* Effect.forEach(
+        Array.from({ length: 40 }, (_, i) => i),
+        (i) =>
+          Effect.exit(Llm.generateObject({
+            schema: Catalog,
+            mode: i % 2 === 0 ? "tool" : "json_schema",
+            repair: 0,
+            messages: [{ role: "user", content: `Catalog #${i}` }]
+          }))
+      )
+      exits.forEach((exit, i) => assert.isTrue(Exit.isSuccess(exit), `call ${i}: ${String(exit)}`))
+    }).pipe(
+      Effect.provide(
+        Layer.unwrapEffect(
+          Effect.map(Simulator.Simulator, (simulator) =>
+            Llm.layer({ defaultModel: MODEL }).pipe(
+              Layer.provide(OpenAiLanguageModel.layer()),
+              Layer.provide(
+                OpenAiClient.layerUndici({ apiKey: Redacted.make("sk-structured-output"), baseUrl: simulator.url })
+              )
+            ))
+        ).pipe(Layer.provide(Simulator.layer({ seed: 3 })))
+      )
+    ))
+})
 
 describe("structured output against the simulator with 30% schema-invalid answers", () => {
   for (const mode of ["tool", "json_schema"] as const) {
