@@ -6,6 +6,7 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as TestClock from "effect/TestClock"
 import * as Budget from "../src/Budget.js"
+import * as CallLog from "../src/CallLog.js"
 import * as Llm from "../src/Llm.js"
 import { InvalidRequest, RateLimited } from "../src/LlmError.js"
 import type * as LlmRequest from "../src/LlmRequest.js"
@@ -287,4 +288,34 @@ describe("Llm with a Budget", () => {
       }),
     { timeout: 60_000 }
   )
+})
+
+describe("Llm cost in the call record", () => {
+  it.effect("with Pricing alone, the record carries the exact cost and nothing is reserved", () => {
+    const log = CallLog.memory()
+    const scripted = TestKit.scripted([answer])
+    return Effect.gen(function*() {
+      yield* Llm.generate(request("hi"))
+      assert.strictEqual(log.records[0]?.costUsd, Money.format(answerCost))
+      assert.notStrictEqual(log.records[0]?.estimated, true)
+    }).pipe(Effect.provide(Llm.layer().pipe(Layer.provide(Layer.mergeAll(scripted.layer, Pricing.layer(), log.layer)))))
+  })
+
+  it.effect("with a Budget, the record's cost is what the budget charged, marked estimated when guessed", () => {
+    const log = CallLog.memory()
+    const scripted = TestKit.scripted([TestKit.hang, answer])
+    return Effect.gen(function*() {
+      yield* TestKit.runWithTestClock(Llm.generate(request("slow")))
+      const charged = total(yield* Budget.status(), "global").spent
+      assert.strictEqual(charged, answerCost + (yield* worstCase("slow")))
+      assert.strictEqual(log.records[0]?.costUsd, Money.format(charged))
+      assert.strictEqual(log.records[0]?.estimated, true)
+    }).pipe(
+      Effect.provide(Layer.provideMerge(
+        Llm.layer(),
+        Layer.mergeAll(scripted.layer, Budget.layerMemory(), log.layer)
+      )),
+      RetryPolicy.withPolicy(RetryPolicy.make({ attemptTimeout: "1 second", jitter: "none", base: 0 }))
+    )
+  })
 })
