@@ -20,7 +20,15 @@
  *   overshoot by those extra estimates.
  *
  * Counters live in a `BudgetStore`: `layerMemory` here (one process), `Budget/Sql` for SQLite and
- * Postgres (durable, shared). A reservation is charged to the windows it was made in, even when it
+ * Postgres (durable, shared). `Llm` uses the budget found when its layer is built, so provide the
+ * budget to the `Llm` layer:
+ *
+ * ```ts
+ * const budget = BudgetSql.layer({ limits: [{ scope: "tenant:acme", window: "day", limit: "25" }] })
+ *   .pipe(Layer.provide(SqliteClient.layer({ filename: ".keel/budget.db" })))
+ * const llm = Llm.layer().pipe(Layer.provide(Layer.merge(model, budget)))
+ * ```
+ * A reservation is charged to the windows it was made in, even when it
  * is settled after midnight. Configuration is validated up front: a negative or non-numeric limit,
  * an unknown window, an illegal scope name is a `BudgetConfigError` naming the field.
  */

@@ -337,6 +337,14 @@ describe("Budget/Sql on SQLite: crashes and bad files", () => {
       assert.deepStrictEqual(Fs.readFileSync(filename), garbage)
     }))
 
+  it.effect("a table prefix that is not a plain identifier is a configuration error", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(
+        Effect.provide(Budget.Budget, BudgetSql.layer({ tablePrefix: "budget; DROP TABLE x" }))
+      )
+      assert.isTrue(error._tag === "BudgetConfigError" && error.field === "tablePrefix")
+    }).pipe(Effect.provide(SqliteClient.layer({ filename: ":memory:" }))))
+
   it.live("a locked ledger is reported, not waited on forever", () =>
     Effect.gen(function*() {
       const filename = freshSqlite()
