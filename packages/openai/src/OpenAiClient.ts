@@ -1,10 +1,11 @@
 /**
  * The OpenAI Chat Completions client: the wire types and one service that sends
  * `POST {baseUrl}/chat/completions` and returns the checked body with the response headers. It runs
- * over any `@effect/platform` `HttpClient` (`layer`: fakes, middleware, proxies) or straight on undici
- * (`layerUndici`: the fast path for production, about a third of the CPU per call). Every failure leaves here as an
- * `LlmError`, mapped once in `internal/errors.ts` and scrubbed of the API key. Any OpenAI-compatible
- * server (vLLM, Ollama, a LiteLLM proxy, OpenRouter, keel's simulator) works by base URL.
+ * over any `@effect/platform` `HttpClient` (`layer`: fakes, middleware, proxies) or straight on
+ * undici (`layerUndici`: the production path, about a third of the CPU per call of the other; see
+ * BENCHMARKS.md). Every failure leaves here as an `LlmError`, mapped once in `internal/errors.ts`
+ * and scrubbed of the API key. Any OpenAI-compatible server (vLLM, Ollama, a LiteLLM proxy,
+ * OpenRouter, keel's simulator) works by base URL.
  */
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as HttpClient from "@effect/platform/HttpClient"
@@ -152,7 +153,12 @@ export const defaultBaseUrl = "https://api.openai.com/v1"
 const validate = (
   options: Options
 ): Effect.Effect<{ readonly apiKey: Redacted.Redacted; readonly baseUrl: string }, ConfigError.ConfigError> => {
-  if (!Redacted.isRedacted(options.apiKey) || Redacted.value(options.apiKey).trim() === "") {
+  if (!Redacted.isRedacted(options.apiKey)) {
+    return Effect.fail(
+      ConfigError.InvalidData(["apiKey"], "must be a Redacted value: Redacted.make(key) or Config.redacted(name)")
+    )
+  }
+  if (Redacted.value(options.apiKey).trim() === "") {
     return Effect.fail(
       ConfigError.MissingData(["apiKey"], "is empty: the OpenAI API key is required (OPENAI_API_KEY)")
     )
