@@ -14,10 +14,9 @@
  *   of a reclaimed reservation changes nothing, so nothing is counted twice. Reclaiming runs when the
  *   layer starts and then every `reclaimEvery`. The lease must outlast a round (retries included).
  * - `Llm` reserves one attempt's worst case per round (input tokens × input price + max output
- *   tokens × output price; see `Tokens`, `Pricing`). If several attempts of one round may have been
- *   billed without an answer (repeated timeouts), each is charged at that estimate, so such a round
- *   can settle above its reservation: spend is never under-counted, at the price of a possible
- *   overshoot by those extra estimates.
+ *   tokens × output price; see `Tokens`, `Pricing`). Before a retry that follows an attempt which may
+ *   have been billed without an answer (a timeout after sending), it `extend`s the reservation by
+ *   another worst case, or stops with `BudgetExceeded`; each such attempt is charged at its estimate.
  *
  * Counters live in a `BudgetStore`: `layerMemory` here (one process), `Budget/Sql` for SQLite and
  * Postgres (durable, shared). `Llm` uses the budget found when its layer is built, so provide the
@@ -126,6 +125,11 @@ export declare namespace BudgetStore {
   export interface Service {
     /** Adds `amount` to the reserved sum of every counter, or to none when one would pass its limit. */
     readonly reserve: (request: ReserveRequest) => Effect.Effect<void, BudgetExceeded | BudgetStoreError>
+    /**
+     * Adds `amount` to an open reservation (same id and counters), renewing its lease, or fails as
+     * `reserve` does; false when the reservation is no longer open.
+     */
+    readonly extend: (request: ReserveRequest) => Effect.Effect<boolean, BudgetExceeded | BudgetStoreError>
     /** Charges an open reservation at `amount` and closes it; false when it was no longer open (reclaimed). */
     readonly settle: (
       id: string,
@@ -167,6 +171,8 @@ export interface Reservation {
   readonly id: string
   readonly scope: string
   readonly amount: Money.Money
+  /** The counters it holds, in the periods it was made in. */
+  readonly counters: ReadonlyArray<Counter>
 }
 
 /** A scope's state in one window. */
@@ -181,6 +187,15 @@ export declare namespace Budget {
     /** Reserves `amount` in `scope` (default `global`) and all its ancestors, or fails with `BudgetExceeded`. */
     readonly reserve: (
       scope: string | undefined,
+      amount: Money.Money
+    ) => Effect.Effect<Reservation, BudgetExceeded | BudgetStoreError>
+    /**
+     * Adds `amount` to a reservation, on the same counters and windows, or fails with
+     * `BudgetExceeded` (the reservation keeps what it had). Fails with `BudgetStoreError` when the
+     * reservation is no longer open (its lease expired and it was reclaimed).
+     */
+    readonly extend: (
+      reservation: Reservation,
       amount: Money.Money
     ) => Effect.Effect<Reservation, BudgetExceeded | BudgetStoreError>
     /** Charges the actual cost and frees the rest. `estimated` marks a charge that is partly a guess. */
@@ -329,8 +344,23 @@ export const make = (
         const id = `${owner}:${++sequence}`
         return Effect.as(
           store.reserve({ id, owner, amount, counters, now, leaseUntil: now + lease }),
-          { id, scope: path, amount }
+          { id, scope: path, amount, counters }
         )
+      })
+
+    const extend: Budget.Service["extend"] = (reservation, amount) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        if (amount < 0n) return Effect.dieMessage(`Budget.extend: negative amount ${Money.format(amount)}`)
+        const request = { ...reservation, owner, amount, now, leaseUntil: now + lease }
+        return Effect.flatMap(store.extend(request), (open) =>
+          open
+            ? Effect.succeed({ ...reservation, amount: reservation.amount + amount })
+            : Effect.fail(
+              new BudgetStoreError({
+                operation: "extend a reservation",
+                reason: `reservation ${reservation.id} is no longer open: its lease expired and it was reclaimed`
+              })
+            ))
       })
 
     const settle: Budget.Service["settle"] = (reservation, cost, settleOptions) =>
@@ -371,7 +401,7 @@ export const make = (
       Effect.forkScoped
     )
 
-    return Budget.of({ reserve, settle, release, status, reclaim, limits })
+    return Budget.of({ reserve, extend, settle, release, status, reclaim, limits })
   })
 
 /** The budget over the store in context. */
@@ -394,7 +424,7 @@ export const makeMemoryStore = (): BudgetStore.Service => {
     readonly window: Window
     readonly period: string
   }
-  type Open = { readonly amount: Money.Money; readonly cells: ReadonlyArray<Cell>; readonly leaseUntil: number }
+  type Open = { amount: Money.Money; readonly cells: ReadonlyArray<Cell>; leaseUntil: number }
   const cells = new Map<string, Cell>()
   const open = new Map<string, Open>()
 
@@ -429,6 +459,21 @@ export const makeMemoryStore = (): BudgetStore.Service => {
         for (const cell of found) cell.reserved += request.amount
         open.set(request.id, { amount: request.amount, cells: found, leaseUntil: request.leaseUntil })
         return Effect.void
+      }),
+    extend: (request) =>
+      Effect.suspend(() => {
+        const reservation = open.get(request.id)
+        if (reservation === undefined) return Effect.succeed(false)
+        for (const [index, counter] of request.counters.entries()) {
+          const cell = reservation.cells[index]!
+          if (!fits(counter, cell.spent, cell.reserved, request.amount)) {
+            return Effect.fail(exceeded(counter, cell.spent, cell.reserved, request.amount))
+          }
+        }
+        for (const cell of reservation.cells) cell.reserved += request.amount
+        reservation.amount += request.amount
+        reservation.leaseUntil = request.leaseUntil
+        return Effect.succeed(true)
       }),
     settle: (id, amount) => Effect.sync(() => close(id, () => amount)),
     release: (id) => Effect.sync(() => close(id, () => 0n)),

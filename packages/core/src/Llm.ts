@@ -153,20 +153,16 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, never, L
       })
 
     /** One attempt: counted, and its usage added, before anything else looks at it. */
-    const attempt = (state: CallState, request: LlmRequest.Resolved) =>
-      Effect.suspend(() => {
+    const attempt = (state: CallState, request: LlmRequest.Resolved) => {
+      const send = Effect.suspend(() => {
         state.attempts++
-        const answered = Effect.tap(observer.attempt(state, languageModel.complete(request)), (response) => {
+        return Effect.tap(observer.attempt(state, languageModel.complete(request)), (response) => {
           state.usage = Usage.add(state.usage, response.usage)
           state.response = response
         })
-        return meter === undefined ? answered : Effect.onError(answered, (cause) =>
-          Metering.mayHaveBeenBilled(cause)
-            ? Effect.sync(() => {
-              state.unansweredAttempts = (state.unansweredAttempts ?? 0) + 1
-            })
-            : Effect.void)
       })
+      return meter === undefined ? send : meter.attempt(state, send)
+    }
 
     /** One round: a request sent under the retry policy until it answers or fails for good, then classified. */
     const round = (state: CallState, request: LlmRequest.Resolved): Effect.Effect<LlmResponse, LlmError> =>
@@ -175,7 +171,7 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, never, L
         const answer = RetryPolicy.retry(attempt(state, request), { model: request.model }).pipe(
           Effect.flatMap((response) => classify(request, response))
         )
-        return meter === undefined ? answer : meter(state, request, answer)
+        return meter === undefined ? answer : meter.round(state, request, answer)
       })
 
     /** One logical call: validate the input, choose the model, run `body` with fresh call state. */

@@ -104,6 +104,21 @@ describe("Budget (memory store)", () => {
       assert.deepStrictEqual([status.spent, status.reserved, status.limit], [usd("0.123"), 0n, usd("1")])
     }).pipe(Effect.provide(Budget.layerMemory({ limits }))))
 
+  it.effect("extend adds to a reservation within the limits, or fails leaving it as it was", () =>
+    Effect.gen(function*() {
+      const budget = yield* Budget.Budget
+      const first = yield* budget.reserve("tenant:acme/run:2", usd("0.40"))
+      const more = yield* budget.extend(first, usd("0.40"))
+      assert.strictEqual(more.amount, usd("0.80"))
+      const error = yield* Effect.flip(budget.extend(more, usd("0.40")))
+      assert.isTrue(error._tag === "BudgetExceeded" && error.scope === "tenant:acme" && error.reserved === "0.8")
+      yield* budget.settle(more, usd("0.75"))
+      const status = total(yield* budget.status("tenant:acme"), "tenant:acme")
+      assert.deepStrictEqual([status.spent, status.reserved], [usd("0.75"), 0n])
+      const gone = yield* Effect.flip(budget.extend(more, usd("0.01")))
+      assert.strictEqual(gone._tag, "BudgetStoreError")
+    }).pipe(Effect.provide(Budget.layerMemory({ limits }))))
+
   it.effect("a reservation whose lease expired is charged in full, and its late settle counts nothing", () =>
     Effect.gen(function*() {
       const budget = yield* Budget.Budget
@@ -217,6 +232,20 @@ describe("Llm with a Budget", () => {
       Effect.provide(withBudget(TestKit.scripted([TestKit.hang]), {})),
       RetryPolicy.withPolicy(RetryPolicy.make({ maxAttempts: 1, attemptTimeout: "1 second" }))
     ))
+
+  it.effect("a retry after an attempt that may have been billed first extends the reservation, or stops", () => {
+    const scripted = TestKit.scripted([TestKit.hang, answer])
+    return Effect.gen(function*() {
+      const worst = yield* worstCase("slow")
+      // Room for one and a half worst cases: the timed-out attempt takes one, a retry cannot be covered.
+      const layer = withBudget(scripted, { limits: [{ scope: "tenant:acme", limit: Money.format((worst * 3n) / 2n) }] })
+      const error = yield* Effect.flip(
+        TestKit.runWithTestClock(Llm.generate(request("slow"))).pipe(Effect.provide(layer))
+      )
+      assert.strictEqual(error._tag, "BudgetExceeded")
+      assert.strictEqual(scripted.requests.length, 1) // the retry was not sent
+    }).pipe(RetryPolicy.withPolicy(RetryPolicy.make({ attemptTimeout: "1 second", jitter: "none", base: 0 })))
+  })
 
   it.effect("an interrupted call leaks no reservation", () =>
     Effect.gen(function*() {

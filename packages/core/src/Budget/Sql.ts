@@ -223,6 +223,28 @@ export const make = (
         })
       )
 
+    const extend = (request: Budget.ReserveRequest): Effect.Effect<boolean, BudgetExceeded | SqlError> =>
+      sql.withTransaction(
+        Effect.gen(function*() {
+          const open = yield* sql<{ readonly id: string }>`UPDATE ${reservations}
+            SET amount = amount + ${request.amount}, lease_until = ${request.leaseUntil}
+            WHERE id = ${request.id} AND status = 'open'
+            RETURNING id`
+          if (open.length === 0) return false
+          const rows = yield* bump(request.counters.map((counter) => counter.key), request.amount, 0n)
+          const byKey = new Map(rows.map((row) => [row.key, row]))
+          for (const counter of request.counters) {
+            const row = byKey.get(counter.key)
+            const spent = BigInt(row?.spent ?? 0)
+            const reserved = BigInt(row?.reserved ?? 0) - request.amount
+            if (!Budget.fits(counter, spent, reserved, request.amount)) {
+              return yield* Budget.exceeded(counter, spent, reserved, request.amount)
+            }
+          }
+          return true
+        })
+      )
+
     /** Closes an open reservation charging `charge(amount)`; false when it was not open. */
     const close = (
       id: string,
@@ -307,6 +329,12 @@ export const make = (
         reserve(request).pipe(
           retryTransient,
           Effect.catchTag("SqlError", (error) => Effect.fail(storeError("reserve")(error))),
+          traced
+        ),
+      extend: (request) =>
+        extend(request).pipe(
+          retryTransient,
+          Effect.catchTag("SqlError", (error) => Effect.fail(storeError("extend a reservation")(error))),
           traced
         ),
       settle: (id, amount, estimated, now) =>

@@ -42,11 +42,28 @@ const subtract = (after: Usage.Usage, before: Usage.Usage): Usage.Usage => ({
   reasoningTokens: after.reasoningTokens - before.reasoningTokens
 })
 
-export type Meter = <A>(
-  state: Metered,
-  request: LlmRequest.Resolved,
-  round: Effect.Effect<A, LlmError>
-) => Effect.Effect<A, LlmError>
+export interface Meter {
+  /** Wraps a round: reserve before, settle or release after (with a Budget); cost into the state. */
+  readonly round: <A>(
+    state: Metered,
+    request: LlmRequest.Resolved,
+    round: Effect.Effect<A, LlmError>
+  ) => Effect.Effect<A, LlmError>
+  /**
+   * Wraps each attempt: counts one that may have been billed without an answer and, before a retry
+   * after such an attempt, extends the round's reservation by another worst case (or fails with
+   * `BudgetExceeded`, sending nothing), so a round never charges more than it holds.
+   */
+  readonly attempt: <A>(state: Metered, attempt: Effect.Effect<A, LlmError>) => Effect.Effect<A, LlmError>
+}
+
+/** A budgeted round in progress: its reservation and how many worst cases it holds. */
+interface Round {
+  reservation: Budget.Reservation
+  readonly worst: Money.Money
+  readonly unansweredBefore: number
+  covered: number
+}
 
 let builtIn: Pricing.Pricing.Service | undefined
 
@@ -84,7 +101,40 @@ export const make: Effect.Effect<Meter | undefined> = Effect.gen(function*() {
     if (price.fallback) state.priceFallback = true
   }
 
-  return <A>(state: Metered, request: LlmRequest.Resolved, round: Effect.Effect<A, LlmError>) =>
+  const rounds = new WeakMap<Metered, Round>()
+
+  const track = <A>(state: Metered, attempt: Effect.Effect<A, LlmError>) =>
+    Effect.onError(attempt, (cause) =>
+      mayHaveBeenBilled(cause)
+        ? Effect.sync(() => {
+          state.unansweredAttempts = (state.unansweredAttempts ?? 0) + 1
+        })
+        : Effect.void)
+
+  const attempt: Meter["attempt"] = (state, attempt) => {
+    const tracked = track(state, attempt)
+    if (budget === undefined) return tracked
+    return Effect.suspend(() => {
+      const round = rounds.get(state)
+      if (round === undefined) return tracked
+      const needed = (state.unansweredAttempts ?? 0) - round.unansweredBefore + 1
+      if (needed <= round.covered) return tracked
+      return budget.extend(round.reservation, BigInt(needed - round.covered) * round.worst).pipe(
+        Effect.catchTag("BudgetStoreError", (error) => Effect.die(error)),
+        Effect.flatMap((reservation) => {
+          round.reservation = reservation
+          round.covered = needed
+          return tracked
+        })
+      )
+    })
+  }
+
+  const meterRound: Meter["round"] = <A>(
+    state: Metered,
+    request: LlmRequest.Resolved,
+    round: Effect.Effect<A, LlmError>
+  ) =>
     Effect.suspend(() => {
       const price = prices.lookup(request.model)
       if (price === undefined) return Effect.fail(new PricingUnknown({ model: request.model }))
@@ -111,9 +161,14 @@ export const make: Effect.Effect<Meter | undefined> = Effect.gen(function*() {
             "BudgetStoreError",
             (error) => Effect.die(error) // fail closed: no budget check, no call
           ),
-          () => round,
-          (reservation, exit) =>
+          (reservation) => {
+            rounds.set(state, { reservation, worst, unansweredBefore, covered: 1 })
+            return round
+          },
+          (first, exit) =>
             Effect.suspend(() => {
+              const reservation = rounds.get(state)?.reservation ?? first
+              rounds.delete(state)
               const billed = charge(state, before, unansweredBefore, price)
               const cost = billed.cost + BigInt(billed.unanswered) * worst
               const estimated = billed.unanswered > 0
@@ -131,4 +186,6 @@ export const make: Effect.Effect<Meter | undefined> = Effect.gen(function*() {
             })
         ))
     })
+
+  return { round: meterRound, attempt }
 })
