@@ -220,6 +220,22 @@ describe("contract: requests against OpenAI's OpenAPI spec (Prism)", () => {
       }))
   }
 
+  it.effect("the undici transport (layerUndici) sends the same accepted request", () =>
+    Effect.gen(function*() {
+      for (const [name, request] of shapes) {
+        const result = yield* Effect.either(
+          Effect.flatMap(LanguageModel, (lm) => lm.complete(request)).pipe(
+            Effect.provide(
+              OpenAiLanguageModel.layer().pipe(
+                Layer.provide(OpenAiClient.layerUndici({ apiKey: Redacted.make("sk-contract-test"), baseUrl }))
+              )
+            )
+          )
+        )
+        assert(result._tag === "Right", `${name}: ${result._tag === "Left" ? result.left.message : ""}`)
+      }
+    }))
+
   it.effect("the check has teeth: a request that breaks the spec is rejected", () =>
     Effect.gen(function*() {
       violations.clear()
