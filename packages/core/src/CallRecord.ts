@@ -86,30 +86,47 @@ export const decodeUnknownSync = Schema.decodeUnknownSync(CallRecord, { onExcess
 
 /** JSON text with object keys sorted at every depth and undefined members left out (as `JSON.stringify`). */
 export const canonicalJson = (value: unknown): string => {
-  if (value === null || typeof value !== "object") {
-    return value === undefined ? "null" : JSON.stringify(value)
-  }
-  if (Array.isArray(value)) {
-    let out = "["
-    for (let i = 0; i < value.length; i++) {
-      const item = value[i]
-      out += (i === 0 ? "" : ",") +
-        (item === undefined || typeof item === "function" ? "null" : canonicalJson(item))
+  switch (typeof value) {
+    case "string":
+      return JSON.stringify(value)
+    case "number":
+      return Number.isFinite(value) ? String(value) : "null"
+    case "boolean":
+      return value ? "true" : "false"
+    case "object": {
+      if (value === null) return "null"
+      if (Array.isArray(value)) {
+        let out = "["
+        for (let i = 0; i < value.length; i++) {
+          const item: unknown = value[i]
+          out += (i === 0 ? "" : ",") + (omitted(item) ? "null" : canonicalJson(item))
+        }
+        return out + "]"
+      }
+      const record = value as Record<string, unknown>
+      const keys = Object.keys(record)
+      // Decoded requests mostly have their keys in order already: sort only when they are not.
+      for (let i = 1; i < keys.length; i++) {
+        if (keys[i - 1]! > keys[i]!) {
+          keys.sort()
+          break
+        }
+      }
+      let out = "{"
+      for (const key of keys) {
+        const item = record[key]
+        if (omitted(item)) continue
+        out += (out.length === 1 ? "" : ",") + JSON.stringify(key) + ":" + canonicalJson(item)
+      }
+      return out + "}"
     }
-    return out + "]"
+    default:
+      return "null"
   }
-  const record = value as Record<string, unknown>
-  const keys = Object.keys(record).sort()
-  let out = "{"
-  let first = true
-  for (const key of keys) {
-    const item = record[key]
-    if (item === undefined || typeof item === "function") continue
-    out += (first ? "" : ",") + JSON.stringify(key) + ":" + canonicalJson(item)
-    first = false
-  }
-  return out + "}"
 }
+
+const omitted = (value: unknown): boolean =>
+  value === undefined || typeof value === "function" || typeof value === "symbol"
 
 /**
  * `sha256:<hex>` of the canonical JSON of the model-independent parts of a request (messages,
@@ -117,12 +134,16 @@ export const canonicalJson = (value: unknown): string => {
  * to two models hashes the same, so a consumer can group retries, fallbacks and duplicates.
  */
 export const promptHash = (request: LlmRequest.LlmRequest): string =>
-  "sha256:" + Crypto.createHash("sha256").update(canonicalJson({
-    messages: request.messages,
-    tools: request.tools,
-    toolChoice: request.toolChoice,
-    responseFormat: request.responseFormat,
-    maxOutputTokens: request.maxOutputTokens,
-    temperature: request.temperature,
-    seed: request.seed
-  })).digest("hex")
+  "sha256:" + Crypto.hash(
+    "sha256",
+    canonicalJson({
+      messages: request.messages,
+      tools: request.tools,
+      toolChoice: request.toolChoice,
+      responseFormat: request.responseFormat,
+      maxOutputTokens: request.maxOutputTokens,
+      temperature: request.temperature,
+      seed: request.seed
+    }),
+    "hex"
+  )

@@ -39,12 +39,16 @@ export const sink = (path: string): Effect.Effect<CallLog.Sink, CallLog.SinkUnav
     // A write that failed part-way leaves a partial line; the next line starts on a fresh one.
     let partial = false
     const append = (line: string): void => {
-      const bytes = Buffer.from(line, "utf8")
-      let offset = 0
+      let written = 0
       try {
-        while (offset < bytes.length) offset += Fs.writeSync(fd, bytes, offset)
+        written = Fs.writeSync(fd, line)
+        if (written < Buffer.byteLength(line)) {
+          // Short writes are rare on files: finish the line from its bytes.
+          const bytes = Buffer.from(line, "utf8")
+          while (written < bytes.length) written += Fs.writeSync(fd, bytes, written)
+        }
       } catch (error) {
-        partial = partial || offset > 0
+        partial = partial || written > 0
         throw error
       }
     }

@@ -2,14 +2,18 @@
  * The pipeline's last stage, wrapped around each logical call and each attempt: the call's CLIENT
  * span and its attempt spans, the per-call metrics, and exactly one `CallRecord` written when the
  * call ends, whatever the exit. Built once per `Llm` service; when nothing observes (no call log,
- * spans and metrics off) it returns the effects untouched.
+ * spans and metrics off) it returns the effects untouched. Spans are made only when the fiber's
+ * tracer is not Effect's built-in one (whose spans reach no exporter): an application that provides
+ * no tracer pays nothing for them.
  */
 import * as Cause from "effect/Cause"
 import type * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as DefaultServices from "effect/DefaultServices"
 import * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
-import type * as Tracer from "effect/Tracer"
+import * as Tracer from "effect/Tracer"
 import * as Crypto from "node:crypto"
 import type * as CallLog from "../CallLog.js"
 import * as CallRecord from "../CallRecord.js"
@@ -67,6 +71,9 @@ const failureOf = (exit: Exit.Exit<unknown, unknown>): Failure | undefined => {
   const defect = Cause.squash(exit.cause)
   return { tag: "Defect", message: defect instanceof Error ? defect.message : String(defect), requestId: undefined }
 }
+
+/** The tracer in force when the application provides none. */
+const builtInTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
 
 const callSpanOptions = { kind: "client", captureStackTrace: false } as const
 const attemptSpanOptions = { kind: "internal", captureStackTrace: false } as const
@@ -166,13 +173,17 @@ export const make = <S extends Observed>(options: Options<S>): Observer<S> => {
     return callLog.write(record)
   }
 
-  const call = <A>(state: S, body: Effect.Effect<A, LlmError.LlmError>): Effect.Effect<A, LlmError.LlmError> =>
+  const measured = <A>(
+    state: S,
+    body: Effect.Effect<A, LlmError.LlmError>,
+    traced: boolean
+  ): Effect.Effect<A, LlmError.LlmError> =>
     Effect.clockWith((clock) => {
       const startNanos = clock.unsafeCurrentTimeNanos()
       const startMillis = clock.unsafeCurrentTimeMillis()
       const request = state.request
-      const hash = records || spans ? CallRecord.promptHash(request) : ""
-      if (!spans) {
+      const hash = records || traced ? CallRecord.promptHash(request) : ""
+      if (!traced) {
         return Effect.onExit(body, (exit) => finish(state, exit, startNanos, startMillis, hash, clock, undefined))
       }
       return Effect.useSpan(Telemetry.spanName(request.model), callSpanOptions, (span) => {
@@ -189,20 +200,32 @@ export const make = <S extends Observed>(options: Options<S>): Observer<S> => {
       })
     })
 
+  const call = <A>(state: S, body: Effect.Effect<A, LlmError.LlmError>): Effect.Effect<A, LlmError.LlmError> =>
+    spans
+      ? Effect.tracerWith((tracer) =>
+        tracer === builtInTracer
+          ? (records || metrics ? measured(state, body, false) : body)
+          : measured(state, body, true)
+      )
+      : measured(state, body, false)
+
+  const spanned = (state: S, attempt: Effect.Effect<LlmResponse, LlmError.LlmError>) =>
+    Effect.useSpan(Telemetry.attemptSpanName, attemptSpanOptions, (span) => {
+      span.attribute(A.attempt, state.attempts)
+      return Effect.onExit(Effect.withParentSpan(attempt, span), (exit) =>
+        Effect.sync(() => {
+          if (exit._tag === "Success") {
+            span.attribute(A.responseId, exit.value.id)
+          } else {
+            const failure = failureOf(exit)
+            if (failure !== undefined) span.attribute(A.errorType, failure.tag)
+          }
+        }))
+    })
+
   const attempt = spans
     ? (state: S, attempt: Effect.Effect<LlmResponse, LlmError.LlmError>) =>
-      Effect.useSpan(Telemetry.attemptSpanName, attemptSpanOptions, (span) => {
-        span.attribute(A.attempt, state.attempts)
-        return Effect.onExit(Effect.withParentSpan(attempt, span), (exit) =>
-          Effect.sync(() => {
-            if (exit._tag === "Success") {
-              span.attribute(A.responseId, exit.value.id)
-            } else {
-              const failure = failureOf(exit)
-              if (failure !== undefined) span.attribute(A.errorType, failure.tag)
-            }
-          }))
-      })
+      Effect.tracerWith((tracer) => tracer === builtInTracer ? attempt : spanned(state, attempt))
     : (_state: S, attempt: Effect.Effect<LlmResponse, LlmError.LlmError>) => attempt
 
   return { call, attempt }
