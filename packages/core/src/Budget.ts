@@ -258,10 +258,11 @@ export const validateLimits = (
     }
   )
 
-/** A scope and its ancestors, root first: `a/b` → `global`, `a`, `a/b`. */
+/** A scope and its ancestors, root first: `a/b` → `global`, `a`, `a/b` (a leading `global/` is implied). */
 export const chain = (scope: string): ReadonlyArray<string> => {
   if (scope === root) return [root]
   const parts = scope.split("/")
+  if (parts[0] === root) parts.shift() // "global/tenant:a" is "tenant:a"
   const out = [root]
   for (let i = 1; i <= parts.length; i++) out.push(parts.slice(0, i).join("/"))
   return out

@@ -60,6 +60,7 @@ describe("Budget configuration", () => {
   it("a scope charges itself, every ancestor and global", () => {
     assert.deepStrictEqual(Budget.chain("tenant:acme/run:42"), ["global", "tenant:acme", "tenant:acme/run:42"])
     assert.deepStrictEqual(Budget.chain("global"), ["global"])
+    assert.deepStrictEqual(Budget.chain("global/run:1"), ["global", "run:1"])
   })
 })
 
@@ -194,6 +195,8 @@ describe("Llm with a Budget", () => {
         )
       )
       assert.isTrue(error._tag === "BudgetExceeded" && error.scope === "tenant:acme" && error.requested !== "0")
+      assert.isTrue(error._tag === "BudgetExceeded" && error.model === model)
+      assert.match(error.message, /^Budget tenant:acme \(total\) would be exceeded: limit \$0\.00001/)
       assert.strictEqual(scripted.requests.length, 0)
     }))
 

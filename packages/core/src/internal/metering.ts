@@ -9,7 +9,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Budget from "../Budget.js"
-import { type LlmError, PricingUnknown } from "../LlmError.js"
+import { BudgetExceeded, type LlmError, PricingUnknown } from "../LlmError.js"
 import type * as LlmRequest from "../LlmRequest.js"
 import type * as Money from "../Money.js"
 import * as Pricing from "../Pricing.js"
@@ -156,10 +156,11 @@ export const make: Effect.Effect<Meter | undefined> = Effect.gen(function*() {
 
       return Effect.flatMap(estimate(request, price), (worst) =>
         Effect.acquireUseRelease(
-          Effect.catchTag(
-            budget.reserve(request.scope, worst),
-            "BudgetStoreError",
-            (error) => Effect.die(error) // fail closed: no budget check, no call
+          budget.reserve(request.scope, worst).pipe(
+            Effect.catchTags({
+              BudgetExceeded: (error) => Effect.fail(new BudgetExceeded({ ...error, model: request.model })),
+              BudgetStoreError: (error) => Effect.die(error) // fail closed: no budget check, no call
+            })
           ),
           (reservation) => {
             rounds.set(state, { reservation, worst, unansweredBefore, covered: 1 })
