@@ -89,13 +89,14 @@ await Effect.runPromise(
     )).pipe(Effect.provide(pg), Effect.ignore)
 )
 
-// The token estimate a reservation needs: a typical scoring request (system + user + one tool).
-const request = {
+// The token estimate a reservation needs: a typical scoring request (system + user + one tool); the
+// listing differs per call, the system prompt and the tool schema repeat.
+const requestFor = (i: number) => ({
   messages: [
     { role: "system" as const, content: "You score job listings from 0 to 100. Call the tool." },
     {
       role: "user" as const,
-      content: "Senior Backend Engineer (TypeScript, Node.js) at Acme Corp, Berlin. 5+ years. ".repeat(8)
+      content: `Listing ${i}: Senior Backend Engineer (TypeScript, Node.js) at Acme Corp, Berlin. 5+ years. `.repeat(8)
     }
   ],
   tools: [{
@@ -108,14 +109,15 @@ const request = {
       properties: { score: { type: "integer" }, summary: { type: "string" } }
     }
   }]
-}
+})
 const loadStart = performance.now()
 await Effect.runPromise(Tokens.load)
 const loadMillis = performance.now() - loadStart
-const tokens = await Effect.runPromise(Tokens.input(request))
+const tokens = await Effect.runPromise(Tokens.input(requestFor(0)))
 const estimateRuns = 20_000
+const requests = Array.from({ length: estimateRuns }, (_, i) => requestFor(i + 1))
 const cpu = process.cpuUsage()
-for (let i = 0; i < estimateRuns; i++) await Effect.runPromise(Tokens.input(request))
+await Effect.runPromise(Effect.forEach(requests, Tokens.input, { discard: true }))
 const used = process.cpuUsage(cpu)
 const estimateMicros = (used.user + used.system) / estimateRuns
 

@@ -18,9 +18,25 @@ const encodeOptions = { disallowedSpecial: new Set<string>() }
 let counter: Counter | undefined
 let loading: Promise<Counter> | undefined
 
+/**
+ * Counts of recent longer texts: system prompts and tool schemas repeat on every call of a task, and
+ * a map lookup is far cheaper than encoding them again. Bounded; cleared when full.
+ */
+const cache = new Map<string, number>()
+const cacheLimit = 2048
+
 const loadCounter = (): Promise<Counter> =>
   loading ??= import("gpt-tokenizer/encoding/o200k_base").then((encoding) => {
-    counter = (text) => encoding.countTokens(text, encodeOptions)
+    counter = (text) => {
+      if (text.length < 64 || text.length > 32_768) return encoding.countTokens(text, encodeOptions)
+      let tokens = cache.get(text)
+      if (tokens === undefined) {
+        tokens = encoding.countTokens(text, encodeOptions)
+        if (cache.size >= cacheLimit) cache.clear()
+        cache.set(text, tokens)
+      }
+      return tokens
+    }
     return counter
   })
 
