@@ -24,18 +24,27 @@ import * as Budget from "./Budget.js"
 export interface Options {
   /** A span per call and per attempt. Default true. */
   readonly spans: boolean
+  /**
+   * The fraction of calls traced, from 0 to 1 (default 1: every call). Exporting a call's spans costs
+   * about 100 µs of CPU (see BENCHMARKS.md), so a high-volume pipeline may trace a sample.
+   */
+  readonly spanSampling: number
   /** The `gen_ai.client.*` and `keel.*` metrics. Default true. */
   readonly metrics: boolean
 }
 
 /** What the pipeline emits; spans and metrics are on unless a layer says otherwise. */
 export class Telemetry extends Context.Reference<Telemetry>()("@keel/core/Telemetry", {
-  defaultValue: (): Options => ({ spans: true, metrics: true })
+  defaultValue: (): Options => ({ spans: true, spanSampling: 1, metrics: true })
 }) {}
 
 /** Chooses what the pipeline emits. */
 export const layer = (options: Partial<Options>): Layer.Layer<Telemetry> =>
-  Layer.succeed(Telemetry, { spans: options.spans ?? true, metrics: options.metrics ?? true })
+  Layer.succeed(Telemetry, {
+    spans: options.spans ?? true,
+    spanSampling: Math.min(1, Math.max(0, options.spanSampling ?? 1)),
+    metrics: options.metrics ?? true
+  })
 
 /** No spans and no metrics (the call log is separate: it writes only when sinks are provided). */
 export const layerDisabled: Layer.Layer<Telemetry> = layer({ spans: false, metrics: false })

@@ -136,6 +136,49 @@ describe("Telemetry: spans", () => {
     }))
 })
 
+describe("Telemetry: span sampling", () => {
+  it.effect("spanSampling traces a share of the calls, each with its attempt span; the others get none", () =>
+    Effect.gen(function*() {
+      const model = TestKit.scripted([], { otherwise: TestKit.response() })
+      const spans = new InMemorySpanExporter()
+      const layer = Layer.mergeAll(
+        Llm.layer().pipe(Layer.provide(model.layer), Layer.provide(Telemetry.layer({ spanSampling: 0.5 }))),
+        NodeSdk.layer(() => ({ resource: { serviceName: "keel-test" }, spanProcessor: new SimpleSpanProcessor(spans) }))
+      )
+      const finished = yield* Effect.gen(function*() {
+        yield* Effect.forEach(
+          Array.from({ length: 200 }),
+          () => Effect.orDie(Llm.generate({ model: "sampled-model", messages: [user("hi")] })),
+          { discard: true }
+        )
+        return spans.getFinishedSpans()
+      }).pipe(Effect.provide(layer))
+      const calls = byName(finished, "chat sampled-model")
+      const attempts = byName(finished, "keel.attempt")
+      assert.isAbove(calls.length, 50)
+      assert.isBelow(calls.length, 150)
+      assert.strictEqual(attempts.length, calls.length)
+      const callIds = new Set(calls.map((s) => s.spanContext().spanId))
+      for (const attempt of attempts) assert.isTrue(callIds.has(attempt.parentSpanContext!.spanId))
+    }))
+
+  it.effect("without a tracer the pipeline makes no spans: the model sees no parent span", () =>
+    Effect.gen(function*() {
+      const seen: Array<boolean> = []
+      const model = TestKit.scripted([], {
+        otherwise: () =>
+          Effect.map(Effect.option(Effect.currentSpan), (span) => {
+            seen.push(span._tag === "Some")
+            return TestKit.response()
+          })
+      })
+      yield* Llm.generate({ model: "untraced-model", messages: [user("hi")] }).pipe(
+        Effect.provide(Llm.layer().pipe(Layer.provide(model.layer)))
+      )
+      assert.deepStrictEqual(seen, [false])
+    }))
+})
+
 describe("Telemetry: metrics", () => {
   it.effect("token usage and duration histograms have the conventions' buckets and attributes", () =>
     Effect.gen(function*() {

@@ -8,7 +8,10 @@
  *   `<base>/v1/traces`, metrics to `<base>/v1/metrics`
  * - `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`: full URLs, used as given
  * - `OTEL_EXPORTER_OTLP_HEADERS`: `key=value,key2=value2` (values URL-encoded), kept `Redacted`
- * - `OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf` (the default) or `http/json`
+ * - `OTEL_EXPORTER_OTLP_PROTOCOL`: `http/json` (keel's default) or `http/protobuf`. The specification's
+ *   default is protobuf, but with this exporter JSON costs far less CPU: about 100 µs less per call
+ *   (two spans) in `bench/telemetry.ts`, as `JSON.stringify` is native and the protobuf encoder is
+ *   not. Every OTLP/HTTP collector accepts both.
  * - `OTEL_SERVICE_NAME` (default "keel"); `OTEL_RESOURCE_ATTRIBUTES` is read by the exporter
  * - `OTEL_SDK_DISABLED=true`: export nothing
  *
@@ -35,7 +38,7 @@ export interface Options {
   readonly metricsEndpoint?: string | undefined
   /** Sent with every export (e.g. an API key of a hosted collector). */
   readonly headers?: Readonly<Record<string, Redacted.Redacted<string>>> | undefined
-  /** Default "http/protobuf", as in the OpenTelemetry specification. */
+  /** Default "http/json": cheaper to encode here than protobuf (see the module header). */
   readonly protocol?: "http/protobuf" | "http/json" | undefined
   /** Default "keel". */
   readonly serviceName?: string | undefined
@@ -73,7 +76,7 @@ export const layer = (options: Options = {}): Layer.Layer<never, never, HttpClie
   )
   return Layer.provide(
     exporters,
-    options.protocol === "http/json" ? OtlpSerialization.layerJson : OtlpSerialization.layerProtobuf
+    options.protocol === "http/protobuf" ? OtlpSerialization.layerProtobuf : OtlpSerialization.layerJson
   )
 }
 
@@ -114,7 +117,7 @@ export const config: Config.Config<Options & { readonly disabled: boolean }> = C
     Config.withDefault({})
   ),
   protocol: Config.literal("http/protobuf", "http/json")("OTEL_EXPORTER_OTLP_PROTOCOL").pipe(
-    Config.withDefault("http/protobuf" as const)
+    Config.withDefault("http/json" as const)
   ),
   serviceName: Config.string("OTEL_SERVICE_NAME").pipe(Config.withDefault("keel"))
 })

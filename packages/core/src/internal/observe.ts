@@ -80,7 +80,10 @@ const attemptSpanOptions = { kind: "internal", captureStackTrace: false } as con
 
 export const make = <S extends Observed>(options: Options<S>): Observer<S> => {
   const { callLog, provider } = options
-  const spans = options.telemetry.spans
+  const spans = options.telemetry.spans && options.telemetry.spanSampling > 0
+  const sampling = options.telemetry.spanSampling
+  /** The calls that got a span: only their attempts get spans too. */
+  const traced = new WeakSet<S>()
   const metrics = options.telemetry.metrics
   const records = callLog.enabled
   const A = Telemetry.Attributes
@@ -176,16 +179,17 @@ export const make = <S extends Observed>(options: Options<S>): Observer<S> => {
   const measured = <A>(
     state: S,
     body: Effect.Effect<A, LlmError.LlmError>,
-    traced: boolean
+    withSpan: boolean
   ): Effect.Effect<A, LlmError.LlmError> =>
     Effect.clockWith((clock) => {
       const startNanos = clock.unsafeCurrentTimeNanos()
       const startMillis = clock.unsafeCurrentTimeMillis()
       const request = state.request
-      const hash = records || traced ? CallRecord.promptHash(request) : ""
-      if (!traced) {
+      const hash = records || withSpan ? CallRecord.promptHash(request) : ""
+      if (!withSpan) {
         return Effect.onExit(body, (exit) => finish(state, exit, startNanos, startMillis, hash, clock, undefined))
       }
+      traced.add(state)
       return Effect.useSpan(Telemetry.spanName(request.model), callSpanOptions, (span) => {
         span.attribute(A.operationName, Telemetry.operationName)
         span.attribute(A.providerName, provider)
@@ -203,9 +207,11 @@ export const make = <S extends Observed>(options: Options<S>): Observer<S> => {
   const call = <A>(state: S, body: Effect.Effect<A, LlmError.LlmError>): Effect.Effect<A, LlmError.LlmError> =>
     spans
       ? Effect.tracerWith((tracer) =>
-        tracer === builtInTracer
-          ? (records || metrics ? measured(state, body, false) : body)
-          : measured(state, body, true)
+        tracer !== builtInTracer && (sampling >= 1 || Math.random() < sampling)
+          ? measured(state, body, true)
+          : records || metrics
+          ? measured(state, body, false)
+          : body
       )
       : measured(state, body, false)
 
@@ -225,7 +231,7 @@ export const make = <S extends Observed>(options: Options<S>): Observer<S> => {
 
   const attempt = spans
     ? (state: S, attempt: Effect.Effect<LlmResponse, LlmError.LlmError>) =>
-      Effect.tracerWith((tracer) => tracer === builtInTracer ? attempt : spanned(state, attempt))
+      traced.has(state) ? spanned(state, attempt) : attempt
     : (_state: S, attempt: Effect.Effect<LlmResponse, LlmError.LlmError>) => attempt
 
   return { call, attempt }
