@@ -7,9 +7,10 @@
  * Rows: bare (spans and metrics off, no call log); + metrics; + spans with no tracer provided
  * (Effect's built-in tracer: keel then makes none); + spans exported over OTLP/HTTP by
  * `Telemetry/Otlp` (Effect's native OtlpTracer, JSON and protobuf, to a discarding HTTP receiver
- * in this process; also with 10 % of calls traced); + spans through the OpenTelemetry SDK bridge (`NodeSdk`, batch processor, discarding
- * exporter); + a JSON-lines call log (a synchronous append per record to a temp file); + the
- * Effect-logger sink (JSON-formatted, output discarded); everything at once.
+ * in this process; also with 10 % of calls traced); + spans through the OpenTelemetry SDK bridge
+ * (`NodeSdk`, batch processor, discarding exporter); + a JSON-lines call log (a synchronous append
+ * per record to a temp file); + the Effect-logger sink (JSON-formatted, output discarded);
+ * everything at once.
  *
  * Rounds alternate between rows so that load from other processes falls on all of them alike; the
  * figure is the median round.
