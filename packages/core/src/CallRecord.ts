@@ -65,6 +65,8 @@ export const CallRecord = Schema.Struct({
   costUsd: UsdDecimal,
   /** The cost includes an estimate for an attempt that may have been billed without an answer. */
   estimated: Schema.optional(Schema.Boolean),
+  /** The model had no known price: the cost is at the configured fallback price. */
+  priceFallback: Schema.optional(Schema.Boolean),
   outcome: Schema.Literal("ok", "error"),
   /** The `LlmError` tag (or "Interrupted", "Defect") when the outcome is an error. */
   errorTag: Schema.optional(Schema.String),

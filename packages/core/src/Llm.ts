@@ -134,7 +134,11 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, never, L
       provider: languageModel.provider,
       callLog: yield* CallLog.CallLog,
       telemetry: yield* Telemetry.Telemetry,
-      cost: (state) => ({ amount: state.cost ?? 0n, estimated: state.costEstimated === true }),
+      cost: (state) => ({
+        amount: state.cost ?? 0n,
+        estimated: state.costEstimated === true,
+        fallback: state.priceFallback === true
+      }),
       routeReason: (state) => state.routeReason ?? "request",
       repairs: (state) => state.repairs > 0 ? state.repairs : undefined
     })

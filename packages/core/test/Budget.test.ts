@@ -334,6 +334,20 @@ describe("Llm cost in the call record", () => {
     }).pipe(Effect.provide(Llm.layer().pipe(Layer.provide(Layer.mergeAll(scripted.layer, Pricing.layer(), log.layer)))))
   })
 
+  it.effect("a model priced by the configured fallback is marked in the record", () => {
+    const log = CallLog.memory()
+    const scripted = TestKit.scripted([answer])
+    return Effect.gen(function*() {
+      yield* Llm.generate({ ...request("hi"), model: "acme-7b" })
+      // 10 input tokens at $1 and 30 output tokens at $2 per 1M.
+      assert.deepStrictEqual([log.records[0]?.costUsd, log.records[0]?.priceFallback], ["0.00007", true])
+    }).pipe(Effect.provide(
+      Llm.layer().pipe(
+        Layer.provide(Layer.mergeAll(scripted.layer, Pricing.layer({ fallback: { input: 1, output: 2 } }), log.layer))
+      )
+    ))
+  })
+
   it.effect("with a Budget, the record's cost is what the budget charged, marked estimated when guessed", () => {
     const log = CallLog.memory()
     const scripted = TestKit.scripted([TestKit.hang, answer])

@@ -37,7 +37,9 @@ export interface Options<S extends Observed> {
   readonly callLog: CallLog.CallLog.Service
   readonly telemetry: Telemetry.Options
   /** The call's cost so far, and whether part of it is an estimate. */
-  readonly cost: (state: S) => { readonly amount: Money.Money; readonly estimated: boolean }
+  readonly cost: (
+    state: S
+  ) => { readonly amount: Money.Money; readonly estimated: boolean; readonly fallback?: boolean }
   /** Why the model was chosen. */
   readonly routeReason: (state: S) => string
   /** Repair rounds, when the call had any. */
@@ -157,6 +159,7 @@ export const make = <S extends Observed>(options: Options<S>): Observer<S> => {
     const repairs = options.repairs(state)
     if (repairs !== undefined) record.repairs = repairs
     if (cost.estimated) record.estimated = true
+    if (cost.fallback === true) record.priceFallback = true
     if (failure !== undefined) {
       record.errorTag = failure.tag
       record.errorMessage = failure.message
