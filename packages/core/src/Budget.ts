@@ -32,6 +32,8 @@
  * an unknown window, an illegal scope name is a `BudgetConfigError` naming the field.
  */
 import * as Clock from "effect/Clock"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -408,6 +410,12 @@ export const make = (
 /** The budget over the store in context. */
 export const layer = (options: Options = {}): Layer.Layer<Budget, BudgetConfigError | BudgetStoreError, BudgetStore> =>
   Layer.scoped(Budget, make(options))
+
+/** The budget over the store in context, its options read from `Config` (the application says where from). */
+export const layerConfig = (
+  config: Config.Config.Wrap<Options>
+): Layer.Layer<Budget, BudgetConfigError | BudgetStoreError | ConfigError.ConfigError, BudgetStore> =>
+  Layer.scoped(Budget, Effect.flatMap(Config.unwrap(config), make))
 
 /** The budget with a fresh in-memory store: one process, lost on exit. */
 export const layerMemory = (options: Options = {}): Layer.Layer<Budget, BudgetConfigError | BudgetStoreError> =>

@@ -1,4 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
+import * as Config from "effect/Config"
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
@@ -56,6 +58,22 @@ describe("Budget configuration", () => {
       const lease = yield* Effect.flip(Effect.provide(Budget.Budget, Budget.layerMemory({ lease: 0 })))
       assert.isTrue(lease._tag === "BudgetConfigError" && lease.field === "lease")
     }))
+
+  it.effect("layerConfig reads the options from Config and validates them the same way", () =>
+    Effect.gen(function*() {
+      const layer = (limit: Config.Config<string>) =>
+        Layer.provide(
+          Budget.layerConfig({
+            lease: Config.duration("lease"),
+            limits: Config.map(limit, (amount) => [{ scope: "tenant:acme", limit: amount }])
+          }),
+          Layer.sync(Budget.BudgetStore, Budget.makeMemoryStore)
+        )
+      const bad = yield* Effect.flip(Effect.provide(Budget.Budget, layer(Config.string("limit"))))
+      assert.isTrue(bad._tag === "BudgetConfigError" && bad.field === "limits.0.limit")
+      const budget = yield* Effect.provide(Budget.Budget, layer(Config.succeed("2")))
+      assert.deepStrictEqual(budget.limits.map((l) => l.limit), [usd("2")])
+    }).pipe(Effect.withConfigProvider(ConfigProvider.fromJson({ lease: "1 minute", limit: "-1" }))))
 
   it("a scope charges itself, every ancestor and global", () => {
     assert.deepStrictEqual(Budget.chain("tenant:acme/run:42"), ["global", "tenant:acme", "tenant:acme/run:42"])

@@ -20,6 +20,8 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schedule from "effect/Schedule"
@@ -365,3 +367,12 @@ export const layer = (
   options: Budget.Options & Options = {}
 ): Layer.Layer<Budget.Budget, Budget.BudgetStoreError | Budget.BudgetConfigError, SqlClient.SqlClient> =>
   Layer.provide(Budget.layer(options), layerStore(options))
+
+/** The budget over this store, its options read from `Config`. */
+export const layerConfig = (
+  config: Config.Config.Wrap<Budget.Options & Options>
+): Layer.Layer<
+  Budget.Budget,
+  Budget.BudgetStoreError | Budget.BudgetConfigError | ConfigError.ConfigError,
+  SqlClient.SqlClient
+> => Layer.unwrapEffect(Effect.map(Config.unwrap(config), layer))
