@@ -1,19 +1,23 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as TestClock from "effect/TestClock"
 import * as Fs from "node:fs"
+import * as Budget from "../src/Budget.js"
 import * as CallLog from "../src/CallLog.js"
 import * as JsonLines from "../src/CallLog/JsonLines.js"
 import * as CallRecord from "../src/CallRecord.js"
 import * as Llm from "../src/Llm.js"
-import { ProviderUnavailable } from "../src/LlmError.js"
+import { ProtocolError, ProviderUnavailable, QuotaExhausted, RateLimited } from "../src/LlmError.js"
+import * as Money from "../src/Money.js"
 import * as Pricing from "../src/Pricing.js"
 import * as RetryPolicy from "../src/RetryPolicy.js"
 import * as TestKit from "../src/TestKit.js"
+import * as Usage from "../src/Usage.js"
 
 const user = (content: string) => ({ role: "user" as const, content })
 
@@ -165,5 +169,113 @@ describe("Llm with a CallLog", () => {
         )
         assert.deepStrictEqual(answers.map((a) => a.text), ["fine", "fine", "fine"])
       })
+  )
+})
+
+describe("Llm with a CallLog and a Budget: 1,000 calls, 20% faulty attempts, under TestClock", () => {
+  it.effect(
+    "one record per call; every record decodes; tokens match the model's answers and cost the ledger's",
+    () =>
+      Effect.gen(function*() {
+        // A deterministic fault mix (mulberry32): 20% of attempts fail in one of seven ways.
+        let seed = 42
+        const random = () => {
+          seed = (seed + 0x6D2B79F5) | 0
+          let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+          t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+          return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+        }
+        let answered = Usage.empty
+        const answer = (fields: Parameters<typeof TestKit.response>[0]) => {
+          const response = TestKit.response({
+            ...fields,
+            usage: {
+              inputTokens: 100 + Math.floor(random() * 900),
+              cachedInputTokens: Math.floor(random() * 50),
+              outputTokens: 10 + Math.floor(random() * 200),
+              reasoningTokens: Math.floor(random() * 10)
+            }
+          })
+          answered = Usage.add(answered, response.usage)
+          return Effect.succeed(response)
+        }
+        const model = TestKit.scripted([], {
+          otherwise: () => {
+            const r = random()
+            if (r >= 0.2) return answer({})
+            switch (Math.floor(r / 0.2 * 7)) {
+              case 0:
+                return Effect.fail(new RateLimited({ retryAfter: Duration.seconds(1) }))
+              case 1:
+                return Effect.fail(new ProviderUnavailable({ status: 503 }))
+              case 2:
+                return Effect.never // the attempt timeout ends it; it may have been billed: estimated
+              case 3:
+                return Effect.fail(new QuotaExhausted({ code: "insufficient_quota" }))
+              case 4:
+                return Effect.fail(new ProtocolError({ reason: "not JSON" }))
+              case 5:
+                return answer({ refusal: "I can't help with that" })
+              default:
+                return answer({ finishReason: "length" })
+            }
+          }
+        })
+        const log = CallLog.memory()
+        const layer = Llm.layer().pipe(
+          Layer.provide(Layer.mergeAll(model.layer, log.layer, Pricing.layer())),
+          Layer.provideMerge(Budget.layerMemory())
+        )
+        const policy = RetryPolicy.make({ base: "100 millis", attemptTimeout: "2 seconds", deadline: "1 minute" })
+        const { exits, ledger } = yield* TestKit.runWithTestClock(
+          Effect.gen(function*() {
+            const exits = yield* Effect.forEach(
+              Array.from({ length: 1000 }, (_, i) => i),
+              (i) =>
+                Effect.exit(
+                  Llm.generate({
+                    model: "gpt-4o-mini",
+                    messages: [user(`listing ${i}`)],
+                    maxOutputTokens: 300,
+                    scope: "run:ledger"
+                  })
+                ),
+              { concurrency: 100 }
+            )
+            return { exits, ledger: yield* Budget.status("run:ledger") }
+          }),
+          { step: Duration.millis(100) }
+        ).pipe(RetryPolicy.withPolicy(policy), Effect.provide(layer))
+
+        const records = log.records.map((record) => CallRecord.decodeUnknownSync(record))
+        assert.strictEqual(records.length, 1000)
+        assert.strictEqual(new Set(records.map((r) => r.callId)).size, 1000)
+        assert.strictEqual(
+          records.filter((r) => r.outcome === "ok").length,
+          exits.filter((e) => e._tag === "Success").length
+        )
+        const tags = new Set(records.map((r) => r.errorTag))
+        for (const tag of ["QuotaExhausted", "Refused", "Truncated"]) assert.isTrue(tags.has(tag), tag)
+        assert.isAbove(records.filter((r) => r.attempts > 1).length, 0)
+        assert.isAbove(records.filter((r) => r.estimated).length, 0)
+
+        const sum = (field: "inputTokens" | "cachedInputTokens" | "outputTokens" | "reasoningTokens") =>
+          records.reduce((n, r) => n + r[field], 0)
+        assert.deepStrictEqual(
+          {
+            inputTokens: sum("inputTokens"),
+            cachedInputTokens: sum("cachedInputTokens"),
+            outputTokens: sum("outputTokens"),
+            reasoningTokens: sum("reasoningTokens")
+          },
+          answered
+        )
+        const total = ledger.find((s) => s.scope === "run:ledger" && s.window === "total")!
+        const recorded = Money.sum(records.map((r) => Either.getOrThrow(Money.parse(r.costUsd))))
+        assert.isAbove(Number(recorded), 0)
+        assert.strictEqual(recorded, total.spent)
+        assert.strictEqual(total.reserved, 0n)
+      }),
+    60_000
   )
 })
