@@ -1,4 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
+import * as Config from "effect/Config"
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
 import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
@@ -141,6 +143,16 @@ describe("CallLog/JsonLines", () => {
       const path = Path.join(tempDir(), "a", "b", "calls.jsonl")
       yield* CallLog.write(record(1)).pipe(Effect.provide(JsonLines.layer({ path })))
       assert.strictEqual(Fs.readFileSync(path, "utf8").split("\n").length, 2)
+    }))
+
+  it.effect("layerConfig reads the path from configuration", () =>
+    Effect.gen(function*() {
+      const path = Path.join(tempDir(), "configured.jsonl")
+      yield* CallLog.write(record(1)).pipe(
+        Effect.provide(JsonLines.layerConfig({ path: Config.string("KEEL_CALL_LOG") })),
+        Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["KEEL_CALL_LOG", path]])))
+      )
+      assert.strictEqual(CallRecord.decodeUnknownSync(JSON.parse(Fs.readFileSync(path, "utf8"))).callId, "call-1")
     }))
 
   it.effect("an unwritable path fails when the layer is built, naming the path", () =>
