@@ -5,7 +5,9 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
+import * as Llm from "../src/Llm.js"
 import * as Otlp from "../src/Telemetry/Otlp.js"
+import * as TestKit from "../src/TestKit.js"
 import { collector } from "./utils/collector.js"
 
 interface OtlpJsonSpan {
@@ -63,6 +65,39 @@ describe("Telemetry/Otlp", () => {
       assert.deepStrictEqual(attribute(call, "gen_ai.response.finish_reasons"), {
         arrayValue: { values: [{ stringValue: "stop" }] }
       })
+    }).pipe(Effect.scoped))
+
+  it.effect("the pipeline's call and attempt spans arrive with their GenAI attributes", () =>
+    Effect.gen(function*() {
+      const receiver = yield* collector
+      const model = TestKit.scripted([
+        TestKit.response({ id: "chatcmpl-otlp", usage: { inputTokens: 42, cachedInputTokens: 2, outputTokens: 7 } })
+      ])
+      const env = new Map([["OTEL_EXPORTER_OTLP_ENDPOINT", `http://127.0.0.1:${receiver.port}`]])
+      yield* Llm.generate({ model: "otlp-model", messages: [{ role: "user", content: "hi" }] }).pipe(
+        Effect.provide(Llm.layer().pipe(Layer.provide(model.layer))),
+        Effect.provide(
+          Otlp.layerConfig.pipe(
+            Layer.provide(FetchHttpClient.layer),
+            Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(env)))
+          )
+        )
+      )
+      const spans: Array<OtlpJsonSpan> = receiver.received
+        .filter((r) => r.path === "/v1/traces")
+        .flatMap((r) => JSON.parse(r.body.toString("utf8")).resourceSpans)
+        .flatMap((rs: any) => rs.scopeSpans.flatMap((ss: any) => ss.spans))
+      const call = spans.find((s) => s.name === "chat otlp-model")!
+      assert.strictEqual(call.kind, 3)
+      assert.deepStrictEqual(attribute(call, "gen_ai.provider.name"), { stringValue: "scripted" })
+      assert.deepStrictEqual(attribute(call, "gen_ai.response.id"), { stringValue: "chatcmpl-otlp" })
+      assert.deepStrictEqual(attribute(call, "gen_ai.usage.input_tokens"), { intValue: 42 })
+      assert.deepStrictEqual(attribute(call, "gen_ai.usage.cache_read.input_tokens"), { intValue: 2 })
+      assert.deepStrictEqual(attribute(call, "gen_ai.response.finish_reasons"), {
+        arrayValue: { values: [{ stringValue: "stop" }] }
+      })
+      const attempt = spans.find((s) => s.name === "keel.attempt")!
+      assert.strictEqual(attempt.parentSpanId, call.spanId)
     }).pipe(Effect.scoped))
 
   it.effect("a traces endpoint is used as given; OTEL_SDK_DISABLED exports nothing", () =>
