@@ -9,7 +9,12 @@
  * A sink that cannot start (an unwritable path) fails the layer at construction instead.
  *
  * `CallLog` is a reference whose default has no sinks: without a layer the pipeline builds no
- * records at all. Provide `CallLog.layer(...)` where `Llm.layer` is built.
+ * records at all. Provide `CallLog.layer(...)` where `Llm.layer` is built:
+ *
+ * ```ts
+ * const CallLogLive = CallLog.layer({ sinks: [JsonLines.sink("out/calls.jsonl"), CallLog.logger()] })
+ * const LlmLive = Llm.layer().pipe(Layer.provide(Layer.mergeAll(ModelLive, CallLogLive, Pricing.layer())))
+ * ```
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"

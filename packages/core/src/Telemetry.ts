@@ -8,7 +8,15 @@
  * Everything here is Effect's own `Tracer` and `Metric`: spans reach OpenTelemetry when the
  * application provides a tracer (`Telemetry/Otlp.ts`, or `@effect/opentelemetry`'s `NodeSdk`), and
  * metrics are read from Effect's registry by the same exporters. The `Telemetry` reference switches
- * spans and metrics off for code that wants neither.
+ * spans and metrics off, or samples spans, and is read where `Llm.layer` is built:
+ *
+ * ```ts
+ * const LlmLive = Llm.layer().pipe(Layer.provide(Layer.mergeAll(ModelLive, Telemetry.layer({ spanSampling: 0.1 }))))
+ * const main = program.pipe(
+ *   Effect.provide(LlmLive),
+ *   Effect.provide(Otlp.layerConfig.pipe(Layer.provide(NodeHttpClient.layerUndici))) // OTEL_* variables
+ * )
+ * ```
  */
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
