@@ -67,14 +67,14 @@ export class ProviderUnavailable extends Schema.TaggedError<ProviderUnavailable>
   }
 }
 
-/** An attempt, or the whole call, took longer than allowed. */
+/** An attempt took longer than allowed (retryable), or the whole call reached its deadline (final). */
 export class Timeout extends Schema.TaggedError<Timeout>("@keel/core/LlmError/Timeout")("Timeout", {
   ...context,
   after: Schema.DurationFromMillis,
   scope: Schema.Literal("attempt", "call")
 }) {
   get retryable() {
-    return true
+    return this.scope === "attempt"
   }
   override get message() {
     return `The ${this.scope} timed out after ${Duration.format(this.after)}${suffix(this)}`
