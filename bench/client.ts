@@ -7,6 +7,9 @@
  * - keel: `LanguageModel.complete` through `OpenAiLanguageModel` → `OpenAiClient`, decoded into an `LlmResponse`:
  *   straight on undici (`OpenAiClient.layerUndici`, the production path) and over the platform `HttpClient`
  *   (`OpenAiClient.layer` + `NodeHttpClient.layerUndici`)
+ * - the whole keel pipeline over `layerUndici`: `Llm.generate` bare (validate, choose the model, retry policy with its
+ *   per-attempt timer, classify) and with production stages (Pricing, a memory Budget with a limit, metrics, a
+ *   JSON-lines call log; no span exporter)
  * - the official `openai` SDK, for reference
  *
  * Concurrency 1 and 64; rounds alternate between clients so that load from other processes falls on all of
@@ -16,15 +19,21 @@
  *   npx tsx --conditions=@keel/source bench/client.ts [calls per round at concurrency 1, default 800]
  */
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import * as Budget from "@keel/core/Budget"
+import * as JsonLines from "@keel/core/CallLog/JsonLines"
 import { LanguageModel } from "@keel/core/LanguageModel"
+import * as Llm from "@keel/core/Llm"
 import type * as LlmRequest from "@keel/core/LlmRequest"
 import type { LlmResponse } from "@keel/core/LlmResponse"
+import * as Pricing from "@keel/core/Pricing"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Redacted from "effect/Redacted"
 import { fork } from "node:child_process"
+import * as Fs from "node:fs"
 import * as Os from "node:os"
+import * as Path from "node:path"
 import * as V8 from "node:v8"
 import * as Vm from "node:vm"
 import OpenAI from "openai"
@@ -138,6 +147,28 @@ const main = async () => {
       )
   }
 
+  // the whole pipeline, bare and with production stages
+  const logDir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-bench-"))
+  const pipeline = async <A, E>(stages: Layer.Layer<A, E>): Promise<Client> => {
+    const model = OpenAiLanguageModel.layer().pipe(Layer.provide(OpenAiClient.layerUndici(options)))
+    const runtime = ManagedRuntime.make(Llm.layer().pipe(Layer.provide(Layer.merge(model, stages))))
+    runtimes.push(runtime as ManagedRuntime.ManagedRuntime<any, unknown>)
+    const llm = await runtime.runPromise(Llm.Llm)
+    return (concurrency, calls) =>
+      runtime.runPromise(
+        Effect.forEach(
+          Array.from({ length: calls }),
+          () => Effect.map(llm.generate(llmRequest), check),
+          { concurrency, discard: true }
+        )
+      )
+  }
+  const production = Layer.mergeAll(
+    Pricing.layer(),
+    Budget.layerMemory({ limits: [{ scope: "global", window: "total", limit: "1000000" }] }),
+    JsonLines.layer({ path: Path.join(logDir, "calls.jsonl") })
+  )
+
   // official SDK
   const sdk = new OpenAI({ apiKey, baseURL: url, maxRetries: 0 })
   const sdkOne = async () => {
@@ -154,6 +185,8 @@ const main = async () => {
       "keel `LanguageModel.complete`, `OpenAiClient.layer` + `NodeHttpClient.layerUndici`",
       await keel(OpenAiClient.layer(options).pipe(Layer.provide(NodeHttpClient.layerUndici)))
     ],
+    ["keel `Llm.generate`, bare pipeline, `layerUndici`", await pipeline(Layer.empty)],
+    ["keel `Llm.generate` + Pricing, Budget (memory), metrics, JSON-lines log", await pipeline(production)],
     ["official `openai` SDK 6.49 `chat.completions.create`", (c, n) => loop(sdkOne, c, n)]
   ]
 
@@ -209,6 +242,7 @@ const main = async () => {
 
   for (const runtime of runtimes) await runtime.dispose()
   await dispatcher.close()
+  Fs.rmSync(logDir, { recursive: true, force: true })
   child.disconnect()
 }
 

@@ -25,6 +25,7 @@ import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import * as ScheduleDecision from "effect/ScheduleDecision"
 import * as Interval from "effect/ScheduleInterval"
+import * as Timeout from "./internal/timeout.js"
 import * as LlmError from "./LlmError.js"
 
 /** How delays are randomised. "full": U[0, d]; "equal": d/2 + U[0, d/2]; "decorrelated": min(cap, U[base, 3·previous]); "none": d. */
@@ -124,7 +125,7 @@ export const make = (options: Options = {}): RetryPolicy.Service => ({
 /**
  * Runs `attempt` under the policy in force: retries of retryable errors on the schedule, each
  * attempt bounded by the per-attempt timeout or by what is left of the call's deadline, whichever
- * is sooner. One timer per attempt bounds both (a timer costs tens of µs: the hot path has one).
+ * is sooner: one timer per attempt bounds both (see `internal/timeout` for its cost).
  */
 export const retry = <A, R>(
   attempt: Effect.Effect<A, LlmError.LlmError, R>,
@@ -141,8 +142,8 @@ export const retry = <A, R>(
         const left = deadlineAt - now
         if (left <= 0) return Effect.fail(callTimeout())
         return left < perAttempt
-          ? Effect.timeoutFail(attempt, { duration: left, onTimeout: callTimeout })
-          : Effect.timeoutFail(attempt, { duration: perAttempt, onTimeout: attemptTimeout })
+          ? Timeout.timeoutFail(attempt, left, callTimeout)
+          : Timeout.timeoutFail(attempt, perAttempt, attemptTimeout)
       })
       return Effect.retry(bounded, { schedule: policy.schedule, while: policy.isRetryable })
     }))
