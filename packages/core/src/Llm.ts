@@ -157,10 +157,10 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, never, L
       })
 
     /** One attempt: counted, and its usage added, before anything else looks at it. */
-    const attempt = (state: CallState, request: LlmRequest.Resolved) => {
+    const attempt = (state: CallState, request: LlmRequest.Resolved) => (timeout: RetryPolicy.AttemptTimeout) => {
       const send = Effect.suspend(() => {
         state.attempts++
-        return Effect.tap(observer.attempt(state, languageModel.complete(request)), (response) => {
+        return Effect.tap(observer.attempt(state, languageModel.complete(request, timeout)), (response) => {
           state.usage = Usage.add(state.usage, response.usage)
           state.response = response
         })

@@ -123,12 +123,22 @@ export const make = (options: Options = {}): RetryPolicy.Service => ({
 })
 
 /**
- * Runs `attempt` under the policy in force: retries of retryable errors on the schedule, each
- * attempt bounded by the per-attempt timeout or by what is left of the call's deadline, whichever
- * is sooner: one timer per attempt bounds both (see `internal/timeout` for its cost).
+ * The limit on one attempt, handed to it by `retry`: the attempt must stop and fail with
+ * `onTimeout()` once `millis` have passed. It is the per-attempt timeout or what is left of the
+ * call's deadline, whichever is sooner.
+ */
+export interface AttemptTimeout {
+  readonly millis: number
+  readonly onTimeout: () => LlmError.Timeout
+}
+
+/**
+ * Runs attempts under the policy in force: retries of retryable errors on the schedule, each
+ * attempt given its `AttemptTimeout`. An attempt that cannot time itself out (a provider without a
+ * timer of its own) wraps itself in `within`.
  */
 export const retry = <A, R>(
-  attempt: Effect.Effect<A, LlmError.LlmError, R>,
+  attempt: (timeout: AttemptTimeout) => Effect.Effect<A, LlmError.LlmError, R>,
   options?: { readonly model?: string | undefined }
 ): Effect.Effect<A, LlmError.LlmError, R> =>
   Effect.flatMap(RetryPolicy, (policy) =>
@@ -136,17 +146,27 @@ export const retry = <A, R>(
       const perAttempt = Duration.toMillis(policy.attemptTimeout)
       const deadlineAt = start + Duration.toMillis(policy.deadline)
       const callTimeout = () => new LlmError.Timeout({ model: options?.model, after: policy.deadline, scope: "call" })
-      const attemptTimeout = () =>
-        new LlmError.Timeout({ model: options?.model, after: policy.attemptTimeout, scope: "attempt" })
+      const attemptTimeout: AttemptTimeout = {
+        millis: perAttempt,
+        onTimeout: () => new LlmError.Timeout({ model: options?.model, after: policy.attemptTimeout, scope: "attempt" })
+      }
       const bounded = Effect.flatMap(Clock.currentTimeMillis, (now) => {
         const left = deadlineAt - now
         if (left <= 0) return Effect.fail(callTimeout())
-        return left < perAttempt
-          ? Timeout.timeoutFail(attempt, left, callTimeout)
-          : Timeout.timeoutFail(attempt, perAttempt, attemptTimeout)
+        return attempt(left < perAttempt ? { millis: left, onTimeout: callTimeout } : attemptTimeout)
       })
       return Effect.retry(bounded, { schedule: policy.schedule, while: policy.isRetryable })
     }))
+
+/**
+ * Bounds an effect by an `AttemptTimeout` with a timer of its own: on the live clock one immediate
+ * fork and a plain timer (see `internal/timeout`), under `TestClock` `Effect.timeoutFail`.
+ */
+export const within = <A, E, R>(
+  self: Effect.Effect<A, E, R>,
+  timeout: AttemptTimeout
+): Effect.Effect<A, E | LlmError.Timeout, R> =>
+  Timeout.timeoutFail<A, E | LlmError.Timeout, R>(self, timeout.millis, timeout.onTimeout)
 
 /** Runs an effect with the given policy in force. */
 export const withPolicy: {

@@ -10,6 +10,7 @@
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as HttpClient from "@effect/platform/HttpClient"
 import type * as LlmError from "@keel/core/LlmError"
+import type * as RetryPolicy from "@keel/core/RetryPolicy"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import * as ConfigError from "effect/ConfigError"
@@ -131,7 +132,8 @@ export declare namespace OpenAiClient {
     readonly baseUrl: string
     /** One HTTP attempt: no retries here (the pipeline's `RetryPolicy` owns them). */
     readonly createChatCompletion: (
-      body: ChatCompletionRequest
+      body: ChatCompletionRequest,
+      timeout?: RetryPolicy.AttemptTimeout
     ) => Effect.Effect<ChatCompletionResult, LlmError.LlmError>
   }
 }
@@ -198,7 +200,8 @@ const requestHeaders = (options: Options, apiKey: Redacted.Redacted): Record<str
 /** The service over a transport: serialise once, send, then decode or map the failure (once, here). */
 const fromTransport = (baseUrl: string, apiKey: Redacted.Redacted, send: Transport.Send): OpenAiClient.Service => {
   const createChatCompletion = (
-    body: ChatCompletionRequest
+    body: ChatCompletionRequest,
+    timeout?: RetryPolicy.AttemptTimeout
   ): Effect.Effect<ChatCompletionResult, LlmError.LlmError> => {
     const context: Errors.Context = { model: body.model, apiKey }
     let json: string
@@ -207,8 +210,13 @@ const fromTransport = (baseUrl: string, apiKey: Redacted.Redacted, send: Transpo
     } catch (cause) {
       return Effect.fail(Errors.invalidBody(context, cause))
     }
-    return Effect.matchEffect(send(json), {
-      onFailure: (failure) => Effect.fail(Errors.transport(context, failure.cause, failure.headers?.["x-request-id"])),
+    return Effect.matchEffect(send(json, timeout), {
+      onFailure: (failure) =>
+        Effect.fail(
+          failure instanceof Transport.Failure
+            ? Errors.transport(context, failure.cause, failure.headers?.["x-request-id"])
+            : failure
+        ),
       onSuccess: ({ headers, status, text }): Effect.Effect<ChatCompletionResult, LlmError.LlmError> => {
         if (status >= 200 && status < 300) {
           const decoded = decode(text)

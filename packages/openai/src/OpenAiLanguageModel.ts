@@ -10,6 +10,7 @@ import { LanguageModel as LanguageModelTag, make as makeLanguageModel } from "@k
 import type * as LlmError from "@keel/core/LlmError"
 import type * as LlmRequest from "@keel/core/LlmRequest"
 import type { FinishReason, LlmResponse } from "@keel/core/LlmResponse"
+import type * as RetryPolicy from "@keel/core/RetryPolicy"
 import * as Config from "effect/Config"
 import * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
@@ -192,9 +193,16 @@ export const make = (
   Effect.gen(function*() {
     const { modelNames = {}, provider = "openai" } = yield* validate(options)
     const client = yield* OpenAiClient.OpenAiClient
-    const complete = (request: LlmRequest.Resolved): Effect.Effect<LlmResponse, LlmError.LlmError> =>
-      Effect.map(client.createChatCompletion(toWire(request, modelNames[request.model] ?? request.model)), fromWire)
-    return makeLanguageModel({ provider, complete })
+    const complete = (
+      request: LlmRequest.Resolved,
+      timeout?: RetryPolicy.AttemptTimeout
+    ): Effect.Effect<LlmResponse, LlmError.LlmError> =>
+      Effect.map(
+        client.createChatCompletion(toWire(request, modelNames[request.model] ?? request.model), timeout),
+        fromWire
+      )
+    // The client times each attempt out inside its HTTP request (see `internal/transport`).
+    return makeLanguageModel({ provider, complete, timesOut: true })
   })
 
 /** The `LanguageModel` over the `OpenAiClient` you provide. */

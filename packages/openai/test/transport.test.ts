@@ -1,5 +1,6 @@
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { assert, describe, it } from "@effect/vitest"
+import * as LlmError from "@keel/core/LlmError"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -72,5 +73,33 @@ describe("undici transport", () => {
       const failure = yield* Effect.flip(send("{}"))
       assert.instanceOf(failure, Transport.Failure)
       assert.strictEqual(failure.headers?.["x-request-id"], "req_cut")
+    }))
+
+  // The timer lives inside the HTTP request (a real timer, as the request is real): 20 ms here.
+  it.scoped("the attempt timeout aborts a request that never answers and fails with the timeout's error", () =>
+    Effect.gen(function*() {
+      const closed = yield* Deferred.make<void>()
+      const url = yield* server((req) => {
+        req.socket.on("close", () => Deferred.unsafeDone(closed, Effect.void))
+      })
+      const send = Transport.fromUndici(yield* NodeHttpClient.makeDispatcher, url, {})
+      const timeout = {
+        millis: 20,
+        onTimeout: () => new LlmError.Timeout({ after: Duration.millis(20), scope: "attempt" })
+      }
+      const failure = yield* Effect.flip(send("{}", timeout))
+      assert.isTrue(failure instanceof LlmError.Timeout && failure.scope === "attempt")
+      yield* Deferred.await(closed)
+    }))
+
+  it.scoped("an answer before the timeout is not affected by it", () =>
+    Effect.gen(function*() {
+      const url = yield* server((_req, res) => res.end("{}"))
+      const send = Transport.fromUndici(yield* NodeHttpClient.makeDispatcher, url, {})
+      const timeout = {
+        millis: 60_000,
+        onTimeout: () => new LlmError.Timeout({ after: Duration.minutes(1), scope: "attempt" })
+      }
+      assert.strictEqual((yield* send("{}", timeout)).text, "{}")
     }))
 })
