@@ -155,7 +155,17 @@ export const retry = <A, R>(
         if (left <= 0) return Effect.fail(callTimeout())
         return attempt(left < perAttempt ? { millis: left, onTimeout: callTimeout } : attemptTimeout)
       })
-      return Effect.retry(bounded, { schedule: policy.schedule, while: policy.isRetryable })
+      // The schedule's driver is built at the first retryable failure: the success path pays nothing for it.
+      const retryAfter = (first: LlmError.LlmError) =>
+        Effect.flatMap(Schedule.driver(policy.schedule), (driver) => {
+          const next = (error: LlmError.LlmError): Effect.Effect<A, LlmError.LlmError, R> =>
+            Effect.matchEffect(driver.next(error), {
+              onFailure: () => Effect.fail(error), // the schedule is done: the last error stands
+              onSuccess: () => Effect.catchIf(bounded, policy.isRetryable, next)
+            })
+          return next(first)
+        })
+      return Effect.catchIf(bounded, policy.isRetryable, retryAfter)
     }))
 
 /**

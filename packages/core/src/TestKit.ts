@@ -85,12 +85,19 @@ export const response = (
   }
 }
 
+/** Lets real I/O (a module import, a socket) progress for a few milliseconds of real time. */
+const realPause = Effect.async<void>((resume) => {
+  const timer = setTimeout(() => resume(Effect.void), 5)
+  return Effect.sync(() => clearTimeout(timer))
+})
+
 /**
  * Runs `self` to completion under `TestClock`: whenever every fiber is suspended, virtual time jumps
- * to the next pending sleep, so an hour of backoff takes no real time. Fails with a defect when
- * `self` waits on something time will not bring, or runs past `limit` of virtual time. With many
- * fibers sleeping to scattered instants, `step` moves time at least that far per jump (fewer,
- * coarser jumps; each sleep still ends at its own instant).
+ * to the next pending sleep, so an hour of backoff takes no real time. When nothing sleeps, real I/O
+ * gets up to two seconds to move things along; after that, or past `limit` of virtual time, it fails
+ * with a defect (the effect waits on something time will not bring). With many fibers sleeping to
+ * scattered instants, `step` moves time at least that far per jump (fewer, coarser jumps; each sleep
+ * still ends at its own instant).
  */
 export const runWithTestClock = <A, E, R>(
   self: Effect.Effect<A, E, R>,
@@ -101,11 +108,16 @@ export const runWithTestClock = <A, E, R>(
     const step = Duration.toMillis(options.step ?? Duration.zero)
     const start = yield* TestClock.currentTimeMillis
     const fiber = yield* Effect.fork(self)
+    let idle = 0
     while (Option.isNone(yield* Fiber.poll(fiber))) {
       yield* TestClock.adjust(0) // waits until every fiber is done or suspended
       if (Option.isSome(yield* Fiber.poll(fiber))) break
       const pending = yield* TestClock.sleeps()
       const next = Chunk.reduce(pending, Infinity, (min, at) => Math.min(min, at))
+      if (next === Infinity && idle++ < 400) {
+        yield* realPause
+        continue
+      }
       if (next === Infinity || next - start > limit) {
         yield* Fiber.interrupt(fiber)
         return yield* Effect.dieMessage(
@@ -114,6 +126,7 @@ export const runWithTestClock = <A, E, R>(
             : `TestKit.runWithTestClock: still running after ${Duration.format(limit)} of virtual time`
         )
       }
+      idle = 0
       const now = yield* TestClock.currentTimeMillis
       yield* TestClock.adjust(Math.max(next, now + step) - now)
     }
