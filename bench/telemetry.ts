@@ -39,6 +39,7 @@ import type { LlmResponse } from "../packages/core/src/LlmResponse.js"
 import * as Pricing from "../packages/core/src/Pricing.js"
 import * as Telemetry from "../packages/core/src/Telemetry.js"
 import * as Otlp from "../packages/core/src/Telemetry/Otlp.js"
+import { listing, systemPrompt } from "./fixtures.js"
 
 const scoreSchema = {
   type: "object",
@@ -56,12 +57,8 @@ const scoreSchema = {
 const input: LlmRequest.Input = {
   model: "gpt-4.1-mini",
   messages: [
-    { role: "system", content: "You score job listings for fit with a senior TypeScript engineer. Call the tool." },
-    {
-      role: "user",
-      content:
-        "Senior Backend Engineer (TypeScript, Node.js) at Acme Corp, Berlin. We are looking for an engineer with 5+ years of experience building distributed systems, APIs and data pipelines. You will own services end to end, work with Postgres and Redis, and mentor others. Salary 80-100k EUR. Remote friendly."
-    }
+    { role: "system", content: systemPrompt },
+    { role: "user", content: listing }
   ],
   tools: [{ name: "score_listing", description: "Score a listing", parameters: scoreSchema }],
   toolChoice: { tool: "score_listing" },
