@@ -57,7 +57,7 @@ const wireBody = OpenAiLanguageModel.toWire(llmRequest)
 V8.setFlagsFromString("--expose-gc")
 const gc = Vm.runInNewContext("gc") as () => void
 
-const apiKey = "sk-bench-0123456789abcdefghijklmnopqrstuvwx"
+const apiKey = "sk-bench"
 
 /** Child process: the simulator, until the parent goes away. */
 const serve = () =>

@@ -32,9 +32,10 @@ import * as Zlib from "node:zlib"
 import * as OpenAiClient from "../src/OpenAiClient.js"
 import * as OpenAiLanguageModel from "../src/OpenAiLanguageModel.js"
 import * as Simulator from "../src/Simulator.js"
+import { fakeKey } from "./utils/fakeKey.js"
 
 const CALLS = 1_000
-const apiKey = "sk-test-calllog-0123456789abcdefghijklmnop"
+const apiKey = fakeKey("calllog-0123456789abcdefghijklmnop")
 const promptPrefix = "Score listing number"
 
 /** 20% of attempts in all, spread over every fault kind. */

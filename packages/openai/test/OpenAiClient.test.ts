@@ -8,8 +8,9 @@ import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as OpenAiClient from "../src/OpenAiClient.js"
 import * as FakeHttp from "./utils/FakeHttp.js"
+import { fakeKey } from "./utils/fakeKey.js"
 
-const apiKey = Redacted.make("sk-test-0123456789abcdefghijklmnopqrstuv")
+const apiKey = Redacted.make(fakeKey("0123456789abcdefghijklmnopqrstuv"))
 const body: OpenAiClient.ChatCompletionRequest = { model: "gpt-4.1-mini", messages: [{ role: "user", content: "hi" }] }
 
 const send = (

@@ -12,8 +12,9 @@ import * as Redacted from "effect/Redacted"
 import * as OpenAiClient from "../src/OpenAiClient.js"
 import * as OpenAiLanguageModel from "../src/OpenAiLanguageModel.js"
 import * as FakeHttp from "./utils/FakeHttp.js"
+import { fakeKey } from "./utils/fakeKey.js"
 
-const apiKey = Redacted.make("sk-test-0123456789abcdefghijklmnopqrstuv")
+const apiKey = Redacted.make(fakeKey("0123456789abcdefghijklmnopqrstuv"))
 
 const setup = (
   handler: (request: FakeHttp.Recorded, index: number) => FakeHttp.Answer,

@@ -2,9 +2,10 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
 import * as Redacted from "effect/Redacted"
 import * as Errors from "../src/internal/errors.js"
+import { fakeKey } from "./utils/fakeKey.js"
 
 const now = Date.parse("2026-11-29T08:00:00Z")
-const key = Redacted.make("sk-test-abcdefghijklmnopqrstuvwxyz0123456789")
+const key = Redacted.make(fakeKey("abcdefghijklmnopqrstuvwxyz0123456789"))
 
 const body = (code: string | null, type = "invalid_request_error", param: string | null = null, message = "boom") =>
   JSON.stringify({ error: { message, type, param, code } })
@@ -89,9 +90,7 @@ describe("error mapping", () => {
   })
 
   it("scrubs the configured key and any sk- token from every text it keeps", () => {
-    const leaked = `Incorrect API key provided: ${
-      Redacted.value(key)
-    }. Also sk-proj-ZZZZZZZZZZZZZZZZ and Bearer abc.def`
+    const leaked = `Incorrect API key provided: ${Redacted.value(key)}. Also sk-proj-ZZZZZZZZZZ and Bearer abc.def`
     for (const status of [400, 401, 429, 500]) {
       const error = map(status, body(null, "invalid_request_error", null, leaked))
       const text = `${error.message} ${JSON.stringify(error)}`

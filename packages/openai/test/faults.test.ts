@@ -22,10 +22,11 @@ import { performance } from "node:perf_hooks"
 import * as OpenAiClient from "../src/OpenAiClient.js"
 import * as OpenAiLanguageModel from "../src/OpenAiLanguageModel.js"
 import * as Simulator from "../src/Simulator.js"
+import { fakeKey } from "./utils/fakeKey.js"
 
 const CALLS = 10_000
 const HINT_MS = 50
-const apiKey = "sk-test-faults-0123456789abcdefghijklmnopqr"
+const apiKey = fakeKey("faults-0123456789abcdefghijklmnopqr")
 
 /** 20% in all, spread over every fault kind. */
 const faults: Simulator.FaultRates = Object.fromEntries(

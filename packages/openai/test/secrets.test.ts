@@ -26,8 +26,9 @@ import type * as Net from "node:net"
 import * as OpenAiClient from "../src/OpenAiClient.js"
 import * as OpenAiLanguageModel from "../src/OpenAiLanguageModel.js"
 import * as Simulator from "../src/Simulator.js"
+import { fakeKey } from "./utils/fakeKey.js"
 
-const KEY = "sk-test-Zq8Lr2Vt6Wn4Xp0Yk3Hj7Gf5Ds9Aa1Bb2Cc"
+const KEY = fakeKey("Zq8Lr2Vt6Wn4Xp0Yk3Hj7Gf5Ds9Aa1Bb2Cc")
 const keyParts = [KEY, KEY.slice(8), Buffer.from(KEY).toString("base64")]
 
 /** A server that answers by model name and quotes the Authorization header back in every error body. */
@@ -71,7 +72,7 @@ describe("secrets: the API key never leaves the client", () => {
     const memory = CallLog.memory()
     return Effect.gen(function*() {
       const echo = yield* echoServer
-      const simulator = yield* Simulator.make({ apiKey: "sk-the-simulator-wants-another-key-0000" })
+      const simulator = yield* Simulator.make({ apiKey: fakeKey("the-simulator-wants-another-key-0000") })
 
       // both transports: straight on undici, and over the platform HttpClient (which records HTTP spans)
       const pipeline = (baseUrl: string, transport: "undici" | "HttpClient") => {
