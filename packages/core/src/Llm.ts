@@ -143,17 +143,26 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, never, L
       repairs: (state) => state.repairs > 0 ? state.repairs : undefined
     })
 
-    const resolve = (request: LlmRequest.LlmRequest): Effect.Effect<LlmRequest.Resolved, InvalidRequest> =>
+    /** Chooses the model, and says why: named in the request, set by `withModel`, or the default. */
+    const resolve = (
+      request: LlmRequest.LlmRequest
+    ): Effect.Effect<{ readonly request: LlmRequest.Resolved; readonly reason: string }, InvalidRequest> =>
       Effect.flatMap(ModelOverride, (override) => {
-        const model = request.model ?? Option.getOrUndefined(override) ?? options.defaultModel
-        return model === undefined
-          ? Effect.fail(
-            new InvalidRequest({
-              field: "model",
-              reason: "no model given: name one in the request, with Llm.withModel, or as the default model"
-            })
-          )
-          : Effect.succeed(request.model === model ? (request as LlmRequest.Resolved) : { ...request, model })
+        if (request.model !== undefined) {
+          return Effect.succeed({ request: request as LlmRequest.Resolved, reason: "request" })
+        }
+        if (Option.isSome(override)) {
+          return Effect.succeed({ request: { ...request, model: override.value }, reason: "withModel" })
+        }
+        if (options.defaultModel !== undefined) {
+          return Effect.succeed({ request: { ...request, model: options.defaultModel }, reason: "default" })
+        }
+        return Effect.fail(
+          new InvalidRequest({
+            field: "model",
+            reason: "no model given: name one in the request, with Llm.withModel, or as the default model"
+          })
+        )
       })
 
     /** One attempt: counted, and its usage added, before anything else looks at it. */
@@ -184,24 +193,18 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, never, L
       body: (state: CallState, request: LlmRequest.Resolved) => Effect.Effect<A, LlmError>
     ): Effect.Effect<A, LlmError> =>
       LlmRequest.decode(input).pipe(
-        Effect.flatMap((decoded) =>
-          Effect.flatMap(resolve(decoded), (request) => {
-            const routeReason = decoded.model !== undefined
-              ? "request"
-              : request.model === options.defaultModel
-              ? "default"
-              : "withModel"
-            const state: CallState = {
-              request,
-              attempts: 0,
-              usage: Usage.empty,
-              response: undefined,
-              repairs: 0,
-              routeReason
-            }
-            return observer.call(state, body(state, request))
-          })
-        )
+        Effect.flatMap(resolve),
+        Effect.flatMap(({ reason, request }) => {
+          const state: CallState = {
+            request,
+            attempts: 0,
+            usage: Usage.empty,
+            response: undefined,
+            repairs: 0,
+            routeReason: reason
+          }
+          return observer.call(state, body(state, request))
+        })
       )
 
     return Llm.of({

@@ -129,6 +129,7 @@ describe("Llm with a CallLog", () => {
         yield* Llm.generate({ model: "log-model", messages: [user("a")] })
         yield* Llm.generate({ messages: [user("b")] })
         yield* Llm.withModel(Llm.generate({ messages: [user("c")] }), "other-model")
+        yield* Llm.withModel(Llm.generate({ messages: [user("d")] }), "log-model")
       }).pipe(
         Effect.provide(
           Llm.layer({ defaultModel: "log-model" }).pipe(
@@ -139,7 +140,8 @@ describe("Llm with a CallLog", () => {
       assert.deepStrictEqual(log.records.map((r) => [r.model, r.route.reason]), [
         ["log-model", "request"],
         ["log-model", "default"],
-        ["other-model", "withModel"]
+        ["other-model", "withModel"],
+        ["log-model", "withModel"]
       ])
     }))
 
