@@ -17,7 +17,6 @@ import type * as LlmRequest from "@keel/core/LlmRequest"
 import * as Money from "@keel/core/Money"
 import * as RetryPolicy from "@keel/core/RetryPolicy"
 import * as Usage from "@keel/core/Usage"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
@@ -33,15 +32,14 @@ import * as OpenAiClient from "../src/OpenAiClient.js"
 import * as OpenAiLanguageModel from "../src/OpenAiLanguageModel.js"
 import * as Simulator from "../src/Simulator.js"
 import { fakeKey } from "./utils/fakeKey.js"
+import { everyFault, fastPolicy, scoreTool } from "./utils/faultRun.js"
 
 const CALLS = 1_000
 const apiKey = fakeKey("calllog-0123456789abcdefghijklmnop")
 const promptPrefix = "Score listing number"
 
 /** 20% of attempts in all, spread over every fault kind. */
-const faults: Simulator.FaultRates = Object.fromEntries(
-  Simulator.faultNames.map((name) => [name, 0.2 / Simulator.faultNames.length])
-)
+const faults = everyFault(0.2)
 
 /** A Sentry envelope receiver on 127.0.0.1 keeping every body. */
 const envelopeReceiver = Effect.acquireRelease(
@@ -72,33 +70,18 @@ const tallying = Layer.effect(
   Effect.map(OpenAiLanguageModel.make(), (inner) =>
     LanguageModel.make({
       provider: inner.provider,
-      complete: (request) =>
-        Effect.tap(inner.complete(request), (response) =>
+      timesOut: true,
+      complete: (request, timeout) =>
+        Effect.tap(inner.complete(request, timeout), (response) =>
           Effect.sync(() => {
             answered = Usage.add(answered, response.usage)
           }))
     }))
 )
 
-const policy = RetryPolicy.make({
-  maxAttempts: 4,
-  base: Duration.millis(2),
-  cap: Duration.millis(5),
-  attemptTimeout: Duration.seconds(1),
-  deadline: Duration.seconds(30)
-})
-
 const request = (i: number): LlmRequest.Input => ({
   messages: [{ role: "user", content: `${promptPrefix} ${i}` }],
-  tools: [{
-    name: "score",
-    parameters: {
-      type: "object",
-      properties: { score: { type: "integer", minimum: 0, maximum: 10 }, reason: { type: "string" } },
-      required: ["score", "reason"],
-      additionalProperties: false
-    }
-  }],
+  tools: [scoreTool],
   toolChoice: { tool: "score" },
   maxOutputTokens: 300,
   scope: "run:calllog"
@@ -137,7 +120,7 @@ describe("CallLog over the simulator", () => {
           const ledger = yield* Budget.status("run:calllog")
           const stats = yield* Effect.flatMap(Simulator.Simulator, (s) => s.stats)
           return { exits, ledger, stats }
-        }).pipe(RetryPolicy.withPolicy(policy), Effect.provide(stack))
+        }).pipe(RetryPolicy.withPolicy(fastPolicy), Effect.provide(stack))
 
         // Exactly one record per call, and the outcomes agree with the calls' exits.
         const records = memory.records

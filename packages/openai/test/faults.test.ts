@@ -23,20 +23,18 @@ import * as OpenAiClient from "../src/OpenAiClient.js"
 import * as OpenAiLanguageModel from "../src/OpenAiLanguageModel.js"
 import * as Simulator from "../src/Simulator.js"
 import { fakeKey } from "./utils/fakeKey.js"
+import { everyFault, fastPolicy, scoreTool } from "./utils/faultRun.js"
 
 const CALLS = 10_000
 const HINT_MS = 50
 const apiKey = fakeKey("faults-0123456789abcdefghijklmnopqr")
 
-/** 20% in all, spread over every fault kind. */
-const faults: Simulator.FaultRates = Object.fromEntries(
-  Simulator.faultNames.map((name) => [name, 0.2 / Simulator.faultNames.length])
-)
+const faults = everyFault(0.2)
 
 interface Attempt {
   readonly start: number
   end: number
-  /** "ok", an error tag, or "interrupted" (the attempt timeout) */
+  /** "ok", an error tag (a hang ends in the transport's own attempt `Timeout`), or "interrupted" */
   outcome: string
   hintMs: number | undefined
 }
@@ -49,14 +47,15 @@ const counting = Layer.effect(
   Effect.map(OpenAiLanguageModel.make(), (inner) =>
     LanguageModel.make({
       provider: inner.provider,
-      complete: (request) =>
+      timesOut: true,
+      complete: (request, timeout) =>
         Effect.suspend(() => {
           const id = request.metadata!.call!
           const attempt: Attempt = { start: performance.now(), end: 0, outcome: "pending", hintMs: undefined }
           const list = attempts.get(id)
           if (list === undefined) attempts.set(id, [attempt])
           else list.push(attempt)
-          return Effect.onExit(inner.complete(request), (exit) =>
+          return Effect.onExit(inner.complete(request, timeout), (exit) =>
             Effect.sync(() => {
               attempt.end = performance.now()
               if (Exit.isSuccess(exit)) {
@@ -84,25 +83,9 @@ const stack = Layer.unwrapEffect(
     ))
 ).pipe(Layer.provideMerge(Simulator.layer({ seed: 7, apiKey, faults, retryAfterMs: HINT_MS })))
 
-const policy = RetryPolicy.make({
-  maxAttempts: 4,
-  base: Duration.millis(2),
-  cap: Duration.millis(5),
-  attemptTimeout: Duration.seconds(1),
-  deadline: Duration.seconds(30)
-})
-
 const request = (i: number): LlmRequest.Input => ({
   messages: [{ role: "user", content: `Score listing ${i}` }],
-  tools: [{
-    name: "score",
-    parameters: {
-      type: "object",
-      properties: { score: { type: "integer", minimum: 0, maximum: 10 }, reason: { type: "string" } },
-      required: ["score", "reason"],
-      additionalProperties: false
-    }
-  }],
+  tools: [scoreTool],
   toolChoice: { tool: "score" },
   metadata: { call: String(i) }
 })
@@ -146,7 +129,7 @@ describe("faults: 10,000 calls against the simulator with 20% injected faults", 
             "ProviderUnavailable",
             "Transport",
             "ProtocolError",
-            "interrupted"
+            "Timeout"
           ]
         ) assert.isTrue(outcomes.has(tag), `some attempt ended ${tag}: ${[...outcomes].join(", ")}`)
         assert.isFalse(outcomes.has("defect"))
@@ -195,7 +178,7 @@ describe("faults: 10,000 calls against the simulator with 20% injected faults", 
             gapsOverHint[0]!.toFixed(2)
           } ms, median ${median.toFixed(2)} ms`
         )
-      }).pipe(RetryPolicy.withPolicy(policy), Effect.provide(stack)),
+      }).pipe(RetryPolicy.withPolicy(fastPolicy), Effect.provide(stack)),
     240_000
   )
 })
