@@ -171,6 +171,21 @@ export const make = (
             WHERE key IN ${sql.in(keys)}
             RETURNING key, CAST(spent AS TEXT) AS spent, CAST(reserved AS TEXT) AS reserved`
 
+    /** After counters took `request.amount`: fails (rolling the transaction back) when one is over its limit. */
+    const checkFits = (request: Budget.ReserveRequest, rows: ReadonlyArray<CounterRow>) =>
+      Effect.suspend(() => {
+        const byKey = new Map(rows.map((row) => [row.key, row]))
+        for (const counter of request.counters) {
+          const row = byKey.get(counter.key)
+          const spent = BigInt(row?.spent ?? 0)
+          const reserved = BigInt(row?.reserved ?? 0) - request.amount
+          if (!Budget.fits(counter, spent, reserved, request.amount)) {
+            return Effect.fail(Budget.exceeded(counter, spent, reserved, request.amount))
+          }
+        }
+        return Effect.void
+      })
+
     const reserve = (request: Budget.ReserveRequest): Effect.Effect<void, BudgetExceeded | SqlError> =>
       sql.withTransaction(
         Effect.gen(function*() {
@@ -201,15 +216,7 @@ export const make = (
               )
             }
           }
-          const byKey = new Map(rows.map((row) => [row.key, row]))
-          for (const counter of request.counters) {
-            const row = byKey.get(counter.key)
-            const spent = BigInt(row?.spent ?? 0)
-            const reserved = BigInt(row?.reserved ?? 0) - request.amount
-            if (!Budget.fits(counter, spent, reserved, request.amount)) {
-              return yield* Budget.exceeded(counter, spent, reserved, request.amount)
-            }
-          }
+          yield* checkFits(request, rows)
           yield* sql`INSERT INTO ${reservations} ${
             sql.insert({
               id: request.id,
@@ -234,15 +241,7 @@ export const make = (
             RETURNING id`
           if (open.length === 0) return false
           const rows = yield* bump(request.counters.map((counter) => counter.key), request.amount, 0n)
-          const byKey = new Map(rows.map((row) => [row.key, row]))
-          for (const counter of request.counters) {
-            const row = byKey.get(counter.key)
-            const spent = BigInt(row?.spent ?? 0)
-            const reserved = BigInt(row?.reserved ?? 0) - request.amount
-            if (!Budget.fits(counter, spent, reserved, request.amount)) {
-              return yield* Budget.exceeded(counter, spent, reserved, request.amount)
-            }
-          }
+          yield* checkFits(request, rows)
           return true
         })
       )
