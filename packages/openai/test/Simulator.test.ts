@@ -18,7 +18,7 @@ import { goDuration, ModelLimiter } from "../src/internal/simulator/limits.js"
 import * as Simulator from "../src/Simulator.js"
 
 const spec = JSON.parse(
-  Fs.readFileSync(Path.join(import.meta.dirname, "../../../../shared/openai-openapi/openapi.json"), "utf8")
+  Fs.readFileSync(Path.join(import.meta.dirname, "fixtures/openai-openapi/openapi.patched.json"), "utf8")
 )
 const ajv = new Ajv2020.default({ strict: false, allErrors: true, formats: { unixtime: true } })
 addFormats.default(ajv)

@@ -1,6 +1,6 @@
 /**
  * Contract: every request shape the OpenAI client can build is sent to Stoplight Prism serving
- * OpenAI's own OpenAPI spec (`../shared/openai-openapi/openapi.patched.json`), which answers 422
+ * OpenAI's own OpenAPI spec (`test/fixtures/openai-openapi/openapi.patched.json`, a copy kept in the repository), which answers 422
  * `application/problem+json` listing each violation. Zero violations allowed.
  */
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
@@ -19,7 +19,7 @@ import * as OpenAiClient from "../src/OpenAiClient.js"
 import * as OpenAiLanguageModel from "../src/OpenAiLanguageModel.js"
 
 const repoRoot = Path.resolve(import.meta.dirname, "..", "..", "..")
-const spec = Path.resolve(repoRoot, "..", "shared", "openai-openapi", "openapi.patched.json")
+const spec = Path.join(import.meta.dirname, "fixtures", "openai-openapi", "openapi.patched.json")
 const prismBin = Path.join(repoRoot, "node_modules", ".bin", "prism")
 
 const freePort = () =>
