@@ -4,7 +4,6 @@
  * the call site. No error carries an API key: provider packages scrub text at the edge.
  */
 import * as Duration from "effect/Duration"
-import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 
 /** Fields every error may carry to tie it to a provider call. */
@@ -48,17 +47,21 @@ export class QuotaExhausted
   }
 }
 
-/** 5xx, 408 or 409: the provider could not answer now. */
+/**
+ * 5xx, 408 or 409: the provider could not answer now. Retryable unless the provider said not to
+ * (`x-should-retry: false`, kept as `shouldRetry: false`).
+ */
 export class ProviderUnavailable extends Schema.TaggedError<ProviderUnavailable>(
   "@keel/core/LlmError/ProviderUnavailable"
 )("ProviderUnavailable", {
   ...context,
   status: Schema.Number,
   retryAfter: Schema.optional(Schema.DurationFromMillis),
-  detail: Schema.optional(Schema.String)
+  detail: Schema.optional(Schema.String),
+  shouldRetry: Schema.optional(Schema.Boolean)
 }) {
   get retryable() {
-    return true
+    return this.shouldRetry ?? true
   }
   override get message() {
     return `Provider unavailable (HTTP ${this.status})${this.detail === undefined ? "" : `: ${this.detail}`}${
@@ -81,10 +84,14 @@ export class Timeout extends Schema.TaggedError<Timeout>("@keel/core/LlmError/Ti
   }
 }
 
-/** The connection failed (refused, reset, DNS) before a response arrived. */
+/**
+ * The connection failed: before a response arrived (refused, reset, DNS), or, with `afterResponse`,
+ * while its body was arriving, when the provider had answered and may have billed the attempt.
+ */
 export class Transport extends Schema.TaggedError<Transport>("@keel/core/LlmError/Transport")("Transport", {
   ...context,
-  reason: Schema.String
+  reason: Schema.String,
+  afterResponse: Schema.optional(Schema.Boolean)
 }) {
   get retryable() {
     return true
@@ -208,6 +215,26 @@ export class BudgetExceeded
   }
 }
 
+/**
+ * The budget could not be checked or kept (its store failed, or the call's reservation was reclaimed
+ * after its lease ran out): the call fails closed, and nothing more is sent.
+ */
+export class BudgetUnavailable
+  extends Schema.TaggedError<BudgetUnavailable>("@keel/core/LlmError/BudgetUnavailable")("BudgetUnavailable", {
+    ...context,
+    operation: Schema.String,
+    reason: Schema.String
+  })
+{
+  /** Not retried by the pipeline (nothing goes out unbudgeted); the caller may run the call again later. */
+  get retryable() {
+    return false
+  }
+  override get message() {
+    return `Budget unavailable (${this.operation}): ${this.reason}; nothing was sent past this point${suffix(this)}`
+  }
+}
+
 /** No price is known for the model, so its cost cannot be computed or reserved. */
 export class PricingUnknown
   extends Schema.TaggedError<PricingUnknown>("@keel/core/LlmError/PricingUnknown")("PricingUnknown", {
@@ -249,30 +276,16 @@ export const LlmError = Schema.Union(
   Truncated,
   OutputInvalid,
   BudgetExceeded,
+  BudgetUnavailable,
   PricingUnknown,
   CircuitOpen
 )
 export type LlmError = typeof LlmError.Type
 
-const tags: ReadonlySet<unknown> = new Set<LlmError["_tag"]>([
-  "RateLimited",
-  "QuotaExhausted",
-  "ProviderUnavailable",
-  "Timeout",
-  "Transport",
-  "ProtocolError",
-  "InvalidRequest",
-  "AuthenticationFailed",
-  "Refused",
-  "Truncated",
-  "OutputInvalid",
-  "BudgetExceeded",
-  "PricingUnknown",
-  "CircuitOpen"
-])
+const members: ReadonlyArray<Function> = LlmError.members
 
-/** Whether a value is one of the `LlmError` family. */
-export const isLlmError = (u: unknown): u is LlmError => Predicate.hasProperty(u, "_tag") && tags.has(u._tag)
+/** Whether a value is one of the `LlmError` family: an instance of one of the union's classes. */
+export const isLlmError = (u: unknown): u is LlmError => members.some((member) => u instanceof member)
 
 /** Whether retrying can help: a property of the error, not of the call site. */
 export const isRetryable = (error: LlmError): boolean => error.retryable
@@ -280,3 +293,12 @@ export const isRetryable = (error: LlmError): boolean => error.retryable
 /** The provider's minimum wait before a retry, when it gave one. */
 export const retryAfter = (error: LlmError): Duration.Duration | undefined =>
   error._tag === "RateLimited" || error._tag === "ProviderUnavailable" ? error.retryAfter : undefined
+
+/**
+ * Whether an attempt that failed with this error may have been billed with no usage to show for it:
+ * it timed out after the request may have been sent, the answer's body was cut, or the provider
+ * answered with a body that could not be read. The budget charges such an attempt at its estimate.
+ */
+export const mayHaveBeenBilled = (error: LlmError): boolean =>
+  error._tag === "Timeout" || error._tag === "ProtocolError" ||
+  (error._tag === "Transport" && error.afterResponse === true)
