@@ -1,6 +1,6 @@
 /**
  * A model's answer, provider-neutral: text, tool calls, refusal, finish reason, usage, the
- * provider's request id and the rate-limit snapshot read from its headers. Providers build these
+ * provider's request id and the rate-limit snapshot read from its headers (and whether usage was reported at all). Providers build these
  * as plain objects; the Schema documents the shape and serialises it.
  */
 import * as Schema from "effect/Schema"
@@ -32,6 +32,11 @@ export const LlmResponse = Schema.Struct({
   refusal: Schema.optional(Schema.String),
   finishReason: FinishReason,
   usage: Usage,
+  /**
+   * `true` when the provider reported no usage (some OpenAI-compatible servers omit it): `usage` is then zero, not
+   * what was billed, and metering should charge the call's estimate.
+   */
+  usageMissing: Schema.optional(Schema.Boolean),
   requestId: Schema.optional(Schema.String),
   rateLimit: Schema.optional(RateLimitSnapshot)
 }).annotations({ identifier: "LlmResponse" })

@@ -1,14 +1,20 @@
 /**
- * The OpenAI Chat Completions client: the wire types and one service that sends
- * `POST {baseUrl}/chat/completions` and returns the checked body with the response headers. It runs
- * over any `@effect/platform` `HttpClient` (`layer`: fakes, middleware, proxies) or straight on
- * undici (`layerUndici`: the production path, about a third of the CPU per call of the other; see
- * BENCHMARKS.md). Every failure leaves here as an `LlmError`, mapped once in `internal/errors.ts`
- * and scrubbed of the API key. Any OpenAI-compatible server (vLLM, Ollama, a LiteLLM proxy,
- * OpenRouter, keel's simulator) works by base URL.
+ * The OpenAI client: the wire types and one service. Chat Completions (`POST {baseUrl}/chat/completions`,
+ * the hot path) returns the checked body with the response headers; it runs over any `@effect/platform`
+ * `HttpClient` (`layer`: fakes, middleware, proxies) or straight on undici (`layerUndici`: the production
+ * path, about a third of the CPU per call of the other; see BENCHMARKS.md). Every other endpoint goes
+ * through `http`, an `HttpClient` with the base URL, bearer auth, `User-Agent` and the error mapping already
+ * applied (for `layerUndici`, on the same undici dispatcher), and `requestJson`, which decodes an answer
+ * with a Schema: `listModels` is one line of it. Every request carries `User-Agent: keel/<version>`, the
+ * `onRequest` hook's headers and, when a span is active, a W3C `traceparent`. Every failure leaves here as
+ * an `LlmError`, mapped once in `internal/errors.ts` and scrubbed of the API key. Any OpenAI-compatible
+ * server (vLLM, Ollama, a LiteLLM proxy, OpenRouter, keel's simulator) works by base URL.
  */
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientError from "@effect/platform/HttpClientError"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import type * as LlmError from "@keel/core/LlmError"
 import type * as RetryPolicy from "@keel/core/RetryPolicy"
 import * as Clock from "effect/Clock"
@@ -17,8 +23,11 @@ import * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as ParseResult from "effect/ParseResult"
 import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
+import { createRequire } from "node:module"
 import { decode } from "./internal/decode.js"
 import * as Errors from "./internal/errors.js"
 import * as Transport from "./internal/transport.js"
@@ -111,8 +120,20 @@ export interface ChatCompletion {
   readonly id: string
   readonly model: string
   readonly choices: ReadonlyArray<ChatCompletionChoice>
-  readonly usage: CompletionUsage
+  /** Absent when the server sent none (the spec marks it optional). */
+  readonly usage?: CompletionUsage | undefined
 }
+
+/** A model `GET /models` lists; compatible servers may leave out `created` and `owned_by`. */
+export const Model = Schema.Struct({
+  id: Schema.String,
+  created: Schema.optional(Schema.Number),
+  owned_by: Schema.optional(Schema.String)
+}).annotations({ identifier: "Model" })
+export type Model = typeof Model.Type
+
+/** The body of `GET /models`. */
+export const ModelList = Schema.Struct({ data: Schema.Array(Model) }).annotations({ identifier: "ModelList" })
 
 /** An answer with its response headers (lower-case names): `x-request-id`, `x-ratelimit-*`. */
 export interface ChatCompletionResult {
@@ -135,8 +156,36 @@ export declare namespace OpenAiClient {
       body: ChatCompletionRequest,
       timeout?: RetryPolicy.AttemptTimeout
     ) => Effect.Effect<ChatCompletionResult, LlmError.LlmError>
+    /**
+     * For every other endpoint: URLs are relative to `baseUrl` (`HttpClientRequest.get("/models")`), auth,
+     * `User-Agent` and the hook's headers are added, a non-2xx answer or a failed connection is an `LlmError`.
+     */
+    readonly http: HttpClient.HttpClient.With<LlmError.LlmError>
+    /**
+     * Sends a request through `http` and decodes its JSON answer with `schema`: a body cut mid-way is a `Transport`
+     * error (`afterResponse`), one that is not JSON or not the schema's shape a `ProtocolError` naming the path.
+     */
+    readonly requestJson: <A, I>(
+      request: HttpClientRequest.HttpClientRequest,
+      schema: Schema.Schema<A, I, never>
+    ) => Effect.Effect<A, LlmError.LlmError>
+    /** `GET /models`: the models the key can use (also a cheap "is it up, is the key right?"). */
+    readonly listModels: Effect.Effect<ReadonlyArray<Model>, LlmError.LlmError>
   }
 }
+
+/** What the `onRequest` hook is told about a request: its method and full URL. */
+export interface RequestInfo {
+  readonly method: string
+  readonly url: string
+}
+
+/**
+ * Called for each request, just before it is sent: the headers it returns are added (and win over keel's own);
+ * `undefined` adds none. It runs on the hot path, so keep it cheap; if it throws, the call fails with
+ * `InvalidRequest` at `onRequest` and nothing is sent.
+ */
+export type RequestHook = (request: RequestInfo) => Readonly<Record<string, string>> | undefined
 
 export interface Options {
   /** The API key, sent as `Authorization: Bearer`. Required: an empty key fails at construction. */
@@ -147,6 +196,8 @@ export interface Options {
   readonly organization?: string | undefined
   /** Sent as `OpenAI-Project`. */
   readonly project?: string | undefined
+  /** Adds headers to each request (a proxy's routing header, a tenant tag, a test's marker). */
+  readonly onRequest?: RequestHook | undefined
 }
 
 export const defaultBaseUrl = "https://api.openai.com/v1"
@@ -185,20 +236,132 @@ const validate = (
   return Effect.succeed({ apiKey: options.apiKey, baseUrl })
 }
 
-/** The headers every request carries. */
-const requestHeaders = (options: Options, apiKey: Redacted.Redacted): Record<string, string> => {
+/** The `User-Agent` every request carries: `keel/<version of @keel/openai>`. */
+export const userAgent = `keel/${(createRequire(import.meta.url)("../package.json") as { version: string }).version}`
+
+/** The headers every request carries (chat adds `content-type`). */
+const commonHeaders = (options: Options, apiKey: Redacted.Redacted): Record<string, string> => {
   const headers: Record<string, string> = {
     authorization: `Bearer ${Redacted.value(apiKey)}`,
-    "content-type": "application/json",
-    accept: "application/json"
+    accept: "application/json",
+    "user-agent": userAgent
   }
   if (options.organization !== undefined) headers["openai-organization"] = options.organization
   if (options.project !== undefined) headers["openai-project"] = options.project
   return headers
 }
 
-/** The service over a transport: serialise once, send, then decode or map the failure (once, here). */
-const fromTransport = (baseUrl: string, apiKey: Redacted.Redacted, send: Transport.Send): OpenAiClient.Service => {
+const chatHeaders = (options: Options, apiKey: Redacted.Redacted): Record<string, string> => ({
+  ...commonHeaders(options, apiKey),
+  "content-type": "application/json"
+})
+
+/**
+ * `client` with the base URL, the common headers and the hook applied, and every failure mapped to an `LlmError`:
+ * a failed connection is `Transport`, a non-2xx answer goes through the edge mapping.
+ */
+const forEndpoints = (
+  client: HttpClient.HttpClient,
+  baseUrl: string,
+  options: Options,
+  apiKey: Redacted.Redacted
+): HttpClient.HttpClient.With<LlmError.LlmError> => {
+  const context: Errors.Context = { apiKey }
+  const headers = commonHeaders(options, apiKey)
+  const hook = options.onRequest
+  const prepared = HttpClient.mapRequestEffect(client, (request) => {
+    const withBase = HttpClientRequest.setHeaders(HttpClientRequest.prependUrl(request, baseUrl), headers)
+    if (hook === undefined) return Effect.succeed(withBase)
+    return Effect.try({
+      try: () => {
+        const extra = hook({ method: withBase.method, url: withBase.url })
+        return extra === undefined ? withBase : HttpClientRequest.setHeaders(withBase, extra)
+      },
+      catch: (cause) =>
+        new HttpClientError.RequestError({
+          request: withBase,
+          reason: "Encode",
+          cause: new Transport.HookFailure(cause)
+        })
+    })
+  })
+  return HttpClient.transformResponse(prepared, (effect) =>
+    Effect.matchEffect(effect, {
+      onFailure: (error): Effect.Effect<never, LlmError.LlmError> =>
+        Effect.fail(
+          error.cause instanceof Transport.HookFailure
+            ? Errors.hookFailed(context, error.cause.cause)
+            : Errors.transport(context, error.cause ?? error)
+        ),
+      onSuccess: (response): Effect.Effect<HttpClientResponse.HttpClientResponse, LlmError.LlmError> => {
+        if (response.status >= 200 && response.status < 300) return Effect.succeed(response)
+        const { headers: responseHeaders, status } = response
+        return Effect.matchEffect(response.text, {
+          onFailure: (error) =>
+            Effect.fail(Errors.transport(context, error.cause ?? error, responseHeaders["x-request-id"])),
+          onSuccess: (body) =>
+            Effect.flatMap(
+              Clock.currentTimeMillis,
+              (now) => Effect.fail(Errors.fromResponse(context, { status, headers: responseHeaders, body }, now))
+            )
+        })
+      }
+    }))
+}
+
+/** The first problem of a Schema decode failure: `data.0.id: Expected string, actual 1`. */
+const firstIssue = (error: ParseResult.ParseError): string => {
+  const [issue] = ParseResult.ArrayFormatter.formatErrorSync(error)
+  return issue === undefined
+    ? error.message
+    : `${issue.path.length === 0 ? "body" : issue.path.join(".")}: ${issue.message}`
+}
+
+/** `requestJson` over a mapped client: read the body (a cut is `Transport` after the answer), parse, decode. */
+const jsonRequester = (http: HttpClient.HttpClient.With<LlmError.LlmError>, apiKey: Redacted.Redacted) =>
+<A, I>(
+  request: HttpClientRequest.HttpClientRequest,
+  schema: Schema.Schema<A, I, never>
+): Effect.Effect<A, LlmError.LlmError> => {
+  const context: Errors.Context = { apiKey }
+  const decodeBody = Schema.decodeUnknown(schema)
+  return Effect.flatMap(http.execute(request), (response) => {
+    const requestId = response.headers["x-request-id"]
+    return Effect.matchEffect(response.text, {
+      onFailure: (error) => Effect.fail(Errors.transport(context, error.cause ?? error, requestId, true)),
+      onSuccess: (text) => {
+        let json: unknown
+        try {
+          json = JSON.parse(text)
+        } catch (cause) {
+          return Effect.fail(
+            Errors.protocol(
+              context,
+              `${request.method} ${request.url}: the body is not JSON (${(cause as Error).message}): ${
+                JSON.stringify(text)
+              }`,
+              requestId
+            )
+          )
+        }
+        return Effect.mapError(
+          decodeBody(json),
+          (error) => Errors.protocol(context, `${request.method} ${request.url}: ${firstIssue(error)}`, requestId)
+        )
+      }
+    })
+  })
+}
+
+const listModelsRequest = HttpClientRequest.get("/models")
+
+/** The service over a chat transport and an `HttpClient` for the other endpoints. */
+const fromTransport = (
+  baseUrl: string,
+  apiKey: Redacted.Redacted,
+  send: Transport.Send,
+  http: HttpClient.HttpClient.With<LlmError.LlmError>
+): OpenAiClient.Service => {
   const createChatCompletion = (
     body: ChatCompletionRequest,
     timeout?: RetryPolicy.AttemptTimeout
@@ -214,15 +377,26 @@ const fromTransport = (baseUrl: string, apiKey: Redacted.Redacted, send: Transpo
       onFailure: (failure) =>
         Effect.fail(
           failure instanceof Transport.Failure
-            ? Errors.transport(context, failure.cause, failure.headers?.["x-request-id"])
+            ? Errors.transport(
+              context,
+              failure.cause,
+              failure.headers?.["x-request-id"],
+              failure.status !== undefined && failure.status >= 200 && failure.status < 300
+            )
+            : failure instanceof Transport.HookFailure
+            ? Errors.hookFailed(context, failure.cause)
             : failure
         ),
       onSuccess: ({ headers, status, text }): Effect.Effect<ChatCompletionResult, LlmError.LlmError> => {
         if (status >= 200 && status < 300) {
           const decoded = decode(text)
-          return "error" in decoded
-            ? Effect.fail(Errors.protocol(context, decoded.error, headers["x-request-id"]))
-            : Effect.succeed({ body: decoded, headers })
+          if ("error" in decoded) return Effect.fail(Errors.protocol(context, decoded.error, headers["x-request-id"]))
+          const requestId = headers["x-request-id"]
+          const scrubbed = requestId === undefined ? undefined : Errors.scrub(requestId, apiKey)
+          return Effect.succeed({
+            body: decoded,
+            headers: scrubbed === requestId ? headers : { ...headers, "x-request-id": scrubbed }
+          })
         }
         return Effect.flatMap(
           Clock.currentTimeMillis,
@@ -231,7 +405,9 @@ const fromTransport = (baseUrl: string, apiKey: Redacted.Redacted, send: Transpo
       }
     })
   }
-  return OpenAiClient.of({ baseUrl, createChatCompletion })
+  const requestJson = jsonRequester(http, apiKey)
+  const listModels = Effect.map(requestJson(listModelsRequest, ModelList), (list) => list.data)
+  return OpenAiClient.of({ baseUrl, createChatCompletion, http, requestJson, listModels })
 }
 
 /** Builds the client over the `HttpClient` in context; fails with a `ConfigError` naming a bad setting. */
@@ -241,14 +417,15 @@ export const make = (
   Effect.gen(function*() {
     const { apiKey, baseUrl } = yield* validate(options)
     const client = yield* HttpClient.HttpClient
-    const send = Transport.fromHttpClient(client, `${baseUrl}/chat/completions`, requestHeaders(options, apiKey))
-    return fromTransport(baseUrl, apiKey, send)
+    const url = `${baseUrl}/chat/completions`
+    const send = Transport.fromHttpClient(client, url, chatHeaders(options, apiKey), options.onRequest)
+    return fromTransport(baseUrl, apiKey, send, forEndpoints(client, baseUrl, options, apiKey))
   })
 
 /**
  * Builds the client straight on an undici `Agent` owned by the scope: the fast path (see BENCHMARKS.md,
- * "OpenAI client"). It skips `HttpClient`, so `HttpClient` middleware and its HTTP spans do not apply; keel's
- * own call and attempt spans still do.
+ * "OpenAI client"). Chat skips `HttpClient`, so `HttpClient` middleware and its HTTP spans do not apply to it;
+ * keel's own call and attempt spans still do. `http` is an `HttpClient` on the same `Agent`.
  */
 export const makeUndici = (
   options: Options
@@ -256,8 +433,10 @@ export const makeUndici = (
   Effect.gen(function*() {
     const { apiKey, baseUrl } = yield* validate(options)
     const dispatcher = yield* NodeHttpClient.makeDispatcher
-    const send = Transport.fromUndici(dispatcher, `${baseUrl}/chat/completions`, requestHeaders(options, apiKey))
-    return fromTransport(baseUrl, apiKey, send)
+    const url = `${baseUrl}/chat/completions`
+    const send = Transport.fromUndici(dispatcher, url, chatHeaders(options, apiKey), options.onRequest)
+    const http = forEndpoints(NodeHttpClient.makeUndici(dispatcher), baseUrl, options, apiKey)
+    return fromTransport(baseUrl, apiKey, send, http)
   })
 
 /** The client over the `HttpClient` you provide (e.g. `NodeHttpClient.layerUndici`, or a test fake). */
@@ -304,3 +483,9 @@ export const createChatCompletion = (
   body: ChatCompletionRequest
 ): Effect.Effect<ChatCompletionResult, LlmError.LlmError, OpenAiClient> =>
   Effect.flatMap(OpenAiClient, (client) => client.createChatCompletion(body))
+
+/** Lists the models with the client in context (`GET /models`). */
+export const listModels: Effect.Effect<ReadonlyArray<Model>, LlmError.LlmError, OpenAiClient> = Effect.flatMap(
+  OpenAiClient,
+  (client) => client.listModels
+)

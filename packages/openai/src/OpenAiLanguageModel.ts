@@ -2,8 +2,8 @@
  * The core `LanguageModel` port over OpenAI Chat Completions: translates a keel request to the wire
  * body (messages of every role, strict tools, tool choice, `json_schema` formats, limits, sampling,
  * metadata) and the answer back (text, tool calls, refusal, finish reason, usage with cached and
- * reasoning tokens, `x-request-id`, the `x-ratelimit-*` snapshot). It only translates: retries,
- * budgets and telemetry live in the core pipeline.
+ * reasoning tokens, or `usageMissing` when the server sent none, `x-request-id`, the `x-ratelimit-*`
+ * snapshot). It only translates: retries, budgets and telemetry live in the core pipeline.
  */
 import type * as LanguageModel from "@keel/core/LanguageModel"
 import { LanguageModel as LanguageModelTag, make as makeLanguageModel } from "@keel/core/LanguageModel"
@@ -11,11 +11,12 @@ import type * as LlmError from "@keel/core/LlmError"
 import type * as LlmRequest from "@keel/core/LlmRequest"
 import type { FinishReason, LlmResponse } from "@keel/core/LlmResponse"
 import type * as RetryPolicy from "@keel/core/RetryPolicy"
+import * as Usage from "@keel/core/Usage"
 import * as Config from "effect/Config"
 import * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as RateLimit from "./internal/rateLimit.js"
+import * as RateLimitHeaders from "./internal/rateLimitHeaders.js"
 import * as OpenAiClient from "./OpenAiClient.js"
 
 export interface Options {
@@ -166,18 +167,19 @@ export const fromWire = (result: OpenAiClient.ChatCompletionResult): LlmResponse
     model: body.model,
     toolCalls,
     finishReason: finishReason(finish_reason, refusal),
-    usage: {
+    usage: usage === undefined ? Usage.empty : {
       inputTokens: usage.prompt_tokens,
       cachedInputTokens: usage.prompt_tokens_details?.cached_tokens ?? 0,
       outputTokens: usage.completion_tokens,
       reasoningTokens: usage.completion_tokens_details?.reasoning_tokens ?? 0
     }
   }
+  if (usage === undefined) response.usageMissing = true
   if (message.content !== undefined && message.content !== null) response.text = message.content
   if (refusal !== undefined) response.refusal = refusal
   const requestId = headers["x-request-id"]
   if (requestId !== undefined) response.requestId = requestId
-  const rateLimit = RateLimit.fromHeaders(headers)
+  const rateLimit = RateLimitHeaders.fromHeaders(headers)
   if (rateLimit !== undefined) response.rateLimit = rateLimit
   return response
 }

@@ -101,7 +101,7 @@ describe("OpenAiClient", () => {
       const bodies: ReadonlyArray<readonly [Response, string]> = [
         [new Response("{\"id\": \"chatcmpl-1\", \"choi", { status: 200 }), "not JSON"],
         [FakeHttp.json(200, FakeHttp.completion({ choices: [] })), "choices must be at least one choice"],
-        [FakeHttp.json(200, FakeHttp.completion({ usage: undefined })), "usage must be an object"],
+        [FakeHttp.json(200, FakeHttp.completion({ usage: "15 tokens" })), "usage must be an object"],
         [
           FakeHttp.json(200, FakeHttp.completion({}, { tool_calls: [{ id: "c", type: "function", function: {} }] })),
           "choices.0.message.tool_calls.0.function.name must be a string"

@@ -40,10 +40,12 @@ describe("error mapping", () => {
     [413, "", {}, "InvalidRequest", false],
     [401, body("invalid_api_key"), {}, "AuthenticationFailed", false],
     [403, body("unsupported_country_region_territory"), {}, "AuthenticationFailed", false],
-    // x-should-retry overrides the status rule, but not billing
+    // x-should-retry overrides the status rule, but not billing; a provider that is down keeps its tag
     [400, body(null), { "x-should-retry": "true" }, "ProviderUnavailable", true],
     [401, body(null), { "x-should-retry": "true" }, "ProviderUnavailable", true],
-    [500, body(null), { "x-should-retry": "false" }, "InvalidRequest", false],
+    [500, body(null), { "x-should-retry": "false" }, "ProviderUnavailable", false],
+    [503, "", { "x-should-retry": "false" }, "ProviderUnavailable", false],
+    [408, "", { "x-should-retry": "false" }, "ProviderUnavailable", false],
     [429, body("rate_limit_exceeded"), { "x-should-retry": "false" }, "InvalidRequest", false],
     [429, body("insufficient_quota"), { "x-should-retry": "true" }, "QuotaExhausted", false],
     [302, "", {}, "ProtocolError", true]

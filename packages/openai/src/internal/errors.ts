@@ -7,11 +7,13 @@
  * 1. 429/403 (or any 4xx) whose `error.code` or `error.type` is `insufficient_quota` or a billing code → `QuotaExhausted`.
  *    Billing is decided by the body, so `x-should-retry` does not override it: retrying cannot restore credit.
  * 2. `x-should-retry: true` on a status that would not be retried → `ProviderUnavailable` (retryable, with any hint).
- *    `x-should-retry: false` on a status that would be retried → `InvalidRequest` with the status (not retryable):
- *    the provider has said a retry will not help, and `InvalidRequest` is the non-retryable error that keeps the status.
+ *    `x-should-retry: false` on 408, 409 or 5xx → `ProviderUnavailable` with `shouldRetry: false` (the provider is down
+ *    and has said a retry will not help); on 429 → `InvalidRequest` with the status (`RateLimited` has no such override).
  * 3. 429 → `RateLimited`; 408, 409, 5xx → `ProviderUnavailable`; 401, 403 → `AuthenticationFailed`;
  *    other 4xx → `InvalidRequest` (field from `error.param`); anything else → `ProtocolError`.
  * The hint is `retry-after-ms` (milliseconds), then `retry-after` (seconds or an HTTP date).
+ * A body that is not OpenAI's `{"error": {...}}` shape (a proxy's HTML page, Prism's problem+json, plain text) is kept
+ * as the detail, scrubbed and cut to `maxDetail` characters; `error.param` and `x-request-id` are scrubbed too.
  */
 import * as LlmError from "@keel/core/LlmError"
 import * as Duration from "effect/Duration"
@@ -80,26 +82,51 @@ const stringField = (o: Record<string, unknown>, key: string): string | undefine
   return typeof value === "string" ? value : typeof value === "number" ? String(value) : undefined
 }
 
-/** Reads `{"error": {message, type, param, code}}`; a body that is not that shape yields its text as the message. */
+/** The longest provider text an error keeps (after scrubbing), so a large HTML page does not fill the logs. */
+export const maxDetail = 500
+
+/** Cuts a text to `maxDetail` characters. */
+export const cut = (text: string): string => text.length > maxDetail ? `${text.slice(0, maxDetail)}…` : text
+
+/** The readable text of a non-JSON body: an HTML page without its tags, scripts and styles; whitespace collapsed. */
+const plainText = (text: string): string => {
+  const trimmed = text.trim()
+  const html = /^<(!doctype|html|head|body|\?xml|[a-z]+[\s>])/i.test(trimmed)
+    ? trimmed.replace(/<(script|style)\b[\s\S]*?<\/\1\s*>/gi, " ").replace(/<[^>]*>/g, " ")
+    : trimmed
+  return html.replace(/\s+/g, " ").trim()
+}
+
+/**
+ * Reads `{"error": {message, type, param, code}}`. Any other body (JSON of another shape, plain text, HTML) yields its
+ * text as the message, uncut: the caller scrubs, then cuts.
+ */
 export const parseErrorBody = (text: string): ErrorBody => {
   let json: unknown
   try {
     json = JSON.parse(text)
   } catch {
-    const trimmed = text.trim()
-    return trimmed === "" ? {} : { message: trimmed.length > 500 ? `${trimmed.slice(0, 500)}…` : trimmed }
+    const plain = plainText(text)
+    return plain === "" ? {} : { message: plain }
   }
   const error = typeof json === "object" && json !== null ? (json as Record<string, unknown>).error : undefined
   if (typeof error === "string") return { message: error }
-  if (typeof error !== "object" || error === null) return {}
+  if (typeof error !== "object" || error === null) {
+    const compact = JSON.stringify(json)
+    return compact === "{}" || compact === "null" || compact === "\"\"" ? {} : { message: compact }
+  }
   const o = error as Record<string, unknown>
   return {
-    message: stringField(o, "message"),
+    message: stringField(o, "message") ?? JSON.stringify(o),
     type: stringField(o, "type"),
     code: stringField(o, "code"),
     param: stringField(o, "param")
   }
 }
+
+/** A text from the provider as an error may keep it: scrubbed, then cut (so no cut can split a key past the scrub). */
+const keep = (text: string | undefined, apiKey: Redacted.Redacted | undefined): string | undefined =>
+  text === undefined ? undefined : cut(scrub(text, apiKey))
 
 /** The errors an HTTP answer can map to. */
 export type HttpError =
@@ -121,8 +148,9 @@ export const fromResponse = (
   const { headers, status } = response
   const body = parseErrorBody(response.body)
   const model = context.model
-  const requestId = headers["x-request-id"]
-  const detail = body.message === undefined ? undefined : scrub(body.message, context.apiKey)
+  const requestId = keep(headers["x-request-id"], context.apiKey)
+  const detail = keep(body.message, context.apiKey)
+  const field = keep(body.param, context.apiKey)
   const billing = body.code !== undefined && billingCodes.has(body.code)
     ? body.code
     : body.type !== undefined && billingCodes.has(body.type)
@@ -137,12 +165,22 @@ export const fromResponse = (
   if (shouldRetry === "true" && !retryableStatus(status)) {
     return new LlmError.ProviderUnavailable({ model, requestId, status, retryAfter: retryAfter(headers, now), detail })
   }
-  if (shouldRetry === "false" && retryableStatus(status)) {
+  if (shouldRetry === "false" && status !== 429 && retryableStatus(status)) {
+    return new LlmError.ProviderUnavailable({
+      model,
+      requestId,
+      status,
+      retryAfter: retryAfter(headers, now),
+      detail,
+      shouldRetry: false
+    })
+  }
+  if (shouldRetry === "false" && status === 429) {
     return new LlmError.InvalidRequest({
       model,
       requestId,
       status,
-      field: body.param,
+      field,
       reason: `HTTP ${status}, and the provider said not to retry (x-should-retry: false)${
         detail === undefined ? "" : `: ${detail}`
       }`
@@ -163,7 +201,7 @@ export const fromResponse = (
       model,
       requestId,
       status,
-      field: body.param,
+      field,
       reason: detail ?? `HTTP ${status}`
     })
   }
@@ -185,13 +223,30 @@ const describe = (cause: unknown): string => {
   return String(cause)
 }
 
-/** A connection that failed before or while the answer arrived. */
-export const transport = (context: Context, cause: unknown, requestId?: string): LlmError.Transport =>
-  new LlmError.Transport({ model: context.model, requestId, reason: scrub(describe(cause), context.apiKey) })
+/**
+ * A connection that failed before the answer arrived, or (`afterResponse`) while a 2xx answer's body was arriving:
+ * then the provider may have billed the attempt.
+ */
+export const transport = (
+  context: Context,
+  cause: unknown,
+  requestId?: string,
+  afterResponse?: boolean
+): LlmError.Transport =>
+  new LlmError.Transport({
+    model: context.model,
+    requestId: keep(requestId, context.apiKey),
+    reason: keep(describe(cause), context.apiKey)!,
+    ...(afterResponse === true ? { afterResponse } : undefined)
+  })
 
 /** A 2xx answer whose body is not the documented shape. */
 export const protocol = (context: Context, reason: string, requestId?: string): LlmError.ProtocolError =>
-  new LlmError.ProtocolError({ model: context.model, requestId, reason: scrub(reason, context.apiKey) })
+  new LlmError.ProtocolError({
+    model: context.model,
+    requestId: keep(requestId, context.apiKey),
+    reason: keep(reason, context.apiKey)!
+  })
 
 /** A request body that cannot be written as JSON (a cycle or a `bigint` in a schema): keel's fault, not retried. */
 export const invalidBody = (context: Context, cause: unknown): LlmError.InvalidRequest =>
@@ -199,4 +254,12 @@ export const invalidBody = (context: Context, cause: unknown): LlmError.InvalidR
     model: context.model,
     field: "request",
     reason: `the request cannot be serialised to JSON: ${scrub(describe(cause), context.apiKey)}`
+  })
+
+/** The client's `onRequest` hook threw: a fault in the caller's code, so not retried; nothing was sent. */
+export const hookFailed = (context: Context, cause: unknown): LlmError.InvalidRequest =>
+  new LlmError.InvalidRequest({
+    model: context.model,
+    field: "onRequest",
+    reason: `the onRequest hook threw, so nothing was sent: ${keep(describe(cause), context.apiKey)}`
   })

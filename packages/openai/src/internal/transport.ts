@@ -6,6 +6,8 @@
  *   more CPU than the rest of a call at high concurrency), no body stream, no per-request URL parsing.
  *   Interruption and the attempt timeout abort the request through undici's controller: the timeout
  *   is a plain timer inside the request, which costs far less than a fiber racing it.
+ * Each request may get extra headers: the client's `onRequest` hook, and on undici a W3C `traceparent` for the
+ * active span (the `HttpClient` propagates its own). With neither, the request reuses its prebuilt headers.
  */
 import type * as Undici from "@effect/platform-node/Undici"
 import * as HttpBody from "@effect/platform/HttpBody"
@@ -14,6 +16,8 @@ import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as LlmError from "@keel/core/LlmError"
 import * as RetryPolicy from "@keel/core/RetryPolicy"
 import * as Effect from "effect/Effect"
+import type * as Tracer from "effect/Tracer"
+import type { RequestHook, RequestInfo } from "../OpenAiClient.js"
 import type { Headers } from "./errors.js"
 
 /** The server's answer, whatever the status. */
@@ -23,38 +27,85 @@ export interface Answer {
   readonly text: string
 }
 
-/** The connection failed; `headers` when it failed after the answer had started. */
+/**
+ * The connection failed: before the answer, or, with `status` and `headers`, while the body of an answer that had
+ * started was arriving.
+ */
 export class Failure {
-  constructor(readonly cause: unknown, readonly headers?: Headers) {}
+  constructor(readonly cause: unknown, readonly headers?: Headers, readonly status?: number) {}
+}
+
+/** The client's `onRequest` hook threw: nothing was sent. */
+export class HookFailure {
+  constructor(readonly cause: unknown) {}
 }
 
 /** Sends one request body (JSON text), failing with `timeout.onTimeout()` when it takes too long. */
 export type Send = (
   body: string,
   timeout?: RetryPolicy.AttemptTimeout
-) => Effect.Effect<Answer, Failure | LlmError.Timeout>
+) => Effect.Effect<Answer, Failure | HookFailure | LlmError.Timeout>
 
-/** Over an `HttpClient`: `url` is the full endpoint URL, `headers` are sent with every request. */
+/** The W3C trace context header for a span: `00-{trace id}-{span id}-{flags}`. */
+export const traceparent = (span: Tracer.AnySpan): string =>
+  `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
+
+/**
+ * The headers of one request: the prebuilt ones when there is no hook and no span (no allocation), else a copy with
+ * `traceparent` (when `span` is given) and the hook's headers, which win. Throws what the hook throws.
+ */
+const withExtras = (
+  headers: Readonly<Record<string, string>>,
+  info: RequestInfo,
+  hook: RequestHook | undefined,
+  span: Tracer.AnySpan | undefined
+): Readonly<Record<string, string>> => {
+  const extra = hook === undefined ? undefined : hook(info)
+  if (span === undefined && extra === undefined) return headers
+  const out: Record<string, string> = { ...headers }
+  if (span !== undefined) out.traceparent = traceparent(span)
+  if (extra !== undefined) { for (const name in extra) out[name.toLowerCase()] = extra[name]! }
+  return out
+}
+
+/**
+ * Over an `HttpClient`: `url` is the full endpoint URL, `headers` are sent with every request, `hook` may add some
+ * to each (the `HttpClient` adds `traceparent` itself).
+ */
 export const fromHttpClient = (
   client: HttpClient.HttpClient,
   url: string,
-  headers: Readonly<Record<string, string>>
+  headers: Readonly<Record<string, string>>,
+  hook?: RequestHook
 ): Send => {
   // Built once; each call only attaches its body (content-type is already among the headers).
   const base = HttpClientRequest.post(url, { headers })
-  return (body, timeout) => {
-    const exchange = client.execute(HttpClientRequest.setBody(base, HttpBody.raw(body))).pipe(
+  const info: RequestInfo = { method: "POST", url }
+  const exchange = (request: HttpClientRequest.HttpClientRequest) =>
+    client.execute(request).pipe(
       Effect.mapError((error) => new Failure(error.cause ?? error)),
       Effect.flatMap((response) => {
         const responseHeaders = response.headers
         return Effect.mapBoth(response.text, {
-          onFailure: (error) => new Failure(error.cause ?? error, responseHeaders),
+          onFailure: (error) => new Failure(error.cause ?? error, responseHeaders, response.status),
           onSuccess: (text) => ({ status: response.status, headers: responseHeaders, text })
         })
       })
     )
-    return timeout === undefined ? exchange : RetryPolicy.within(exchange, timeout)
+  const prepare = (body: string): Effect.Effect<Answer, Failure | HookFailure> => {
+    const request = HttpClientRequest.setBody(base, HttpBody.raw(body))
+    if (hook === undefined) return exchange(request)
+    return Effect.suspend(() => {
+      let extra: Readonly<Record<string, string>> | undefined
+      try {
+        extra = hook(info)
+      } catch (cause) {
+        return Effect.fail(new HookFailure(cause))
+      }
+      return exchange(extra === undefined ? request : HttpClientRequest.setHeaders(request, extra))
+    })
   }
+  return (body, timeout) => timeout === undefined ? prepare(body) : RetryPolicy.within(prepare(body), timeout)
 }
 
 /** Multi-valued headers (e.g. two `set-cookie`) arrive as arrays; keel reads single values, joined as HTTP does. */
@@ -97,7 +148,9 @@ class Collector {
     this.resume(Effect.succeed({ status: this.status, headers: this.headers ?? {}, text }))
   }
   onResponseError(_controller: Undici.Dispatcher.DispatchController, error: Error) {
-    if (!this.interrupted) this.resume(Effect.fail(new Failure(error, this.headers)))
+    if (!this.interrupted) {
+      this.resume(Effect.fail(new Failure(error, this.headers, this.headers === undefined ? undefined : this.status)))
+    }
   }
   interrupt() {
     this.interrupted = true
@@ -105,15 +158,24 @@ class Collector {
   }
 }
 
-/** Straight on an undici dispatcher (an `Agent`): the fast path. */
+/**
+ * Straight on an undici dispatcher (an `Agent`): the fast path. `hook` may add headers to each request; the active
+ * span, if any, is sent as `traceparent`.
+ */
 export const fromUndici = (
   dispatcher: Undici.Dispatcher,
   url: string,
-  headers: Readonly<Record<string, string>>
+  headers: Readonly<Record<string, string>>,
+  hook?: RequestHook
 ): Send => {
   const { origin, pathname, search } = new URL(url)
   const path = pathname + search
-  return (body, timeout) =>
+  const info: RequestInfo = { method: "POST", url }
+  const send = (
+    requestHeaders: Readonly<Record<string, string>>,
+    body: string,
+    timeout: RetryPolicy.AttemptTimeout | undefined
+  ) =>
     Effect.async<Answer, Failure | LlmError.Timeout>((resume) => {
       let timer: ReturnType<typeof setTimeout> | undefined
       let settled = false
@@ -131,7 +193,7 @@ export const fromUndici = (
         }, timeout.millis)
       }
       try {
-        dispatcher.dispatch({ origin, path, method: "POST", headers, body }, collector)
+        dispatcher.dispatch({ origin, path, method: "POST", headers: requestHeaders, body }, collector)
       } catch (error) {
         settle(Effect.fail(new Failure(error)))
       }
@@ -140,5 +202,17 @@ export const fromUndici = (
         if (timer !== undefined) clearTimeout(timer)
         collector.interrupt()
       })
+    })
+  return (body, timeout) =>
+    Effect.withFiberRuntime((fiber) => {
+      const span = fiber.currentSpan
+      if (hook === undefined && span === undefined) return send(headers, body, timeout)
+      let requestHeaders: Readonly<Record<string, string>>
+      try {
+        requestHeaders = withExtras(headers, info, hook, span)
+      } catch (cause) {
+        return Effect.fail(new HookFailure(cause))
+      }
+      return send(requestHeaders, body, timeout)
     })
 }

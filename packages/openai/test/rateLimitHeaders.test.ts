@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import * as RateLimit from "../src/internal/rateLimit.js"
+import * as RateLimitHeaders from "../src/internal/rateLimitHeaders.js"
 
 describe("Go durations", () => {
   const cases: ReadonlyArray<readonly [string, number | undefined]> = [
@@ -26,7 +26,7 @@ describe("Go durations", () => {
   ]
   for (const [text, expected] of cases) {
     it(`${JSON.stringify(text)} → ${expected}`, () => {
-      assert.strictEqual(RateLimit.parseGoDuration(text), expected)
+      assert.strictEqual(RateLimitHeaders.parseGoDuration(text), expected)
     })
   }
 })
@@ -34,7 +34,7 @@ describe("Go durations", () => {
 describe("rate-limit snapshot", () => {
   it("reads every x-ratelimit-* header", () => {
     assert.deepStrictEqual(
-      RateLimit.fromHeaders({
+      RateLimitHeaders.fromHeaders({
         "x-ratelimit-limit-requests": "5000",
         "x-ratelimit-remaining-requests": "4999",
         "x-ratelimit-reset-requests": "12ms",
@@ -54,9 +54,9 @@ describe("rate-limit snapshot", () => {
   })
 
   it("is absent when no header is there, and skips unreadable values", () => {
-    assert.isUndefined(RateLimit.fromHeaders({ "x-request-id": "req" }))
+    assert.isUndefined(RateLimitHeaders.fromHeaders({ "x-request-id": "req" }))
     assert.deepStrictEqual(
-      RateLimit.fromHeaders({ "x-ratelimit-limit-requests": "lots", "x-ratelimit-reset-tokens": "2s" }),
+      RateLimitHeaders.fromHeaders({ "x-ratelimit-limit-requests": "lots", "x-ratelimit-reset-tokens": "2s" }),
       { resetTokensMs: 2000 }
     )
   })
