@@ -5,6 +5,11 @@
  * o200k_base tokenizer and OpenAI's headers (`x-request-id`, `x-ratelimit-*`). It enforces per-model
  * requests/min and tokens/min with real 429s and injects faults at configured, reproducible rates.
  *
+ * Requests are checked as OpenAI checks them, with its status, type, param, code and message:
+ * strict schemas (closed objects, every property required, the supported keyword subset, an
+ * object root, size limits), parameter ranges, `stream_options` without `stream`, and the model,
+ * which must be one of `Options.models` (`GET /v1/models` lists them).
+ *
  * What a client sees on `POST /v1/chat/completions`:
  * - with function tools (and `tool_choice` not "none"): one call of the tool `tool_choice` names, or
  *   of the first tool; finish_reason "tool_calls", or "stop" for a named tool_choice as OpenAI does.
@@ -15,6 +20,9 @@
  * - the same request gets the same content every time; its fault is drawn afresh per attempt
  *   (seeded by how often that exact body was seen), so retries can succeed and a run replays;
  * - unsupported: streaming (400), audio, logprobs (always null).
+ *
+ * Time is Effect's `Clock`: rate-limit windows, latency, outages and the serving capacity move
+ * with `TestClock` when the simulator is started under it.
  *
  * Endpoints plug in: `Options.routes` adds `HttpRouter` routes, which get the same Bearer auth and
  * common headers and can use `EndpointContext` (e.g. to answer chat requests of a batch). A route
@@ -35,14 +43,17 @@ import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerRespondable from "@effect/platform/HttpServerRespondable"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as Cause from "effect/Cause"
+import type * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
+import * as Crypto from "node:crypto"
 import * as Http from "node:http"
-import { Engine, FAULTS, type Outcome } from "./internal/simulator/engine.js"
+import { Engine, FAULTS, type Outcome, type Respond } from "./internal/simulator/engine.js"
 import { loadCounter } from "./internal/simulator/tokens.js"
 
 /** A kind of injected fault. */
@@ -59,6 +70,46 @@ export interface Limits {
   readonly requestsPerMinute?: number
   readonly tokensPerMinute?: number
 }
+
+/** A scheduled outage: from `atMs` after the start, for `durationMs`, every chat request is answered `status`. */
+export interface Outage {
+  readonly atMs: number
+  readonly durationMs: number
+  /** 500, 502, 503 or 504; default 503 */
+  readonly status?: number
+}
+
+/** The models served when `Options.models` is not given: OpenAI's chat models. */
+export const defaultModels: ReadonlyArray<string> = [
+  "gpt-3.5-turbo",
+  "gpt-4",
+  "gpt-4-turbo",
+  "gpt-4o",
+  "gpt-4o-2024-08-06",
+  "gpt-4o-2024-11-20",
+  "gpt-4o-mini",
+  "gpt-4o-mini-2024-07-18",
+  "gpt-4.1",
+  "gpt-4.1-2025-04-14",
+  "gpt-4.1-mini",
+  "gpt-4.1-mini-2025-04-14",
+  "gpt-4.1-nano",
+  "gpt-4.1-nano-2025-04-14",
+  "o1",
+  "o1-mini",
+  "o3",
+  "o3-mini",
+  "o4-mini",
+  "gpt-5",
+  "gpt-5-mini",
+  "gpt-5-nano",
+  "gpt-5.1",
+  "gpt-5.2",
+  "gpt-5.4",
+  "gpt-5.4-mini",
+  "gpt-5.4-nano",
+  "gpt-5.5"
+]
 
 /** An endpoint plugged into the simulator (see `EndpointContext`). */
 export type Route = HttpRouter.Route<unknown, EndpointContext>
@@ -88,6 +139,12 @@ export interface Options {
   readonly port?: number
   /** more endpoints, served next to `POST /v1/chat/completions` */
   readonly routes?: ReadonlyArray<Route>
+  /** the model ids served (others get OpenAI's 404 `model_not_found`); default `defaultModels`; models named in `limitsByModel` or `faultsByModel` are served too */
+  readonly models?: ReadonlyArray<string>
+  /** scheduled outages, relative to the start on the Effect clock */
+  readonly outages?: ReadonlyArray<Outage>
+  /** chat requests per second served; past it (a token bucket holding 100 ms of capacity) the answer is 503 "overloaded"; default unlimited */
+  readonly capacityPerSecond?: number
 }
 
 /** Counters for tests and the CLI. */
@@ -102,6 +159,12 @@ export interface Stats {
   readonly faults: Readonly<Record<Fault, number>>
   /** answers by HTTP status, over every endpoint */
   readonly byStatus: Readonly<Record<string, number>>
+  /** chat requests answered by a scheduled outage */
+  readonly outage: number
+  /** chat requests answered 503 past the serving capacity */
+  readonly overloaded: number
+  /** chat requests received per 100 ms: `counts[i]` covers [startMs + 100·i, startMs + 100·(i + 1)) ms after the start (the last hour is kept) */
+  readonly arrivals: { readonly startMs: number; readonly counts: ReadonlyArray<number> }
 }
 
 /** The simulator could not start: bad options or the port could not be bound. */
@@ -206,6 +269,19 @@ const validate = (options: Options): string | undefined => {
     checks.push(`port ${options.port} is not in 0..65535`)
   }
   if (options.apiKey !== undefined && options.apiKey.length === 0) checks.push("apiKey must not be empty")
+  if (options.models !== undefined && options.models.some((m) => typeof m !== "string" || m.length === 0)) {
+    checks.push("models must be non-empty model ids")
+  }
+  ;(options.outages ?? []).forEach((o, i) => {
+    if (!(Number.isFinite(o.atMs) && o.atMs >= 0)) checks.push(`outages[${i}].atMs must be ≥ 0`)
+    if (!(Number.isFinite(o.durationMs) && o.durationMs > 0)) checks.push(`outages[${i}].durationMs must be > 0`)
+    if (o.status !== undefined && ![500, 502, 503, 504].includes(o.status)) {
+      checks.push(`outages[${i}].status must be 500, 502, 503 or 504, got ${o.status}`)
+    }
+  })
+  if (options.capacityPerSecond !== undefined && !(options.capacityPerSecond > 0)) {
+    checks.push("capacityPerSecond must be positive")
+  }
   return checks.find((c) => c !== undefined)
 }
 
@@ -218,7 +294,7 @@ const WRONG_KEY =
   "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys."
 
 /** A 401 answer when the Authorization header is missing or (with `apiKey` set) wrong; undefined when it passes. */
-const authenticate = (engine: Engine, apiKey: string | undefined, header: string | undefined): Outcome | undefined => {
+const authenticate = (engine: Engine, apiKey: string | undefined, header: string | undefined): Respond | undefined => {
   const match = header === undefined ? null : BEARER.exec(header)
   if (match === null) return engine.error(401, MISSING_KEY, "invalid_request_error", null, "invalid_api_key")
   if (apiKey !== undefined && match[1] !== apiKey) {
@@ -226,8 +302,6 @@ const authenticate = (engine: Engine, apiKey: string | undefined, header: string
   }
   return undefined
 }
-
-type Respond = Extract<Outcome, { _tag: "Respond" }>
 
 const toResponse = (engine: Engine, outcome: Respond): HttpServerResponse.HttpServerResponse => {
   engine.recordStatus(outcome.status)
@@ -243,24 +317,38 @@ const toResponse = (engine: Engine, outcome: Respond): HttpServerResponse.HttpSe
  * through an HttpRouter route (a fiber and a scope per request) measured 2–3× the server CPU per
  * request (bench/simulator.ts, BENCHMARKS.md "Simulator").
  */
-const serveChat = (engine: Engine, apiKey: string | undefined) => {
-  const send = (response: Http.ServerResponse, outcome: Respond) => {
+const serveChat = (engine: Engine, apiKey: string | undefined, clock: Clock.Clock) => {
+  const send = (response: Http.ServerResponse, outcome: Omit<Respond, "_tag">) => {
     engine.recordStatus(outcome.status)
     outcome.headers["content-type"] = "application/json"
     outcome.headers["content-length"] = String(Buffer.byteLength(outcome.body))
     response.writeHead(outcome.status, outcome.headers)
-    response.end(outcome.body)
   }
+  /** Runs `f` after `delayMs` on the Effect clock, unless the connection closes first. */
   const later = (response: Http.ServerResponse, delayMs: number, f: () => void) => {
-    const timer = setTimeout(f, delayMs)
-    response.once("close", () => clearTimeout(timer))
+    const cancel = Effect.runCallback(clock.sleep(Duration.millis(delayMs)), {
+      onExit: (exit) => {
+        if (exit._tag === "Success") f()
+      }
+    })
+    response.once("close", () => cancel())
   }
   const run = (request: Http.IncomingMessage, response: Http.ServerResponse, outcome: Outcome) => {
     switch (outcome._tag) {
-      case "Respond":
-        return outcome.delayMs > 0
-          ? later(response, outcome.delayMs, () => send(response, outcome))
-          : send(response, outcome)
+      case "Respond": {
+        const answer = () => {
+          send(response, outcome)
+          response.end(outcome.body)
+        }
+        return outcome.delayMs > 0 ? later(response, outcome.delayMs, answer) : answer()
+      }
+      case "Cut": {
+        const cut = () => {
+          send(response, outcome)
+          response.write(outcome.body.slice(0, outcome.sent), () => request.socket.destroy())
+        }
+        return outcome.delayMs > 0 ? later(response, outcome.delayMs, cut) : cut()
+      }
       case "Hang":
         // nothing is held but the socket, which the client or the server's close ends
         return
@@ -281,7 +369,7 @@ const serveChat = (engine: Engine, apiKey: string | undefined) => {
     request.on("data", (chunk: string) => {
       text += chunk
     })
-    request.once("end", () => run(request, response, engine.chat(text, Date.now())))
+    request.once("end", () => run(request, response, engine.chat(text)))
     request.once("error", () => response.destroy())
   }
 }
@@ -300,13 +388,29 @@ const makeApp = (engine: Engine, options: Options, endpoint: EndpointContext["Ty
       Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
         const denied = authenticate(engine, options.apiKey, request.headers["authorization"])
         return denied !== undefined
-          ? Effect.succeed(toResponse(engine, denied as Respond))
+          ? Effect.succeed(toResponse(engine, denied))
           : Effect.flatMap(route.handler, HttpServerRespondable.toResponse).pipe(Effect.catchAllCause(internalError))
       }),
       { uninterruptible: route.uninterruptible }
     )
 
-  return HttpRouter.fromIterable((options.routes ?? []).map(guard)).pipe(
+  const models: ReadonlyArray<Route> = [
+    HttpRouter.makeRoute(
+      "GET",
+      "/v1/models",
+      Effect.sync(() => endpoint.json(200, { object: "list", data: engine.listModels() }))
+    ),
+    HttpRouter.makeRoute(
+      "GET",
+      "/v1/models/:model",
+      Effect.map(HttpRouter.params, (params) => {
+        const model = engine.model(params.model ?? "")
+        return "_tag" in model ? toResponse(engine, model as Respond) : endpoint.json(200, model)
+      })
+    )
+  ]
+
+  return HttpRouter.fromIterable([...models, ...(options.routes ?? [])].map(guard)).pipe(
     Effect.catchTag("RouteNotFound", (e) =>
       Effect.succeed(
         endpoint.error(404, `Invalid URL (${e.request.method} ${e.request.url})`, "invalid_request_error")
@@ -323,8 +427,14 @@ export const make = (options: Options = {}): Effect.Effect<Simulator["Type"], St
     const count = yield* loadCounter
     const latency = options.latency ?? {}
     const seed = options.seed ?? 0
+    const clock = yield* Effect.clock
     const engine = new Engine({
       seed,
+      now: () => clock.unsafeCurrentTimeMillis(),
+      nonce: Crypto.randomBytes(4).readUInt32LE(0),
+      models: options.models ?? defaultModels,
+      outages: (options.outages ?? []).map((o) => ({ ...o, status: o.status ?? 503 })),
+      capacityPerSecond: options.capacityPerSecond,
       baseMs: latency.baseMs ?? 0,
       perOutputTokenMs: latency.perOutputTokenMs ?? 0,
       jitterMs: latency.jitterMs ?? 0,
@@ -337,17 +447,17 @@ export const make = (options: Options = {}): Effect.Effect<Simulator["Type"], St
 
     const endpoint = EndpointContext.of({
       seed,
-      completeChat: (body) => engine.complete(body, Date.now()),
-      json: (status, body) => toResponse(engine, engine.respond(status, JSON.stringify(body)) as Respond),
+      completeChat: (body) => engine.complete(body),
+      json: (status, body) => toResponse(engine, engine.respond(status, JSON.stringify(body))),
       error: (status, message, type, param = null, code = null) =>
-        toResponse(engine, engine.error(status, message, type, param, code) as Respond),
+        toResponse(engine, engine.error(status, message, type, param, code)),
       requestId: () => engine.requestId()
     })
 
     const routes = yield* NodeHttpServer.makeHandler(makeApp(engine, options, endpoint)).pipe(
       Effect.locally(HttpMiddleware.currentTracerDisabledWhen, () => true)
     )
-    const chat = serveChat(engine, options.apiKey)
+    const chat = serveChat(engine, options.apiKey, clock)
     const nodeServer = Http.createServer((request, response) => {
       const url = request.url ?? ""
       if (

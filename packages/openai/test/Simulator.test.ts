@@ -573,10 +573,10 @@ describe("Simulator", () => {
     it.live("404 with an OpenAI error body for unknown paths", () =>
       withSim({}, (sim) =>
         Effect.gen(function*() {
-          const a = yield* send(`${sim.url}/models`, { method: "GET" })
+          const a = yield* send(`${sim.url}/engines`, { method: "GET" })
           assert.strictEqual(a.status, 404)
           assertSpec(validError, a.json)
-          assert.strictEqual(a.json.error.message, "Invalid URL (GET /v1/models)")
+          assert.strictEqual(a.json.error.message, "Invalid URL (GET /v1/engines)")
           assert.match(String(a.headers["x-request-id"]), /^req_/)
           assert.strictEqual((yield* sim.stats).byStatus["404"], 1)
         })))
