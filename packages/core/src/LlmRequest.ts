@@ -1,7 +1,9 @@
 /**
  * What a caller asks of a model, provider-neutral: messages of every role, tools, tool choice,
  * response format, limits and sampling, plus keel's own task, tier, budget scope and metadata.
- * `decode` validates untrusted input once, before anything is sent, and names the bad field.
+ * `decode` validates untrusted input once, before anything is sent, and names the bad field: the
+ * fields themselves, a strict tool's or response format's raw JSON Schema against OpenAI's strict
+ * rules (`strictSchemaProblem`), and a `toolChoice` naming a tool that is not in `tools`.
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -125,6 +127,186 @@ export const issuePath = (error: ParseResult.ParseError): { readonly path: strin
     : { path: issue.path.map(String).join("."), reason: issue.message }
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Strict JSON Schema rules (OpenAI Structured Outputs guide; openai-node's `toStrictJsonSchema`), for
+// schemas given as raw JSON Schema. Schemas built by `StrictSchema`/`Tool.make` pass by construction.
+// ---------------------------------------------------------------------------------------------------
+
+/** Keywords strict mode refuses (openai-node `JSON_SCHEMA_UNSUPPORTED_SCHEMA_KEYWORDS`). */
+const unsupportedKeywords: ReadonlyArray<string> = [
+  "$anchor",
+  "$dynamicAnchor",
+  "$dynamicRef",
+  "$recursiveAnchor",
+  "$recursiveRef",
+  "allOf",
+  "contains",
+  "contentEncoding",
+  "contentMediaType",
+  "contentSchema",
+  "dependentRequired",
+  "dependentSchemas",
+  "dependencies",
+  "else",
+  "if",
+  "maxContains",
+  "maxProperties",
+  "minContains",
+  "minProperties",
+  "not",
+  "patternProperties",
+  "prefixItems",
+  "propertyNames",
+  "then",
+  "unevaluatedItems",
+  "unevaluatedProperties",
+  "uniqueItems"
+]
+
+/** The documented size limits, as `StrictSchema.defaultLimits` has them (depth counted as openai-java counts it). */
+export const strictLimits = { maxDepth: 10, maxProperties: 5000, maxEnumValues: 1000 } as const
+
+/** Where a strict schema breaks a rule: the dotted path inside the schema ("" for the root) and the rule. */
+export interface StrictSchemaProblem {
+  readonly path: string
+  readonly reason: string
+}
+
+class Violation {
+  constructor(readonly path: ReadonlyArray<string>, readonly reason: string) {}
+}
+
+const isJsonObject = (u: unknown): u is Readonly<Record<string, unknown>> =>
+  typeof u === "object" && u !== null && !Array.isArray(u)
+
+const isObjectType = (schema: Readonly<Record<string, unknown>>): boolean =>
+  schema.type === "object" || (Array.isArray(schema.type) && schema.type.includes("object"))
+
+/**
+ * The first rule of OpenAI's strict mode that a raw JSON Schema breaks, or `undefined` when it follows them: the
+ * root is `type: "object"` (not `anyOf`); every object has `additionalProperties: false` and lists each of its
+ * properties in `required` (and nothing else); no unsupported keyword; at most 10 levels of nesting, 5,000
+ * properties and 1,000 enum values in all.
+ */
+export const strictSchemaProblem = (schema: unknown): StrictSchemaProblem | undefined => {
+  let properties = 0
+  let enumValues = 0
+  const visit = (node: unknown, path: ReadonlyArray<string>, depth: number): void => {
+    if (!isJsonObject(node)) throw new Violation(path, "a schema must be a JSON object")
+    if (depth > strictLimits.maxDepth) {
+      throw new Violation(path, `nesting depth ${depth} exceeds the limit of ${strictLimits.maxDepth}`)
+    }
+    if (typeof node.$ref === "string") return
+    for (const keyword of unsupportedKeywords) {
+      if (keyword in node) throw new Violation(path, `"${keyword}" is not supported in strict mode`)
+    }
+    if (Array.isArray(node.enum)) {
+      enumValues += node.enum.length
+      if (enumValues > strictLimits.maxEnumValues) {
+        throw new Violation(path, `${enumValues} enum values in all exceed the limit of ${strictLimits.maxEnumValues}`)
+      }
+    }
+    if (isObjectType(node)) {
+      if (node.additionalProperties !== false) {
+        throw new Violation(path, "an object must have additionalProperties: false")
+      }
+      const props = node.properties ?? {}
+      if (!isJsonObject(props)) throw new Violation(path, "properties must be an object")
+      const names = Object.keys(props)
+      const required = Array.isArray(node.required) ? node.required : []
+      const missing = names.find((name) => !required.includes(name))
+      if (missing !== undefined) {
+        throw new Violation(path, `every property must be in required, and "${missing}" is not`)
+      }
+      const extra = required.find((name) => typeof name !== "string" || !names.includes(name))
+      if (extra !== undefined) {
+        throw new Violation(path, `required names ${JSON.stringify(extra)}, which is not a property`)
+      }
+      properties += names.length
+      if (properties > strictLimits.maxProperties) {
+        throw new Violation(
+          path,
+          `${properties} object properties in all exceed the limit of ${strictLimits.maxProperties}`
+        )
+      }
+      for (const name of names) visit(props[name], [...path, "properties", name], depth + 1)
+    }
+    if (node.items !== undefined) visit(node.items, [...path, "items"], depth + 1)
+    if (Array.isArray(node.anyOf)) {
+      node.anyOf.forEach((branch, i) => visit(branch, [...path, "anyOf", String(i)], depth + 1))
+    }
+    for (const table of ["$defs", "definitions"]) {
+      const defs = node[table]
+      if (isJsonObject(defs)) {
+        for (const name of Object.keys(defs)) visit(defs[name], [...path, table, name], depth + 1)
+      }
+    }
+  }
+  try {
+    if (!isJsonObject(schema) || schema.type !== "object" || schema.anyOf !== undefined) {
+      throw new Violation(
+        [],
+        `the root must be type: "object"${isJsonObject(schema) && schema.anyOf !== undefined ? ", not anyOf" : ""}`
+      )
+    }
+    visit(schema, [], 0)
+    return undefined
+  } catch (e) {
+    if (e instanceof Violation) return { path: e.path.join("."), reason: e.reason }
+    throw e
+  }
+}
+
+/** Schema objects already found to follow the strict rules: a schema reused across calls is walked once. */
+const checkedStrict = new WeakSet<object>()
+
+/** The strict-rule failure of a schema sent with `strict` (at `field`, naming `what`), or `undefined`. */
+const checkStrict = (schema: unknown, field: string, what: string): InvalidRequest | undefined => {
+  if (typeof schema === "object" && schema !== null && checkedStrict.has(schema)) return undefined
+  const problem = strictSchemaProblem(schema)
+  if (problem === undefined) {
+    if (typeof schema === "object" && schema !== null) checkedStrict.add(schema)
+    return undefined
+  }
+  return new InvalidRequest({
+    field: problem.path === "" ? field : `${field}.${problem.path}`,
+    reason: `${what} is strict, and OpenAI would refuse its schema: ${problem.reason}` +
+      " (fix the schema, define the tool with Tool.make, or set strict: false)"
+  })
+}
+
+/**
+ * The checks that span fields, on a decoded request; `input` is what the caller passed (decoding copies objects, so
+ * the strict-schema cache is keyed on the caller's, which stay the same from call to call).
+ */
+const checkRequest = (request: LlmRequest, input: Input): InvalidRequest | undefined => {
+  const tools = request.tools
+  if (tools !== undefined) {
+    for (let i = 0; i < tools.length; i++) {
+      const tool = tools[i]!
+      if (!tool.strict) continue
+      const error = checkStrict(input.tools![i]!.parameters, `tools.${i}.parameters`, `tool "${tool.name}"`)
+      if (error !== undefined) return error
+    }
+  }
+  const format = request.responseFormat
+  if (format?._tag === "json_schema" && format.strict) {
+    const schema = (input.responseFormat as { readonly schema: unknown }).schema
+    const error = checkStrict(schema, "responseFormat.schema", `response format "${format.name}"`)
+    if (error !== undefined) return error
+  }
+  const choice = request.toolChoice
+  if (choice !== undefined && typeof choice === "object" && tools?.some((tool) => tool.name === choice.tool) !== true) {
+    return new InvalidRequest({
+      field: "toolChoice",
+      reason: `names the tool "${choice.tool}", which is not in tools (${
+        tools === undefined || tools.length === 0 ? "none given" : tools.map((tool) => `"${tool.name}"`).join(", ")
+      })`
+    })
+  }
+  return undefined
+}
+
 /** Validates untrusted input; a failure is `InvalidRequest` naming the field and what is wrong. */
 export const decode = (input: unknown): Effect.Effect<LlmRequest, InvalidRequest> =>
   Either.match(decodeEither(input), {
@@ -132,5 +314,8 @@ export const decode = (input: unknown): Effect.Effect<LlmRequest, InvalidRequest
       const { path, reason } = issuePath(error)
       return Effect.fail(new InvalidRequest({ field: path === "" ? "request" : path, reason }))
     },
-    onRight: Effect.succeed
+    onRight: (request) => {
+      const error = checkRequest(request, input as Input)
+      return error === undefined ? Effect.succeed(request) : Effect.fail(error)
+    }
   })
