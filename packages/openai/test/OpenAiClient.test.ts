@@ -1,14 +1,20 @@
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { assert, describe, it } from "@effect/vitest"
+import * as LlmError from "@keel/core/LlmError"
 import * as Cause from "effect/Cause"
 import * as Config from "effect/Config"
 import * as ConfigProvider from "effect/ConfigProvider"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
 import * as OpenAiClient from "../src/OpenAiClient.js"
 import * as FakeHttp from "./utils/FakeHttp.js"
 import { fakeKey } from "./utils/fakeKey.js"
+import * as LocalServer from "./utils/LocalServer.js"
 
 const apiKey = Redacted.make(fakeKey("0123456789abcdefghijklmnopqrstuv"))
 const body: OpenAiClient.ChatCompletionRequest = { model: "gpt-4.1-mini", messages: [{ role: "user", content: "hi" }] }
@@ -195,5 +201,161 @@ describe("OpenAiClient construction (bad input)", () => {
       )
       assert.include(message, "baseUrl")
       assert.notInclude(message, Redacted.value(apiKey))
+    }))
+})
+
+// Both ways of building the client, against servers on 127.0.0.1.
+const transports = [
+  ["layerUndici", (options: OpenAiClient.Options) => OpenAiClient.layerUndici(options)],
+  [
+    "layer + NodeHttpClient",
+    (options: OpenAiClient.Options) => OpenAiClient.layer(options).pipe(Layer.provide(NodeHttpClient.layerUndici))
+  ]
+] as const
+
+const models = { object: "list", data: [{ id: "gpt-4.1-mini", object: "model", created: 1, owned_by: "openai" }] }
+
+describe("OpenAiClient over a real connection", () => {
+  for (const [name, build] of transports) {
+    it.scoped(`${name}: every request carries the User-Agent, the hook's headers and the active span as traceparent`, () =>
+      Effect.gen(function*() {
+        const server = yield* LocalServer.http((seen, res) => {
+          res.writeHead(200, { "content-type": "application/json" })
+          res.end(JSON.stringify(seen.path.endsWith("/models") ? models : FakeHttp.completion()))
+        })
+        const seenByHook: Array<OpenAiClient.RequestInfo> = []
+        const client = yield* Layer.build(build({
+          apiKey,
+          baseUrl: server.url,
+          onRequest: (request) => {
+            seenByHook.push(request)
+            return { "x-tenant": "acme" }
+          }
+        })).pipe(Effect.map(Context.get(OpenAiClient.OpenAiClient)))
+        const span = yield* client.createChatCompletion(body).pipe(
+          Effect.zipRight(Effect.currentSpan),
+          Effect.withSpan("caller")
+        )
+        yield* client.createChatCompletion(body) // no span here
+        const listed = yield* client.listModels
+        assert.deepStrictEqual(listed.map((model) => model.id), ["gpt-4.1-mini"])
+
+        const [traced, plain, list] = server.requests
+        for (const seen of [traced!, plain!, list!]) {
+          assert.strictEqual(seen.headers["user-agent"], OpenAiClient.userAgent)
+          assert.strictEqual(seen.headers["x-tenant"], "acme")
+          assert.strictEqual(seen.headers.authorization, `Bearer ${Redacted.value(apiKey)}`)
+        }
+        assert.match(OpenAiClient.userAgent, /^keel\/\d+\.\d+\.\d+/)
+        assert.strictEqual(traced!.method, "POST")
+        assert.strictEqual(list!.method, "GET")
+        assert.strictEqual(list!.path, "/v1/models")
+        // the caller's trace continues at the server (the HttpClient adds a span of its own below the caller's)
+        const traceparent = String(traced!.headers.traceparent)
+        assert.match(traceparent, /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/)
+        assert.strictEqual(traceparent.split("-")[1], span.traceId)
+        if (name === "layerUndici") {
+          assert.strictEqual(traceparent, `00-${span.traceId}-${span.spanId}-01`)
+          assert.isUndefined(plain!.headers.traceparent, "no span, no traceparent")
+        }
+        assert.deepStrictEqual(seenByHook.map((request) => `${request.method} ${request.url}`), [
+          `POST ${server.url}/chat/completions`,
+          `POST ${server.url}/chat/completions`,
+          `GET ${server.url}/models`
+        ])
+      }))
+
+    it.scoped(`${name}: a hook that throws fails the call with InvalidRequest at onRequest, and nothing is sent`, () =>
+      Effect.gen(function*() {
+        const server = yield* LocalServer.http((_seen, res) => res.end("{}"))
+        const client = yield* Layer.build(build({
+          apiKey,
+          baseUrl: server.url,
+          onRequest: () => {
+            throw new Error("no tenant for this request")
+          }
+        })).pipe(Effect.map(Context.get(OpenAiClient.OpenAiClient)))
+        for (const call of [client.createChatCompletion(body), client.listModels]) {
+          const error = yield* Effect.flip(call)
+          assert(error._tag === "InvalidRequest")
+          assert.strictEqual(error.field, "onRequest")
+          assert.include(error.reason, "no tenant for this request")
+          assert.isFalse(error.retryable)
+        }
+        assert.strictEqual(server.requests.length, 0)
+      }))
+
+    it.scoped(`${name}: a 200 whose body is cut mid-way is Transport after the response (billed: charge the estimate)`, () =>
+      Effect.gen(function*() {
+        const completion = JSON.stringify(FakeHttp.completion())
+        const url = yield* LocalServer.raw(LocalServer.cutMidBody(completion, { "x-request-id": "req_cut" }))
+        const client = yield* Layer.build(build({ apiKey, baseUrl: url })).pipe(
+          Effect.map(Context.get(OpenAiClient.OpenAiClient))
+        )
+        const chat = yield* Effect.flip(client.createChatCompletion(body))
+        assert(chat._tag === "Transport", chat.message)
+        assert.isTrue(chat.afterResponse)
+        assert.strictEqual(chat.requestId, "req_cut")
+        assert.isTrue(LlmError.mayHaveBeenBilled(chat))
+        assert.isTrue(chat.retryable)
+        const listed = yield* Effect.flip(client.listModels)
+        assert(listed._tag === "Transport", listed.message)
+        assert.isTrue(listed.afterResponse)
+      }))
+
+    it.scoped(`${name}: a refused connection is Transport before any response (not billed)`, () =>
+      Effect.gen(function*() {
+        const url = yield* LocalServer.http(() => {}).pipe(Effect.map(({ url }) => url), Effect.scoped)
+        const client = yield* Layer.build(build({ apiKey, baseUrl: url })).pipe(
+          Effect.map(Context.get(OpenAiClient.OpenAiClient))
+        )
+        const error = yield* Effect.flip(client.createChatCompletion(body))
+        assert(error._tag === "Transport")
+        assert.isUndefined(error.afterResponse)
+        assert.isFalse(LlmError.mayHaveBeenBilled(error))
+      }))
+
+    it.scoped(`${name}: listModels maps error answers and names what is wrong in a bad body`, () =>
+      Effect.gen(function*() {
+        const answers = [
+          [401, { error: { message: "Incorrect API key", type: "invalid_request_error", code: "invalid_api_key" } }],
+          [200, { object: "list", data: [{ id: 7 }] }],
+          [200, "<html>not json</html>"]
+        ] as const
+        const server = yield* LocalServer.http((_seen, res) => {
+          const [status, answer] = answers[server.requests.length - 1]!
+          res.writeHead(status, { "content-type": "application/json", "x-request-id": "req_models" })
+          res.end(typeof answer === "string" ? answer : JSON.stringify(answer))
+        })
+        const client = yield* Layer.build(build({ apiKey, baseUrl: server.url })).pipe(
+          Effect.map(Context.get(OpenAiClient.OpenAiClient))
+        )
+        const denied = yield* Effect.flip(client.listModels)
+        assert.strictEqual(denied._tag, "AuthenticationFailed")
+        assert.strictEqual(denied.requestId, "req_models")
+        const badShape = yield* Effect.flip(client.listModels)
+        assert(badShape._tag === "ProtocolError")
+        assert.include(badShape.reason, "GET")
+        assert.include(badShape.reason, "data.0.id")
+        const notJson = yield* Effect.flip(client.listModels)
+        assert(notJson._tag === "ProtocolError")
+        assert.include(notJson.reason, "not JSON")
+      }))
+  }
+
+  it.scoped("a new endpoint is a few lines over requestJson: relative URL, base URL, auth and decoding applied", () =>
+    Effect.gen(function*() {
+      const server = yield* LocalServer.http((_seen, res) => {
+        res.writeHead(200, { "content-type": "application/json" })
+        res.end(JSON.stringify({ id: "file-1", bytes: 12, purpose: "batch" }))
+      })
+      const client = yield* Layer.build(OpenAiClient.layerUndici({ apiKey, baseUrl: server.url })).pipe(
+        Effect.map(Context.get(OpenAiClient.OpenAiClient))
+      )
+      const FileObject = Schema.Struct({ id: Schema.String, bytes: Schema.Number })
+      const file = yield* client.requestJson(HttpClientRequest.get("/files/file-1"), FileObject)
+      assert.deepStrictEqual(file, { id: "file-1", bytes: 12 })
+      assert.strictEqual(server.requests[0]!.path, "/v1/files/file-1")
+      assert.strictEqual(server.requests[0]!.headers.authorization, `Bearer ${Redacted.value(apiKey)}`)
     }))
 })

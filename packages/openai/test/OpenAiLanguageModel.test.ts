@@ -210,6 +210,23 @@ describe("OpenAiLanguageModel: wire → keel response", () => {
       assert.isUndefined(response.requestId)
     }))
 
+  it.effect("an answer without usage (absent or null, as compatible servers send) is zero usage marked usageMissing", () =>
+    Effect.gen(function*() {
+      for (const usage of [undefined, null]) {
+        const response = yield* answer(FakeHttp.completion({ usage }))
+        assert.strictEqual(response.text, "hello")
+        assert.deepStrictEqual(response.usage, {
+          inputTokens: 0,
+          cachedInputTokens: 0,
+          outputTokens: 0,
+          reasoningTokens: 0
+        })
+        assert.isTrue(response.usageMissing)
+      }
+      const reported = yield* answer(FakeHttp.completion())
+      assert.isUndefined(reported.usageMissing)
+    }))
+
   it.effect("maps finish reasons, and a refusal", () =>
     Effect.gen(function*() {
       const finish = (finish_reason: string | null, message: Record<string, unknown> = {}) =>

@@ -110,4 +110,57 @@ describe("error mapping", () => {
     assert.strictEqual(error.reason, "ECONNRESET: socket hang up")
     assert.isTrue(error.retryable)
   })
+
+  it("a body that is not OpenAI's error shape keeps its text: problem+json, plain text, HTML", () => {
+    const problem = JSON.stringify({
+      type: "https://stoplight.io/prism/errors#UNPROCESSABLE_ENTITY",
+      title: "Invalid request",
+      status: 422,
+      detail: "Your request is not valid and no HTTP validation response was found in the spec.",
+      validation: [{ location: ["body"], severity: "Error", code: "required", message: "must have property 'model'" }]
+    })
+    const invalid = map(422, problem)
+    assert(invalid._tag === "InvalidRequest")
+    assert.include(invalid.reason, "must have property 'model'")
+    assert.include(invalid.message, "Invalid request")
+    assert.notInclude(invalid.message, "HTTP 422")
+
+    const missing = map(404, "404 page not found\n")
+    assert(missing._tag === "InvalidRequest")
+    assert.strictEqual(missing.reason, "404 page not found")
+
+    const html =
+      "<html><head><style>h1{color:red}</style></head><body><h1>502 Bad Gateway</h1>\n<p>nginx</p></body></html>"
+    const gateway = map(502, html)
+    assert(gateway._tag === "ProviderUnavailable")
+    assert.strictEqual(gateway.detail, "502 Bad Gateway nginx")
+
+    const bare = map(404, "")
+    assert(bare._tag === "InvalidRequest")
+    assert.strictEqual(bare.reason, "HTTP 404")
+  })
+
+  it("a long body is cut to about 500 characters after the key is scrubbed, so no cut splits a key", () => {
+    const secret = Redacted.value(key)
+    const text = `${"x".repeat(480)} ${secret} ${"y".repeat(2000)}`
+    const error = map(404, text)
+    assert(error._tag === "InvalidRequest")
+    assert.isAtMost(error.reason.length, Errors.maxDetail + 1)
+    assert.include(error.reason, "[redacted]")
+    assert.notInclude(error.reason, secret.slice(0, 12))
+    assert.isTrue(error.reason.endsWith("…"))
+  })
+
+  it("error.param, x-request-id and a transport failure's request id are scrubbed of the key", () => {
+    const secret = Redacted.value(key)
+    const error = map(400, body(null, "invalid_request_error", `key ${secret}`), { "x-request-id": `req_${secret}` })
+    assert(error._tag === "InvalidRequest")
+    const text = `${error.message} ${JSON.stringify(error)} ${error.field} ${error.requestId}`
+    assert.notInclude(text, secret)
+    assert.notInclude(text, secret.slice(8))
+    assert.include(error.field, "[redacted]")
+    const transport = Errors.transport({ apiKey: key }, new Error("reset"), `req_${secret}`, true)
+    assert.notInclude(JSON.stringify(transport), secret)
+    assert.isTrue(transport.afterResponse)
+  })
 })

@@ -10,10 +10,12 @@ import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { assert, describe, it } from "@effect/vitest"
 import * as CallLog from "@keel/core/CallLog"
+import { LanguageModel } from "@keel/core/LanguageModel"
 import * as Llm from "@keel/core/Llm"
 import * as RetryPolicy from "@keel/core/RetryPolicy"
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -26,7 +28,9 @@ import type * as Net from "node:net"
 import * as OpenAiClient from "../src/OpenAiClient.js"
 import * as OpenAiLanguageModel from "../src/OpenAiLanguageModel.js"
 import * as Simulator from "../src/Simulator.js"
+import * as FakeHttp from "./utils/FakeHttp.js"
 import { fakeKey } from "./utils/fakeKey.js"
+import * as LocalServer from "./utils/LocalServer.js"
 
 const KEY = fakeKey("Zq8Lr2Vt6Wn4Xp0Yk3Hj7Gf5Ds9Aa1Bb2Cc")
 const keyParts = [KEY, KEY.slice(8), Buffer.from(KEY).toString("base64")]
@@ -165,4 +169,50 @@ describe("secrets: the API key never leaves the client", () => {
       )
     )
   })
+})
+
+describe("secrets: a server that echoes the key in error.param and x-request-id", () => {
+  // A careless proxy: the Authorization header comes back as the request id and as the field of the error.
+  const echoing = () =>
+    LocalServer.http((seen, res) => {
+      const auth = String(seen.headers.authorization)
+      const model = (JSON.parse(seen.body) as { model: string }).model
+      if (model === "ok") {
+        res.writeHead(200, { "content-type": "application/json", "x-request-id": auth })
+        return res.end(JSON.stringify(FakeHttp.completion()))
+      }
+      res.writeHead(model === "m-400" ? 400 : 500, { "content-type": "application/json", "x-request-id": auth })
+      res.end(JSON.stringify({ error: { message: "bad", type: "invalid_request_error", param: auth, code: null } }))
+    })
+
+  for (const transport of ["undici", "HttpClient"] as const) {
+    it.scoped(`${transport}: neither the error (field, requestId) nor the answer's request id carries the key`, () =>
+      Effect.gen(function*() {
+        const server = yield* echoing()
+        const options = { apiKey: Redacted.make(KEY), baseUrl: server.url }
+        const model = yield* Layer.build(
+          OpenAiLanguageModel.layer().pipe(
+            Layer.provide(
+              transport === "undici"
+                ? OpenAiClient.layerUndici(options)
+                : OpenAiClient.layer(options).pipe(Layer.provide(NodeHttpClient.layerUndici))
+            )
+          )
+        ).pipe(Effect.map(Context.get(LanguageModel)))
+        const texts: Array<string> = []
+        for (const name of ["m-400", "m-500"]) {
+          const error = yield* Effect.flip(model.complete({ model: name, messages: [{ role: "user", content: "hi" }] }))
+          assert.include(["InvalidRequest", "ProviderUnavailable"], error._tag)
+          assert.isDefined(error.requestId)
+          if (error._tag === "InvalidRequest") assert.isDefined(error.field)
+          texts.push(JSON.stringify(error), error.message, String(error.requestId))
+        }
+        const answer = yield* model.complete({ model: "ok", messages: [{ role: "user", content: "hi" }] })
+        assert.include(answer.requestId, "[redacted]")
+        texts.push(JSON.stringify(answer))
+        const everything = texts.join("\n")
+        assert.strictEqual(server.requests.length, 3, "the key was sent, and echoed back, three times")
+        for (const part of keyParts) assert.notInclude(everything, part)
+      }))
+  }
 })

@@ -73,6 +73,7 @@ describe("undici transport", () => {
       const failure = yield* Effect.flip(send("{}"))
       assert.instanceOf(failure, Transport.Failure)
       assert.strictEqual(failure.headers?.["x-request-id"], "req_cut")
+      assert.strictEqual(failure.status, 200, "the failure knows the answer had started, with its status")
     }))
 
   // The timer lives inside the HTTP request (a real timer, as the request is real): 20 ms here.
