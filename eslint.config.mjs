@@ -6,6 +6,8 @@ export default tseslint.config(
   { ignores: ["**/node_modules/**", "**/dist/**", "**/build/**", "**/.tsbuild/**", "**/test/fixtures/**"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
+  // plain JavaScript scripts run on node
+  { files: ["**/*.mjs"], languageOptions: { globals: { console: "readonly", process: "readonly" } } },
   {
     files: ["**/*.ts", "**/*.mjs"],
     plugins: { "@effect": effect },
