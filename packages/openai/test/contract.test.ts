@@ -245,5 +245,25 @@ describe("contract: requests against OpenAI's OpenAPI spec (Prism)", () => {
       )
       assert.strictEqual(error._tag, "InvalidRequest")
       assert.include([...violations.values()].join("\n"), "temperature")
+      // Prism's problem+json is not OpenAI's error shape: its violations still reach the error, not just "HTTP 422"
+      assert.include(error.message, "temperature")
+      assert.notInclude(error.message, "HTTP 422")
+    }))
+
+  it.effect("listModels (GET /models through the client's HttpClient) decodes the spec's answer, on both transports", () =>
+    Effect.gen(function*() {
+      const options = { apiKey: Redacted.make("sk-contract-test"), baseUrl }
+      for (
+        const layer of [
+          OpenAiClient.layer(options).pipe(Layer.provide(recording)),
+          OpenAiClient.layerUndici(options)
+        ]
+      ) {
+        violations.clear()
+        const models = yield* OpenAiClient.listModels.pipe(Effect.provide(layer))
+        assert.strictEqual([...violations.values()].join("\n"), "")
+        assert.isAbove(models.length, 0)
+        for (const m of models) assert.isString(m.id)
+      }
     }))
 })
