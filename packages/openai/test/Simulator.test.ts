@@ -6,11 +6,15 @@ import * as HttpRouter from "@effect/platform/HttpRouter"
 import { assert, describe, it } from "@effect/vitest"
 import addFormats from "ajv-formats"
 import Ajv2020 from "ajv/dist/2020.js"
+import * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
+import * as TestClock from "effect/TestClock"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { request } from "undici"
@@ -102,6 +106,18 @@ const textRequest = (content = "Say something.", model = "gpt-4o-mini") => ({
 })
 
 const withoutCreated = (body: any) => ({ ...body, created: 0 })
+
+/** Runs a request under TestClock: waits until its answer sleeps on the clock, then moves the clock to its wake-up. */
+const afterLatency = <A>(effect: Effect.Effect<A>) =>
+  Effect.gen(function*() {
+    const fiber = yield* Effect.fork(effect)
+    while (Chunk.isEmpty(yield* TestClock.sleeps())) {
+      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 1)))
+    }
+    const wakeAt = Chunk.unsafeHead(yield* TestClock.sleeps())
+    yield* TestClock.adjust(wakeAt - (yield* Clock.currentTimeMillis))
+    return yield* Fiber.join(fiber)
+  })
 
 describe("Simulator", () => {
   it.live("answers a forced strict tool call with arguments satisfying the schema, and OpenAI's headers", () =>
@@ -374,6 +390,33 @@ describe("Simulator", () => {
           assert.strictEqual((yield* sim.stats).faults.reset, 1)
         })))
 
+    it.live("cut: a 200 with its headers and part of the body, then the connection is destroyed", () =>
+      withSim(only("cut"), (sim) =>
+        Effect.gen(function*() {
+          const seen = yield* Effect.promise(async () => {
+            const res = await request(`${sim.url}/chat/completions`, {
+              method: "POST",
+              headers: AUTH,
+              body: JSON.stringify(toolRequest())
+            })
+            let received = 0
+            let error: unknown = undefined
+            try {
+              for await (const chunk of res.body) received += (chunk as Buffer).length
+            } catch (e) {
+              error = e
+            }
+            return { status: res.statusCode, length: Number(res.headers["content-length"]), received, error }
+          })
+          assert.strictEqual(seen.status, 200)
+          assert.isDefined(seen.error, "the body ended cleanly")
+          assert.isAbove(seen.received, 0)
+          assert.isBelow(seen.received, seen.length)
+          const stats = yield* sim.stats
+          assert.strictEqual(stats.faults.cut, 1)
+          assert.strictEqual(stats.byStatus["200"], 1)
+        })))
+
     it.live("malformed: a 200 whose body is not JSON", () =>
       withSim(only("malformed"), (sim) =>
         Effect.gen(function*() {
@@ -459,7 +502,7 @@ describe("Simulator", () => {
   })
 
   describe("limits", () => {
-    it.live("enforces requests per minute per model with 429s, retry hints and x-ratelimit headers", () =>
+    it.effect("enforces requests per minute per model with 429s, retry hints and x-ratelimit headers", () =>
       withSim({ limits: { requestsPerMinute: 2 } }, (sim) =>
         Effect.gen(function*() {
           const first = yield* chat(sim, textRequest())
@@ -486,7 +529,7 @@ describe("Simulator", () => {
           assert.strictEqual((yield* sim.stats).rateLimited, 1)
         })))
 
-    it.live("enforces tokens per minute, per model when limitsByModel names it", () =>
+    it.effect("enforces tokens per minute, per model when limitsByModel names it", () =>
       withSim({ limitsByModel: { "gpt-4o-mini": { tokensPerMinute: 40 } } }, (sim) =>
         Effect.gen(function*() {
           const small = yield* chat(sim, { ...textRequest("Hi"), max_completion_tokens: 1 })
@@ -623,24 +666,28 @@ describe("Simulator", () => {
       }))
   })
 
-  it.live("applies the latency model: base + per output token", () =>
+  it.effect("applies the latency model: base + per output token", () =>
     withSim({ latency: { baseMs: 60, perOutputTokenMs: 1 } }, (sim) =>
       Effect.gen(function*() {
-        const started = Date.now()
-        const a = yield* chat(sim, toolRequest())
-        const elapsed = Date.now() - started
+        const started = yield* Clock.currentTimeMillis
+        const a = yield* afterLatency(chat(sim, toolRequest()))
+        const elapsed = (yield* Clock.currentTimeMillis) - started
         const expected = 60 + a.json.usage.completion_tokens
         assert.strictEqual(a.headers["openai-processing-ms"], String(expected))
         assert.isAtLeast(elapsed, expected - 2)
       })))
 
-  it.live("draws latency jitter from the seed", () =>
+  it.effect("draws latency jitter from the seed", () =>
     Effect.gen(function*() {
       const delays = (seed: number) =>
         withSim({ seed, latency: { baseMs: 1, jitterMs: 20 } }, (sim) =>
           Effect.forEach(
             [1, 2, 3, 4, 5, 6],
-            (i) => Effect.map(chat(sim, textRequest(`question ${i}`)), (a) => Number(a.headers["openai-processing-ms"]))
+            (i) =>
+              Effect.map(
+                afterLatency(chat(sim, textRequest(`question ${i}`))),
+                (a) => Number(a.headers["openai-processing-ms"])
+              )
           ))
       const a = yield* delays(1)
       assert.deepStrictEqual(a, yield* delays(1))
