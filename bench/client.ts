@@ -25,7 +25,7 @@ import { LanguageModel } from "@keel/core/LanguageModel"
 import * as Llm from "@keel/core/Llm"
 import type * as LlmRequest from "@keel/core/LlmRequest"
 import type { LlmResponse } from "@keel/core/LlmResponse"
-import * as Pricing from "@keel/core/Pricing"
+import * as OpenAiPricing from "@keel/openai/OpenAiPricing"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
@@ -136,7 +136,7 @@ const main = async () => {
       )
   }
   const production = Layer.mergeAll(
-    Pricing.layer(),
+    OpenAiPricing.layer(),
     Budget.layerMemory({ limits: [{ scope: "global", window: "total", limit: "1000000" }] }),
     JsonLines.layer({ path: Path.join(logDir, "calls.jsonl") })
   )

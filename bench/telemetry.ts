@@ -36,9 +36,9 @@ import * as LanguageModel from "../packages/core/src/LanguageModel.js"
 import * as Llm from "../packages/core/src/Llm.js"
 import type * as LlmRequest from "../packages/core/src/LlmRequest.js"
 import type { LlmResponse } from "../packages/core/src/LlmResponse.js"
-import * as Pricing from "../packages/core/src/Pricing.js"
 import * as Telemetry from "../packages/core/src/Telemetry.js"
 import * as Otlp from "../packages/core/src/Telemetry/Otlp.js"
+import * as OpenAiPricing from "../packages/openai/src/OpenAiPricing.js"
 import { listing, systemPrompt } from "./fixtures.js"
 
 const scoreSchema = {
@@ -113,7 +113,7 @@ const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-bench-telemetry-"))
 const silentJsonLogger = Logger.replace(Logger.defaultLogger, Logger.map(Logger.jsonLogger, () => undefined))
 
 const pipeline = <ROut>(observers: Layer.Layer<ROut, any>) =>
-  Llm.layer().pipe(Layer.provide(Layer.mergeAll(model, Pricing.layer(), observers)))
+  Llm.layer().pipe(Layer.provide(Layer.mergeAll(model, OpenAiPricing.layer(), observers)))
 
 const rows: ReadonlyArray<readonly [string, Layer.Layer<Llm.Llm, any>]> = [
   ["bare (no call log, spans and metrics off)", pipeline(Telemetry.layerDisabled)],

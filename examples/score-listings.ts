@@ -8,9 +8,9 @@ import * as Budget from "@keel/core/Budget"
 import * as JsonLines from "@keel/core/CallLog/JsonLines"
 import * as Llm from "@keel/core/Llm"
 import * as Money from "@keel/core/Money"
-import * as Pricing from "@keel/core/Pricing"
 import * as OpenAiClient from "@keel/openai/OpenAiClient"
 import * as OpenAiLanguageModel from "@keel/openai/OpenAiLanguageModel"
+import * as OpenAiPricing from "@keel/openai/OpenAiPricing"
 import * as Simulator from "@keel/openai/Simulator"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -72,7 +72,7 @@ const Model = Layer.unwrapEffect(
 ).pipe(Layer.provide(Simulator.layer({ seed: 7, faults: { rate_limit: 0.2, invalid_output: 0.2, "503": 0.1 } })))
 
 const Stages = Layer.mergeAll(
-  Pricing.layer(),
+  OpenAiPricing.layer(),
   Budget.layerMemory({ limits: [{ scope: "run:example", limit: "0.01" }] }),
   JsonLines.layer({ path: logPath })
 )

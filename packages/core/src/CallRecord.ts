@@ -62,7 +62,12 @@ export const CallRecord = Schema.Struct({
   cachedInputTokens: Count,
   outputTokens: Count,
   reasoningTokens: Count,
-  costUsd: UsdDecimal,
+  /** What the call cost; absent when no price was known (see `costUnknown`), never a silent "0". */
+  costUsd: Schema.optional(UsdDecimal),
+  /** Why `costUsd` is absent, e.g. no `Pricing` was provided. */
+  costUnknown: Schema.optional(Schema.String),
+  /** What the call settled above its budget reservation (an input estimate that undercounted). */
+  overrunUsd: Schema.optional(UsdDecimal),
   /** The cost includes an estimate for an attempt that may have been billed without an answer. */
   estimated: Schema.optional(Schema.Boolean),
   /** The model had no known price: the cost is at the configured fallback price. */

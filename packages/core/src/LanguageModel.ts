@@ -10,6 +10,7 @@ import type { LlmError } from "./LlmError.js"
 import type * as LlmRequest from "./LlmRequest.js"
 import type { LlmResponse } from "./LlmResponse.js"
 import * as RetryPolicy from "./RetryPolicy.js"
+import type * as Tokenizer from "./Tokenizer.js"
 
 export class LanguageModel extends Context.Tag("@keel/core/LanguageModel")<LanguageModel, LanguageModel.Service>() {}
 
@@ -17,6 +18,8 @@ export declare namespace LanguageModel {
   export interface Service {
     /** The provider's name as in telemetry (`gen_ai.provider.name`), e.g. "openai". */
     readonly provider: string
+    /** The provider's own token counter, used by `Llm` when no `Tokenizer` is provided. */
+    readonly tokenizer?: Tokenizer.Tokenizer.Service | undefined
     /**
      * One attempt: the request, with its model chosen, to the provider and back, failing with
      * `timeout.onTimeout()` when it takes longer than `timeout.millis`.
@@ -38,9 +41,10 @@ export declare namespace LanguageModel {
 
 /** Builds the port from a provider's implementation. Every provider, the test kit's included, goes through here. */
 export const make = (implementation: LanguageModel.Implementation): LanguageModel.Service => {
-  const { complete, provider, timesOut } = implementation
+  const { complete, provider, timesOut, tokenizer } = implementation
   return LanguageModel.of({
     provider,
+    tokenizer,
     complete: timesOut === true
       ? complete
       : (request, timeout) => timeout === undefined ? complete(request) : RetryPolicy.within(complete(request), timeout)

@@ -3,16 +3,20 @@
  * `call` validates the request and chooses the model; each `round` (the first ask, or a repair
  * re-ask) runs its `attempt`s under the `RetryPolicy` (per-attempt timeout, jittered backoff,
  * provider hints, deadline) against the `LanguageModel` and classifies the answer (a refusal is
- * `Refused`, a cut answer is `Truncated`). `CallState` carries what the call accumulates.
+ * `Refused`, a cut answer is `Truncated`).
  *
- * Budget and cost are optional: with a `Budget` in context when the layer is built, each round
- * reserves its worst case before its first attempt and settles what was billed (`BudgetExceeded`
- * before anything is sent); with `Pricing` alone it only records the cost in `CallState`; with
- * neither, that stage is left out of the path entirely.
+ * Stages wrap those three levels (`internal/stage`) and are all taken when the layer is built, from
+ * what is provided to it: observation (spans, metrics, one `CallRecord` per call, see
+ * `internal/observe`) around calls and attempts; cost (`internal/metering`) around rounds and
+ * attempts, reserving and settling with a `Budget` (which needs `Pricing`), or only pricing with
+ * `Pricing` alone. A stage not provided is not in the path at all. The `RetryPolicy` provided to the
+ * layer is its default; `RetryPolicy.withPolicy` and `withModel` override per call.
  *
- * Observation wraps each call (see `internal/observe`): a CLIENT span per call and a child span per
- * attempt, the `gen_ai.client.*` metrics (both switchable with `Telemetry.layer`), and exactly one
- * `CallRecord` per call when a `CallLog` with sinks is provided where the layer is built.
+ * ```ts
+ * const llm = Llm.layer({ defaultModel: "gpt-4o-mini", require: ["budget"] }).pipe(
+ *   Layer.provide(Layer.mergeAll(model, OpenAiPricing.layer(), budget, JsonLines.layer({ path })))
+ * )
+ * ```
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
@@ -20,18 +24,22 @@ import * as Either from "effect/Either"
 import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import type * as Schema from "effect/Schema"
+import * as Schema from "effect/Schema"
+import * as Budget from "./Budget.js"
 import * as CallLog from "./CallLog.js"
 import * as Metering from "./internal/metering.js"
 import * as Observe from "./internal/observe.js"
+import * as Stage from "./internal/stage.js"
+import type { CallState } from "./internal/stage.js"
 import * as StructuredOutput from "./internal/structuredOutput.js"
 import { LanguageModel } from "./LanguageModel.js"
-import { InvalidRequest, type LlmError, Refused, Truncated } from "./LlmError.js"
+import { BudgetUnavailable, InvalidRequest, type LlmError, Refused, Truncated } from "./LlmError.js"
 import * as LlmRequest from "./LlmRequest.js"
 import type { LlmResponse } from "./LlmResponse.js"
-import type * as Money from "./Money.js"
+import * as Pricing from "./Pricing.js"
 import * as RetryPolicy from "./RetryPolicy.js"
 import * as Telemetry from "./Telemetry.js"
+import * as Tokenizer from "./Tokenizer.js"
 import type * as Tool from "./Tool.js"
 import * as Usage from "./Usage.js"
 
@@ -63,6 +71,11 @@ export interface GenerateObjectOptions<A, I> extends Omit<LlmRequest.Input, "too
 export interface Options {
   /** The model used when neither the request nor `withModel` names one. */
   readonly defaultModel?: string
+  /**
+   * Stages the app cannot run without. Building fails with `LlmConfigError` naming the first one not
+   * provided to the layer, e.g. a Budget merged beside `Llm.layer` instead of provided to it.
+   */
+  readonly require?: ReadonlyArray<StageName>
 }
 
 /** The model set by `withModel` for the effects it wraps. */
@@ -97,51 +110,104 @@ const classify = (request: LlmRequest.Resolved, response: LlmResponse): Effect.E
   return Effect.succeed(response)
 }
 
-/**
- * What one logical call accumulates across its rounds (a repair re-ask is a second round) and their
- * attempts. Stages write to it as they go; the call log reads it once, when the call ends.
- */
-export interface CallState {
-  /** The request of the latest round, model chosen. */
-  request: LlmRequest.Resolved
-  /** HTTP attempts over all rounds. */
-  attempts: number
-  /** Tokens billed over all attempts that returned an answer. */
-  usage: Usage.Usage
-  /** The latest answer, when one arrived. */
-  response: LlmResponse | undefined
-  /** Settled cost of all rounds (pico-dollars, `Money`); set when `Pricing` or `Budget` is provided. */
-  cost?: Money.Money | undefined
-  /** True when part of `cost` is an estimate: an attempt that may have been billed returned no usage. */
-  costEstimated?: boolean | undefined
-  /** True when the model's price is the configured fallback price, not a known one. */
-  priceFallback?: boolean | undefined
-  /** Attempts that may have been billed without an answer (timed out, interrupted or unreadable); when metered. */
-  unansweredAttempts?: number | undefined
-  /** Repair re-asks sent after invalid output (each one a round of its own). */
-  repairs: number
-  /** Why the model was chosen: "request" (named in it), "withModel", "default", or a router's reason. */
-  routeReason?: string | undefined
+/** A stage the app says it requires (`Options.require`). */
+export type StageName = "budget" | "pricing" | "tokenizer" | "callLog" | "telemetry" | "retryPolicy"
+
+/** `Llm.layer` was built without a stage the app requires, or with stages that cannot work together. */
+export class LlmConfigError extends Schema.TaggedError<LlmConfigError>("@keel/core/Llm/LlmConfigError")(
+  "LlmConfigError",
+  { stage: Schema.String, reason: Schema.String }
+) {
+  override get message() {
+    return `Llm.layer: ${this.stage}: ${this.reason}`
+  }
 }
 
-export const make = (options: Options = {}): Effect.Effect<Llm.Service, never, LanguageModel> =>
+const stageTags: Record<StageName, { readonly key: string; readonly provide: string }> = {
+  budget: { key: Budget.Budget.key, provide: "a Budget layer (Budget.layerMemory, BudgetSql.layer)" },
+  pricing: { key: Pricing.Pricing.key, provide: "a Pricing layer (e.g. OpenAiPricing.layer())" },
+  tokenizer: { key: Tokenizer.Tokenizer.key, provide: "a Tokenizer layer (e.g. OpenAiTokenizer.layer)" },
+  callLog: { key: CallLog.CallLog.key, provide: "a CallLog layer (CallLog.layer, JsonLines.layer)" },
+  telemetry: { key: Telemetry.Telemetry.key, provide: "a Telemetry layer (Telemetry.layer)" },
+  retryPolicy: {
+    key: RetryPolicy.RetryPolicy.key,
+    provide: "a RetryPolicy (Layer.succeed(RetryPolicy.RetryPolicy, …))"
+  }
+}
+
+/**
+ * Builds the pipeline from the services in context. Every stage is taken here, once: a stage that is
+ * not in context when the layer is built is not in the pipeline, so provide stages *to* the layer
+ * (`Llm.layer().pipe(Layer.provide(stages))`), and list the ones the app cannot run without in
+ * `require`. The stages in force are logged in one line.
+ */
+export const make = (options: Options = {}): Effect.Effect<Llm.Service, LlmConfigError, LanguageModel> =>
   Effect.gen(function*() {
+    const context = yield* Effect.context<never>()
+    const provided = (name: StageName) => context.unsafeMap.has(stageTags[name].key)
+    for (const name of options.require ?? []) {
+      if (!provided(name)) {
+        return yield* new LlmConfigError({
+          stage: name,
+          reason: `required, but not provided to the layer: provide ${
+            stageTags[name].provide
+          } to Llm.layer (Layer.provide), not merged beside it`
+        })
+      }
+    }
     const languageModel = yield* LanguageModel
-    /** Budget reservation and cost (see `internal/metering`); absent when neither Budget nor Pricing is provided. */
-    const meter = yield* Metering.make
-    /** Span, metrics and call record per call; no-ops when nothing observes. */
-    const observer = Observe.make<CallState>({
+    const budget = Option.getOrUndefined(Context.getOption(context, Budget.Budget))
+    const pricing = Option.getOrUndefined(Context.getOption(context, Pricing.Pricing))
+    if (budget !== undefined && pricing === undefined) {
+      return yield* new LlmConfigError({
+        stage: "pricing",
+        reason: `a Budget needs prices to reserve with: provide ${stageTags.pricing.provide} to Llm.layer`
+      })
+    }
+    const tokenizer = Option.getOrUndefined(Context.getOption(context, Tokenizer.Tokenizer)) ??
+      languageModel.tokenizer ?? Tokenizer.bytesUpperBound
+    const policy = yield* RetryPolicy.RetryPolicy
+
+    // At each level the first stage listed is the outermost: an attempt's span is inside the
+    // budget's extension of its reservation, so it times the request alone.
+    const stages: Array<Stage.Stage> = []
+    if (pricing !== undefined) {
+      stages.push(Metering.make({ budget, pricing, tokenizer }))
+      // Reservations count tokens: load the encoder now, off the first call's path.
+      if (budget !== undefined) yield* Effect.forkDaemon(tokenizer.load)
+    }
+    const observe = Observe.make({
       provider: languageModel.provider,
       callLog: yield* CallLog.CallLog,
-      telemetry: yield* Telemetry.Telemetry,
-      cost: (state) => ({
-        amount: state.cost ?? 0n,
-        estimated: state.costEstimated === true,
-        fallback: state.priceFallback === true
-      }),
-      routeReason: (state) => state.routeReason ?? "request",
-      repairs: (state) => state.repairs > 0 ? state.repairs : undefined
+      telemetry: yield* Telemetry.Telemetry
     })
+    if (observe !== undefined) stages.push(observe)
+    const pipeline = Stage.compose(stages)
+    yield* Effect.logInfo(
+      `Llm: ${languageModel.provider} model${
+        options.defaultModel === undefined ? "" : ` (default ${options.defaultModel})`
+      }; stages: ${[...stages.map((stage) => stage.name), `retry (${policy.description})`].join(", ")}${
+        pricing === undefined ? "" : `; tokenizer ${tokenizer.name}`
+      }${budget === undefined ? "; no budget" : ""}`
+    )
+
+    /**
+     * Without a budget, a call whose context holds one (provided beside the layer rather than to it)
+     * fails closed instead of running unlimited.
+     */
+    const guard = budget === undefined
+      ? Effect.contextWithEffect((context: Context.Context<never>) =>
+        context.unsafeMap.has(Budget.Budget.key)
+          ? Effect.fail(
+            new BudgetUnavailable({
+              operation: "configure",
+              reason:
+                "a Budget is provided where the call runs, but Llm.layer was built without one: provide the Budget to Llm.layer (Layer.provide), not merged beside it"
+            })
+          )
+          : Effect.void
+      )
+      : undefined
 
     /** Chooses the model, and says why: named in the request, set by `withModel`, or the default. */
     const resolve = (
@@ -166,33 +232,36 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, never, L
       })
 
     /** One attempt: counted, and its usage added, before anything else looks at it. */
-    const attempt = (state: CallState, request: LlmRequest.Resolved) => (timeout: RetryPolicy.AttemptTimeout) => {
-      const send = Effect.suspend(() => {
-        state.attempts++
-        return Effect.tap(observer.attempt(state, languageModel.complete(request, timeout)), (response) => {
-          state.usage = Usage.add(state.usage, response.usage)
-          state.response = response
+    const attempt = (state: CallState, request: LlmRequest.Resolved) => (timeout: RetryPolicy.AttemptTimeout) =>
+      pipeline.attempt(
+        state,
+        Effect.suspend(() => {
+          state.attempts++
+          return Effect.tap(languageModel.complete(request, timeout), (response) => {
+            state.usage = Usage.add(state.usage, response.usage)
+            state.response = response
+          })
         })
-      })
-      return meter === undefined ? send : meter.attempt(state, send)
-    }
+      )
 
     /** One round: a request sent under the retry policy until it answers or fails for good, then classified. */
     const round = (state: CallState, request: LlmRequest.Resolved): Effect.Effect<LlmResponse, LlmError> =>
       Effect.suspend(() => {
         state.request = request
-        const answer = RetryPolicy.retry(attempt(state, request), { model: request.model }).pipe(
-          Effect.flatMap((response) => classify(request, response))
+        return pipeline.round(
+          state,
+          RetryPolicy.retry(attempt(state, request), { model: request.model, policy }).pipe(
+            Effect.flatMap((response) => classify(request, response))
+          )
         )
-        return meter === undefined ? answer : meter.round(state, request, answer)
       })
 
     /** One logical call: validate the input, choose the model, run `body` with fresh call state. */
     const call = <A>(
       input: LlmRequest.Input,
       body: (state: CallState, request: LlmRequest.Resolved) => Effect.Effect<A, LlmError>
-    ): Effect.Effect<A, LlmError> =>
-      LlmRequest.decode(input).pipe(
+    ): Effect.Effect<A, LlmError> => {
+      const run = LlmRequest.decode(input).pipe(
         Effect.flatMap(resolve),
         Effect.flatMap(({ reason, request }) => {
           const state: CallState = {
@@ -200,12 +269,20 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, never, L
             attempts: 0,
             usage: Usage.empty,
             response: undefined,
+            cost: undefined,
+            costEstimated: false,
+            priceFallback: false,
+            unansweredAttempts: 0,
+            overrun: 0n,
             repairs: 0,
             routeReason: reason
           }
-          return observer.call(state, body(state, request))
+          // A call-level stage (a router) may replace the request before the body reads it.
+          return pipeline.call(state, Effect.suspend(() => body(state, state.request)))
         })
       )
+      return guard === undefined ? run : Effect.zipRight(guard, run)
+    }
 
     return Llm.of({
       generate: (input) => call(input, round),
@@ -218,8 +295,13 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, never, L
     })
   })
 
-/** The facade over the `LanguageModel` in context. */
-export const layer = (options: Options = {}): Layer.Layer<Llm, never, LanguageModel> => Layer.effect(Llm, make(options))
+/**
+ * The facade over the `LanguageModel` in context, with the stages provided to it. Stages that
+ * `options.require` lists must be among them, or building fails with `LlmConfigError` naming the first
+ * one missing.
+ */
+export const layer = (options: Options = {}): Layer.Layer<Llm, LlmConfigError, LanguageModel> =>
+  Layer.effect(Llm, make(options))
 
 /** Sends one request through the pipeline. */
 export const generate = (request: LlmRequest.Input): Effect.Effect<LlmResponse, LlmError, Llm> =>

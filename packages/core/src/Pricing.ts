@@ -1,18 +1,12 @@
 /**
  * What a model call costs. A price table per model (input, cached input, output — reasoning tokens
- * are billed as output — and the Batch API's prices), built in for the OpenAI models and extended
- * or overridden from options or a JSON file. Dated snapshot names (`gpt-4o-2024-08-06`) resolve to
- * their family. An unknown model is `PricingUnknown`, never silently $0, unless a fallback price is
- * configured (the price then says `fallback: true`, so the call record can mark it).
+ * are billed as output — and the Batch API's prices): a provider's table (`table`, e.g.
+ * `@keel/openai`'s `OpenAiPricing.prices`) extended or overridden from options or a JSON file. Dated
+ * snapshot names (`gpt-4o-2024-08-06`) resolve to their family. An unknown model is
+ * `PricingUnknown`, never silently $0, unless a fallback price is configured (the price then says
+ * `fallback: true`, so the call record can mark it).
  *
  * Prices are exact `Money` (pico-dollars per token): `cost` is integer arithmetic.
- *
- * The built-in table comes from `../shared/reference/openai-api-facts.md` §5 (gathered 2026-11-29):
- * primary source @pydantic/genai-prices 0.1.8 (its data cites platform.openai.com/docs/pricing),
- * cross-checked as noted per row. Batch prices are 50 % of the standard ones (help.openai.com Batch
- * API FAQ); whether cached input is discounted again in batch was not confirmed, so batch cached
- * input is taken as 50 % of cached input. Long-context tiers (gpt-5.4/5.5 above 272K tokens) and
- * o3's pre-2025-06-10 prices are not modelled: override them from a file when they matter.
  *
  * File format (`layerFile`): `{ "models": { "<model>": { "input": "2.50", "cachedInput": "1.25",
  * "output": "10.00", "batchInput"?, "batchCachedInput"?, "batchOutput"?, "maxOutputTokens"?,
@@ -148,65 +142,6 @@ const toPrice = (
   )
 }
 
-const facts = "openai-api-facts.md §5"
-const genai = `@pydantic/genai-prices 0.1.8 (${facts})`
-
-/** The built-in table: USD per 1M tokens as published; batch = 50 % (Batch API FAQ). */
-const builtInInput: Record<string, PriceInput> = {
-  "gpt-4o": { input: "2.50", cachedInput: "1.25", output: "10.00", maxOutputTokens: 16_384, source: genai },
-  "gpt-4o-mini": { input: "0.15", cachedInput: "0.075", output: "0.60", maxOutputTokens: 16_384, source: genai },
-  "gpt-4.1": { input: "2.00", cachedInput: "0.50", output: "8.00", maxOutputTokens: 32_768, source: genai },
-  "gpt-4.1-mini": { input: "0.40", cachedInput: "0.10", output: "1.60", maxOutputTokens: 32_768, source: genai },
-  "gpt-4.1-nano": { input: "0.10", cachedInput: "0.025", output: "0.40", maxOutputTokens: 32_768, source: genai },
-  "o3": {
-    input: "2.00",
-    cachedInput: "0.50",
-    output: "8.00",
-    maxOutputTokens: 100_000,
-    source: `${genai}, from 2025-06-10`
-  },
-  "o4-mini": { input: "1.10", cachedInput: "0.275", output: "4.40", maxOutputTokens: 100_000, source: genai },
-  "gpt-5": { input: "1.25", cachedInput: "0.125", output: "10.00", maxOutputTokens: 128_000, source: genai },
-  "gpt-5.1": { input: "1.25", cachedInput: "0.125", output: "10.00", maxOutputTokens: 128_000, source: genai },
-  "gpt-5-mini": { input: "0.25", cachedInput: "0.025", output: "2.00", maxOutputTokens: 128_000, source: genai },
-  "gpt-5-nano": { input: "0.05", cachedInput: "0.005", output: "0.40", maxOutputTokens: 128_000, source: genai },
-  "gpt-5.2": {
-    input: "1.75",
-    cachedInput: "0.175",
-    output: "14.00",
-    maxOutputTokens: 128_000,
-    source: `github/docs models-and-pricing.yml (${facts})`
-  },
-  "gpt-5.4": {
-    input: "2.50",
-    cachedInput: "0.25",
-    output: "15.00",
-    maxOutputTokens: 128_000,
-    source: `api-evangelist yml, context up to 272K (${facts})`
-  },
-  "gpt-5.4-mini": {
-    input: "0.75",
-    cachedInput: "0.075",
-    output: "4.50",
-    maxOutputTokens: 128_000,
-    source: `api-evangelist yml (${facts})`
-  },
-  "gpt-5.4-nano": {
-    input: "0.20",
-    cachedInput: "0.02",
-    output: "1.25",
-    maxOutputTokens: 128_000,
-    source: `api-evangelist yml (${facts})`
-  },
-  "gpt-5.5": {
-    input: "5.00",
-    cachedInput: "0.50",
-    output: "30.00",
-    maxOutputTokens: 128_000,
-    source: `api-evangelist yml, context up to 272K (${facts})`
-  }
-}
-
 const decodePrice = Schema.decodeUnknownEither(PriceInput, { errors: "first", onExcessProperty: "error" })
 const decodeFile = Schema.decodeUnknownEither(PricingFile, { errors: "first", onExcessProperty: "error" })
 
@@ -216,16 +151,6 @@ const firstIssue = (error: ParseResult.ParseError) => {
     ? { path: [] as ReadonlyArray<PropertyKey>, reason: error.message }
     : { path: issue.path, reason: issue.message }
 }
-
-const builtIn: ReadonlyMap<string, ModelPrice> = new Map(
-  Object.entries(builtInInput).map(([model, input]) => {
-    const price = Either.getOrThrow(Either.flatMap(decodePrice(input), (entry) => toPrice(model, entry, false)))
-    return [model, { ...price, asOf: "2026-11-29" }]
-  })
-)
-
-/** The built-in prices, by model family. */
-export const builtInPrices: ReadonlyMap<string, ModelPrice> = builtIn
 
 const snapshot = /-\d{4}-\d{2}-\d{2}$/
 
@@ -269,12 +194,12 @@ export declare namespace Pricing {
 }
 
 export interface Options {
-  /** Prices added to, or replacing, the built-in ones (USD per 1M tokens). */
+  /** The table to start from, usually a provider's (`OpenAiPricing.prices`). Default: empty. */
+  readonly table?: Readonly<Record<string, PriceInput>>
+  /** Prices added to, or replacing, the table's (USD per 1M tokens). */
   readonly models?: Readonly<Record<string, PriceInput>>
   /** The price used for a model in no table; marked `fallback: true`. Default: none (unknown is an error). */
   readonly fallback?: PriceInput
-  /** Start from the built-in table. Default true. */
-  readonly builtIn?: boolean
 }
 
 const configError = (
@@ -299,7 +224,7 @@ const build = (
   source?: { readonly file: string; readonly text: string }
 ): Effect.Effect<Pricing.Service, PricingConfigError> =>
   Effect.suspend(() => {
-    const prices = new Map(options.builtIn === false ? [] : builtIn)
+    const prices = new Map<string, ModelPrice>()
     const entry = (model: string, input: unknown, path: ReadonlyArray<PropertyKey>, fallback: boolean) =>
       Either.flatMap(
         Either.mapLeft(decodePrice(input), (error) => {
@@ -312,6 +237,11 @@ const build = (
             ({ field, reason }) => configError([...path, field], reason, source)
           )
       )
+    for (const [model, input] of Object.entries(options.table ?? {})) {
+      const price = entry(model, input, ["table", model], false)
+      if (Either.isLeft(price)) return Effect.fail(price.left)
+      prices.set(model, price.right)
+    }
     for (const [model, input] of Object.entries(options.models ?? {})) {
       if (model.trim() === "" || /\s/.test(model)) {
         return Effect.fail(
@@ -387,11 +317,11 @@ export const parseFile = (
   )
 }
 
-/** The built-in table extended or overridden by options. */
+/** The options' table, extended or overridden by their models. */
 export const layer = (options: Options = {}): Layer.Layer<Pricing, PricingConfigError> =>
   Layer.effect(Pricing, make(options))
 
-/** The built-in table extended or overridden by a JSON pricing file (see the module header). */
+/** The options' table extended or overridden by a JSON pricing file (see the module header). */
 export const layerFile = (
   file: string,
   options: Omit<Options, "models" | "fallback"> = {}

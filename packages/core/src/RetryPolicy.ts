@@ -25,7 +25,6 @@ import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import * as ScheduleDecision from "effect/ScheduleDecision"
 import * as Interval from "effect/ScheduleInterval"
-import * as Timeout from "./internal/timeout.js"
 import * as LlmError from "./LlmError.js"
 
 /** How delays are randomised. "full": U[0, d]; "equal": d/2 + U[0, d/2]; "decorrelated": min(cap, U[base, 3·previous]); "none": d. */
@@ -50,9 +49,17 @@ export interface Options {
   readonly isRetryable?: (error: LlmError.LlmError) => boolean
 }
 
-/** The policy in force. It has a default, so providing one is optional (`withPolicy`). */
+/**
+ * The policy `Llm` takes when its layer is built (provide it to `Llm.layer`; the default when none is).
+ * `withPolicy` overrides it for the effects it wraps.
+ */
 export class RetryPolicy extends Context.Reference<RetryPolicy>()("@keel/core/RetryPolicy", {
   defaultValue: () => make()
+}) {}
+
+/** The policy set by `withPolicy` for the effects it wraps, over the one a pipeline was built with. */
+class Override extends Context.Reference<Override>()("@keel/core/RetryPolicy/Override", {
+  defaultValue: (): RetryPolicy.Service | undefined => undefined
 }) {}
 
 export declare namespace RetryPolicy {
@@ -62,6 +69,8 @@ export declare namespace RetryPolicy {
     readonly isRetryable: (error: LlmError.LlmError) => boolean
     readonly attemptTimeout: Duration.Duration
     readonly deadline: Duration.Duration
+    /** One line saying what the policy does, for logs. */
+    readonly description: string
   }
 }
 
@@ -115,12 +124,19 @@ export const schedule = (options: Options = {}): Schedule.Schedule<Duration.Dura
 }
 
 /** Builds a policy; every option has a documented default (see the module header). */
-export const make = (options: Options = {}): RetryPolicy.Service => ({
-  schedule: schedule(options),
-  isRetryable: options.isRetryable ?? LlmError.isRetryable,
-  attemptTimeout: Duration.decode(options.attemptTimeout ?? Duration.seconds(60)),
-  deadline: Duration.decode(options.deadline ?? Duration.minutes(3))
-})
+export const make = (options: Options = {}): RetryPolicy.Service => {
+  const attemptTimeout = Duration.decode(options.attemptTimeout ?? Duration.seconds(60))
+  const deadline = Duration.decode(options.deadline ?? Duration.minutes(3))
+  return {
+    schedule: schedule(options),
+    isRetryable: options.isRetryable ?? LlmError.isRetryable,
+    attemptTimeout,
+    deadline,
+    description: `${options.maxAttempts ?? 4} attempts, ${options.jitter ?? "full"} jitter from ${
+      Duration.format(Duration.decode(options.base ?? Duration.millis(500)))
+    }, attempt timeout ${Duration.format(attemptTimeout)}, deadline ${Duration.format(deadline)}`
+  }
+}
 
 /**
  * The limit on one attempt, handed to it by `retry`: the attempt must stop and fail with
@@ -133,57 +149,65 @@ export interface AttemptTimeout {
 }
 
 /**
- * Runs attempts under the policy in force: retries of retryable errors on the schedule, each
- * attempt given its `AttemptTimeout`. An attempt that cannot time itself out (a provider without a
- * timer of its own) wraps itself in `within`.
+ * Runs attempts under a policy: the one set by `withPolicy` around the call, else `options.policy`
+ * (a pipeline's own), else the `RetryPolicy` in context. Retryable errors are retried on the
+ * schedule, each attempt given its `AttemptTimeout`. An attempt that cannot time itself out (a
+ * provider without a timer of its own) wraps itself in `within`.
  */
 export const retry = <A, R>(
   attempt: (timeout: AttemptTimeout) => Effect.Effect<A, LlmError.LlmError, R>,
-  options?: { readonly model?: string | undefined }
+  options?: { readonly model?: string | undefined; readonly policy?: RetryPolicy.Service | undefined }
 ): Effect.Effect<A, LlmError.LlmError, R> =>
-  Effect.flatMap(RetryPolicy, (policy) =>
-    Effect.flatMap(Clock.currentTimeMillis, (start) => {
-      const perAttempt = Duration.toMillis(policy.attemptTimeout)
-      const deadlineAt = start + Duration.toMillis(policy.deadline)
-      const callTimeout = () => new LlmError.Timeout({ model: options?.model, after: policy.deadline, scope: "call" })
-      const attemptTimeout: AttemptTimeout = {
-        millis: perAttempt,
-        onTimeout: () => new LlmError.Timeout({ model: options?.model, after: policy.attemptTimeout, scope: "attempt" })
-      }
-      const bounded = Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        const left = deadlineAt - now
-        if (left <= 0) return Effect.fail(callTimeout())
-        return attempt(left < perAttempt ? { millis: left, onTimeout: callTimeout } : attemptTimeout)
-      })
-      // The schedule's driver is built at the first retryable failure: the success path pays nothing for it.
-      const retryAfter = (first: LlmError.LlmError) =>
-        Effect.flatMap(Schedule.driver(policy.schedule), (driver) => {
-          const next = (error: LlmError.LlmError): Effect.Effect<A, LlmError.LlmError, R> =>
-            Effect.matchEffect(driver.next(error), {
-              onFailure: () => Effect.fail(error), // the schedule is done: the last error stands
-              onSuccess: () => Effect.catchIf(bounded, policy.isRetryable, next)
-            })
-          return next(first)
-        })
-      return Effect.catchIf(bounded, policy.isRetryable, retryAfter)
-    }))
+  Effect.flatMap(Override, (override) =>
+    override !== undefined
+      ? run(attempt, override, options?.model)
+      : options?.policy !== undefined
+      ? run(attempt, options.policy, options.model)
+      : Effect.flatMap(RetryPolicy, (policy) => run(attempt, policy, options?.model)))
 
-/**
- * Bounds an effect by an `AttemptTimeout` with a timer of its own: on the live clock one immediate
- * fork and a plain timer (see `internal/timeout`), under `TestClock` `Effect.timeoutFail`.
- */
+const run = <A, R>(
+  attempt: (timeout: AttemptTimeout) => Effect.Effect<A, LlmError.LlmError, R>,
+  policy: RetryPolicy.Service,
+  model: string | undefined
+): Effect.Effect<A, LlmError.LlmError, R> =>
+  Effect.flatMap(Clock.currentTimeMillis, (start) => {
+    const perAttempt = Duration.toMillis(policy.attemptTimeout)
+    const deadlineAt = start + Duration.toMillis(policy.deadline)
+    const callTimeout = () => new LlmError.Timeout({ model, after: policy.deadline, scope: "call" })
+    const attemptTimeout: AttemptTimeout = {
+      millis: perAttempt,
+      onTimeout: () => new LlmError.Timeout({ model, after: policy.attemptTimeout, scope: "attempt" })
+    }
+    const bounded = Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      const left = deadlineAt - now
+      if (left <= 0) return Effect.fail(callTimeout())
+      return attempt(left < perAttempt ? { millis: left, onTimeout: callTimeout } : attemptTimeout)
+    })
+    // The schedule's driver is built at the first retryable failure: the success path pays nothing for it.
+    const retryAfter = (first: LlmError.LlmError) =>
+      Effect.flatMap(Schedule.driver(policy.schedule), (driver) => {
+        const next = (error: LlmError.LlmError): Effect.Effect<A, LlmError.LlmError, R> =>
+          Effect.matchEffect(driver.next(error), {
+            onFailure: () => Effect.fail(error), // the schedule is done: the last error stands
+            onSuccess: () => Effect.catchIf(bounded, policy.isRetryable, next)
+          })
+        return next(first)
+      })
+    return Effect.catchIf(bounded, policy.isRetryable, retryAfter)
+  })
+
+/** Bounds an effect by an `AttemptTimeout`, for providers without a timer of their own. */
 export const within = <A, E, R>(
   self: Effect.Effect<A, E, R>,
   timeout: AttemptTimeout
 ): Effect.Effect<A, E | LlmError.Timeout, R> =>
-  Timeout.timeoutFail<A, E | LlmError.Timeout, R>(self, timeout.millis, timeout.onTimeout)
+  Effect.timeoutFail(self, { duration: Duration.millis(timeout.millis), onTimeout: timeout.onTimeout })
 
-/** Runs an effect with the given policy in force. */
+/** Runs an effect with the given policy in force, over the one any pipeline in it was built with. */
 export const withPolicy: {
   (policy: RetryPolicy.Service): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   <A, E, R>(self: Effect.Effect<A, E, R>, policy: RetryPolicy.Service): Effect.Effect<A, E, R>
 } = dual(
   2,
-  <A, E, R>(self: Effect.Effect<A, E, R>, policy: RetryPolicy.Service) =>
-    Effect.provideService(self, RetryPolicy, policy)
+  <A, E, R>(self: Effect.Effect<A, E, R>, policy: RetryPolicy.Service) => Effect.provideService(self, Override, policy)
 )

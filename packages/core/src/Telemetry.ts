@@ -161,6 +161,14 @@ export const budgetRemaining = Metric.gauge("keel.budget.remaining", {
   description: "Budget remaining per scope (USD)"
 })
 
+/**
+ * What calls settled above their reservations (USD): an input estimate that undercounted, or a
+ * provider that bills differently. Zero in a healthy pipeline; see `Budget` for what it does to a limit.
+ */
+export const budgetOverrun = Metric.counter("keel.budget.overrun", {
+  description: "Cost settled above what calls had reserved (USD)"
+})
+
 /** A breaker state as the gauge encodes it. */
 export type CircuitState = "closed" | "half-open" | "open"
 
@@ -170,15 +178,6 @@ const circuitStateValue: Record<CircuitState, number> = { closed: 0, "half-open"
 export const recordCircuitState = (model: string, state: CircuitState): Effect.Effect<void> =>
   Effect.sync(() =>
     circuitBreakerState.unsafeUpdate(circuitStateValue[state], labels("circuit", model, Attributes.requestModel))
-  )
-
-/** Records what remains of a budget scope's window, in USD (`sampleBudgetRemaining` calls it for a `Budget`). */
-export const recordBudgetRemaining = (scope: string, window: string, remainingUsd: number): Effect.Effect<void> =>
-  Effect.sync(() =>
-    budgetRemaining.unsafeUpdate(
-      remainingUsd,
-      labels2("budget", scope, window, Attributes.budgetScope, "keel.budget.window")
-    )
   )
 
 /**
@@ -242,55 +241,4 @@ const labels2 = (
     labelCache.set(cacheKey, cached)
   }
   return cached
-}
-
-const callLabels = (
-  provider: string,
-  model: string,
-  extraKey: string | undefined,
-  extraValue: string | undefined
-): ReadonlyArray<MetricLabel.MetricLabel> => {
-  const cacheKey = "call\u0000" + provider + "\u0000" + model + "\u0000" + (extraKey ?? "") + "\u0000" +
-    (extraValue ?? "")
-  let cached = labelCache.get(cacheKey)
-  if (cached === undefined) {
-    const base = [
-      MetricLabel.make(Attributes.operationName, operationName),
-      MetricLabel.make(Attributes.providerName, provider),
-      MetricLabel.make(Attributes.requestModel, model)
-    ]
-    cached = extraKey === undefined || extraValue === undefined
-      ? base
-      : [...base, MetricLabel.make(extraKey, extraValue)]
-    labelCache.set(cacheKey, cached)
-  }
-  return cached
-}
-
-/** What one finished call contributes to the metrics. */
-export interface CallMeasurement {
-  readonly provider: string
-  readonly model: string
-  readonly inputTokens: number
-  readonly outputTokens: number
-  readonly durationSeconds: number
-  readonly attempts: number
-  readonly costUsd: number
-  /** Set when the call failed. */
-  readonly errorType: string | undefined
-}
-
-/** Updates every per-call metric (token usage only when a billed answer arrived); synchronous, for the pipeline's exit handler. */
-export const unsafeRecordCall = (m: CallMeasurement): void => {
-  if (m.inputTokens > 0 || m.outputTokens > 0) {
-    tokenUsage.unsafeUpdate(m.inputTokens, callLabels(m.provider, m.model, Attributes.tokenType, "input"))
-    tokenUsage.unsafeUpdate(m.outputTokens, callLabels(m.provider, m.model, Attributes.tokenType, "output"))
-  }
-  operationDuration.unsafeUpdate(
-    m.durationSeconds,
-    callLabels(m.provider, m.model, m.errorType === undefined ? undefined : Attributes.errorType, m.errorType)
-  )
-  const plain = callLabels(m.provider, m.model, undefined, undefined)
-  if (m.costUsd > 0) cost.unsafeUpdate(m.costUsd, plain)
-  if (m.attempts > 1) retries.unsafeUpdate(m.attempts - 1, plain)
 }

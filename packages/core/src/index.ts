@@ -21,13 +21,15 @@ export * as Pricing from "./Pricing.js"
 
 export * as RetryPolicy from "./RetryPolicy.js"
 
+export * as Sqlite from "./Sqlite.js"
+
 export * as StrictSchema from "./StrictSchema.js"
 
 export * as Telemetry from "./Telemetry.js"
 
 export * as TestKit from "./TestKit.js"
 
-export * as Tokens from "./Tokens.js"
+export * as Tokenizer from "./Tokenizer.js"
 
 export * as Tool from "./Tool.js"
 

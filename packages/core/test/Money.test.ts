@@ -1,9 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as FastCheck from "effect/FastCheck"
 import * as Schema from "effect/Schema"
 import * as Money from "../src/Money.js"
 import * as Pricing from "../src/Pricing.js"
+import * as TestPrices from "./utils/prices.js"
 
 /**
  * Adds non-negative decimal strings digit by digit into a fixed-point digit array: an independent
@@ -68,7 +70,7 @@ describe("Money", () => {
   })
 
   it("1,000,000 call costs sum exactly, matching an independent computation", () => {
-    const prices = Array.from(Pricing.builtInPrices.values())
+    const prices = Array.from(Effect.runSync(Pricing.make({ table: TestPrices.table })).prices.values())
     let state = 42
     const random = (n: number) => {
       state = (state * 1_103_515_245 + 12_345) % 2_147_483_648

@@ -16,7 +16,7 @@ import * as Budget from "../src/Budget.js"
 import * as Llm from "../src/Llm.js"
 import { QuotaExhausted, RateLimited } from "../src/LlmError.js"
 import * as Money from "../src/Money.js"
-import * as Pricing from "../src/Pricing.js"
+import * as TestPrices from "./utils/prices.js"
 import * as RetryPolicy from "../src/RetryPolicy.js"
 import * as Telemetry from "../src/Telemetry.js"
 import * as TestKit from "../src/TestKit.js"
@@ -31,7 +31,7 @@ const setup = (model: TestKit.Scripted) => {
     exportIntervalMillis: 3_600_000
   })
   const layer = Layer.mergeAll(
-    Llm.layer().pipe(Layer.provide(Pricing.layer()), Layer.provide(model.layer)),
+    Llm.layer().pipe(Layer.provide(TestPrices.layer()), Layer.provide(model.layer)),
     NodeSdk.layer(() => ({
       resource: { serviceName: "keel-test" },
       spanProcessor: new SimpleSpanProcessor(spans),
@@ -195,7 +195,7 @@ describe("Telemetry: metrics", () => {
       ])
       const { layer, metrics } = setup(model)
       const collected = yield* Effect.gen(function*() {
-        const pricing = Pricing.layer({ models: { [name]: { input: "1", cachedInput: "0.5", output: "2" } } })
+        const pricing = TestPrices.layer({ models: { [name]: { input: "1", cachedInput: "0.5", output: "2" } } })
         const call = Llm.generate({ model: name, messages: [user("hi")] }).pipe(
           Effect.provide(Llm.layer().pipe(Layer.provide(pricing), Layer.provide(model.layer))),
           RetryPolicy.withPolicy(RetryPolicy.make({ jitter: "none", base: "2 seconds" }))

@@ -18,6 +18,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as RateLimitHeaders from "./internal/rateLimitHeaders.js"
 import * as OpenAiClient from "./OpenAiClient.js"
+import * as OpenAiTokenizer from "./OpenAiTokenizer.js"
 
 export interface Options {
   /** The name in telemetry (`gen_ai.provider.name`). Default "openai"; set it for a compatible server. */
@@ -204,7 +205,7 @@ export const make = (
         fromWire
       )
     // The client times each attempt out inside its HTTP request (see `internal/transport`).
-    return makeLanguageModel({ provider, complete, timesOut: true })
+    return makeLanguageModel({ provider, complete, timesOut: true, tokenizer: OpenAiTokenizer.tokenizer })
   })
 
 /** The `LanguageModel` over the `OpenAiClient` you provide. */

@@ -3,4 +3,8 @@ export * as OpenAiClient from "./OpenAiClient.js"
 
 export * as OpenAiLanguageModel from "./OpenAiLanguageModel.js"
 
+export * as OpenAiPricing from "./OpenAiPricing.js"
+
+export * as OpenAiTokenizer from "./OpenAiTokenizer.js"
+
 export * as Simulator from "./Simulator.js"

@@ -22,6 +22,7 @@ import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as OpenAiClient from "../src/OpenAiClient.js"
 import * as OpenAiLanguageModel from "../src/OpenAiLanguageModel.js"
+import * as OpenAiPricing from "../src/OpenAiPricing.js"
 import * as Simulator from "../src/Simulator.js"
 
 const CALLS = 300
@@ -54,7 +55,7 @@ const run = (repair: number, mode: "tool" | "json_schema") =>
     const stack = Layer.unwrapEffect(
       Effect.map(Simulator.Simulator, (simulator) =>
         Llm.layer({ defaultModel: MODEL }).pipe(
-          Layer.provide(Layer.merge(log.layer, Pricing.layer())),
+          Layer.provide(Layer.merge(log.layer, OpenAiPricing.layer())),
           Layer.provide(OpenAiLanguageModel.layer()),
           Layer.provide(
             OpenAiClient.layerUndici({ apiKey: Redacted.make("sk-structured-output"), baseUrl: simulator.url })
@@ -97,7 +98,7 @@ const assertNothingInvalid = (run: Run) => {
   assert.strictEqual(run.records.length, CALLS)
 }
 
-const pricing = Effect.runSync(Pricing.make())
+const pricing = Effect.runSync(Pricing.make({ table: OpenAiPricing.prices }))
 
 /** Each record's cost is its summed tokens at the model's price: every round is charged. */
 const assertCostCoversEveryRound = (run: Run) => {

@@ -1,8 +1,8 @@
 /**
- * The pipeline's last stage, wrapped around each logical call and each attempt: the call's CLIENT
- * span and its attempt spans, the per-call metrics, and exactly one `CallRecord` written when the
- * call ends, whatever the exit. Built once per `Llm` service; when nothing observes (no call log,
- * spans and metrics off) it returns the effects untouched. Spans are made only when the fiber's
+ * The observation stage of `Llm`, wrapped around each logical call and each attempt: the call's
+ * CLIENT span and its attempt spans, the per-call metrics, and exactly one `CallRecord` written when
+ * the call ends, whatever the exit. Built once per `Llm` service; when nothing observes (no call log,
+ * spans and metrics off) there is no stage. Spans are made only when the fiber's
  * tracer is not Effect's built-in one (whose spans reach no exporter): an application that provides
  * no tracer pays nothing for them.
  */
@@ -12,46 +12,22 @@ import * as Context from "effect/Context"
 import * as DefaultServices from "effect/DefaultServices"
 import * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"
+import * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import * as Tracer from "effect/Tracer"
 import * as Crypto from "node:crypto"
 import type * as CallLog from "../CallLog.js"
 import * as CallRecord from "../CallRecord.js"
 import * as LlmError from "../LlmError.js"
-import type * as LlmRequest from "../LlmRequest.js"
 import type { LlmResponse } from "../LlmResponse.js"
 import * as Money from "../Money.js"
 import * as Telemetry from "../Telemetry.js"
-import type { Usage } from "../Usage.js"
+import type { CallState, Stage } from "./stage.js"
 
-/** What the observer reads from the pipeline's call state when the call ends. */
-export interface Observed {
-  readonly request: LlmRequest.Resolved
-  readonly attempts: number
-  readonly usage: Usage
-  readonly response: LlmResponse | undefined
-}
-
-export interface Options<S extends Observed> {
+export interface Options {
   readonly provider: string
   readonly callLog: CallLog.CallLog.Service
   readonly telemetry: Telemetry.Options
-  /** The call's cost so far, and whether part of it is an estimate. */
-  readonly cost: (
-    state: S
-  ) => { readonly amount: Money.Money; readonly estimated: boolean; readonly fallback?: boolean }
-  /** Why the model was chosen. */
-  readonly routeReason: (state: S) => string
-  /** Repair rounds, when the call had any. */
-  readonly repairs: (state: S) => number | undefined
-}
-
-export interface Observer<S extends Observed> {
-  readonly call: <A>(state: S, body: Effect.Effect<A, LlmError.LlmError>) => Effect.Effect<A, LlmError.LlmError>
-  readonly attempt: (
-    state: S,
-    attempt: Effect.Effect<LlmResponse, LlmError.LlmError>
-  ) => Effect.Effect<LlmResponse, LlmError.LlmError>
 }
 
 interface Failure {
@@ -80,22 +56,21 @@ const builtInTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
 const callSpanOptions = { kind: "client", captureStackTrace: false } as const
 const attemptSpanOptions = { kind: "internal", captureStackTrace: false } as const
 
-export const make = <S extends Observed>(options: Options<S>): Observer<S> => {
+/** The stage, or undefined when nothing observes. */
+export const make = (options: Options): Stage | undefined => {
   const { callLog, provider } = options
   const spans = options.telemetry.spans && options.telemetry.spanSampling > 0
   const sampling = options.telemetry.spanSampling
   /** The calls that got a span: only their attempts get spans too. */
-  const traced = new WeakSet<S>()
+  const traced = new WeakSet<CallState>()
   const metrics = options.telemetry.metrics
   const records = callLog.enabled
   const A = Telemetry.Attributes
 
-  if (!records && !spans && !metrics) {
-    return { call: (_state, body) => body, attempt: (_state, attempt) => attempt }
-  }
+  if (!records && !spans && !metrics) return undefined
 
   const finish = (
-    state: S,
+    state: CallState,
     exit: Exit.Exit<unknown, unknown>,
     startNanos: bigint,
     startMillis: number,
@@ -105,8 +80,8 @@ export const make = <S extends Observed>(options: Options<S>): Observer<S> => {
   ): Effect.Effect<void> => {
     const latencyMs = Number(clock.unsafeCurrentTimeNanos() - startNanos) / 1e6
     const failure = failureOf(exit)
-    const { request, response, usage } = state
-    const cost = options.cost(state)
+    const { cost, request, response, usage } = state
+    const costUsd = cost === undefined ? undefined : Number(cost) / 1e12
     if (span !== undefined) {
       if (response !== undefined) {
         span.attribute(A.responseModel, response.model)
@@ -117,21 +92,12 @@ export const make = <S extends Observed>(options: Options<S>): Observer<S> => {
       span.attribute(A.outputTokens, usage.outputTokens)
       span.attribute(A.cacheReadInputTokens, usage.cachedInputTokens)
       span.attribute(A.reasoningOutputTokens, usage.reasoningTokens)
-      span.attribute(A.costUsd, Number(cost.amount) / 1e12)
+      if (costUsd !== undefined) span.attribute(A.costUsd, costUsd)
       span.attribute(A.attempts, state.attempts)
       if (failure !== undefined) span.attribute(A.errorType, failure.tag)
     }
     if (metrics) {
-      Telemetry.unsafeRecordCall({
-        provider,
-        model: request.model,
-        inputTokens: usage.inputTokens,
-        outputTokens: usage.outputTokens,
-        durationSeconds: latencyMs / 1000,
-        attempts: state.attempts,
-        costUsd: Number(cost.amount) / 1e12,
-        errorType: failure?.tag
-      })
+      recordMetrics(provider, state, latencyMs / 1000, costUsd, failure?.tag)
     }
     if (!records) return Effect.void
     const record: {
@@ -140,7 +106,7 @@ export const make = <S extends Observed>(options: Options<S>): Observer<S> => {
       ts: new Date(startMillis).toISOString(),
       callId: Crypto.randomUUID(),
       scope: request.scope ?? "global",
-      route: { reason: options.routeReason(state) },
+      route: { reason: state.routeReason },
       provider,
       model: request.model,
       mode: "sync",
@@ -151,15 +117,16 @@ export const make = <S extends Observed>(options: Options<S>): Observer<S> => {
       cachedInputTokens: usage.cachedInputTokens,
       outputTokens: usage.outputTokens,
       reasoningTokens: usage.reasoningTokens,
-      costUsd: Money.format(cost.amount),
       outcome: failure === undefined ? "ok" : "error"
     }
+    if (cost === undefined) record.costUnknown = "no Pricing was provided to Llm.layer"
+    else record.costUsd = Money.format(cost)
     if (request.task !== undefined) record.task = request.task
     if (request.tier !== undefined) record.tier = request.tier
-    const repairs = options.repairs(state)
-    if (repairs !== undefined) record.repairs = repairs
-    if (cost.estimated) record.estimated = true
-    if (cost.fallback === true) record.priceFallback = true
+    if (state.repairs > 0) record.repairs = state.repairs
+    if (state.costEstimated) record.estimated = true
+    if (state.priceFallback) record.priceFallback = true
+    if (state.overrun > 0n) record.overrunUsd = Money.format(state.overrun)
     if (failure !== undefined) {
       record.errorTag = failure.tag
       record.errorMessage = failure.message
@@ -180,7 +147,7 @@ export const make = <S extends Observed>(options: Options<S>): Observer<S> => {
   }
 
   const measured = <A>(
-    state: S,
+    state: CallState,
     body: Effect.Effect<A, LlmError.LlmError>,
     withSpan: boolean
   ): Effect.Effect<A, LlmError.LlmError> =>
@@ -198,7 +165,7 @@ export const make = <S extends Observed>(options: Options<S>): Observer<S> => {
         span.attribute(A.providerName, provider)
         span.attribute(A.requestModel, request.model)
         span.attribute(A.budgetScope, request.scope ?? "global")
-        span.attribute(A.routeReason, options.routeReason(state))
+        span.attribute(A.routeReason, state.routeReason)
         span.attribute(A.promptHash, hash)
         return Effect.onExit(
           Effect.withParentSpan(body, span),
@@ -207,7 +174,7 @@ export const make = <S extends Observed>(options: Options<S>): Observer<S> => {
       })
     })
 
-  const call = <A>(state: S, body: Effect.Effect<A, LlmError.LlmError>): Effect.Effect<A, LlmError.LlmError> =>
+  const call = <A>(state: CallState, body: Effect.Effect<A, LlmError.LlmError>): Effect.Effect<A, LlmError.LlmError> =>
     spans
       ? Effect.tracerWith((tracer) =>
         tracer !== builtInTracer && (sampling >= 1 || Math.random() < sampling)
@@ -218,24 +185,87 @@ export const make = <S extends Observed>(options: Options<S>): Observer<S> => {
       )
       : measured(state, body, false)
 
-  const spanned = (state: S, attempt: Effect.Effect<LlmResponse, LlmError.LlmError>) =>
-    Effect.useSpan(Telemetry.attemptSpanName, attemptSpanOptions, (span) => {
-      span.attribute(A.attempt, state.attempts)
-      return Effect.onExit(Effect.withParentSpan(attempt, span), (exit) =>
-        Effect.sync(() => {
-          if (exit._tag === "Success") {
-            span.attribute(A.responseId, exit.value.id)
-          } else {
-            const failure = failureOf(exit)
-            if (failure !== undefined) span.attribute(A.errorType, failure.tag)
-          }
-        }))
-    })
+  const spanned = (state: CallState, attempt: Effect.Effect<LlmResponse, LlmError.LlmError>) =>
+    Effect.useSpan(
+      Telemetry.attemptSpanName,
+      attemptSpanOptions,
+      (span) =>
+        Effect.onExit(Effect.withParentSpan(attempt, span), (exit) =>
+          Effect.sync(() => {
+            // The pipeline counts the attempt as it sends it, inside this span.
+            span.attribute(A.attempt, state.attempts)
+            if (exit._tag === "Success") {
+              span.attribute(A.responseId, exit.value.id)
+            } else {
+              const failure = failureOf(exit)
+              if (failure !== undefined) span.attribute(A.errorType, failure.tag)
+            }
+          }))
+    )
 
-  const attempt = spans
-    ? (state: S, attempt: Effect.Effect<LlmResponse, LlmError.LlmError>) =>
-      traced.has(state) ? spanned(state, attempt) : attempt
-    : (_state: S, attempt: Effect.Effect<LlmResponse, LlmError.LlmError>) => attempt
+  const name = [records ? "call log" : undefined, spans ? "spans" : undefined, metrics ? "metrics" : undefined]
+    .filter((part) => part !== undefined).join(", ")
+  return {
+    name: `observe (${name})`,
+    call,
+    attempt: spans
+      ? (state: CallState, attempt: Effect.Effect<LlmResponse, LlmError.LlmError>) =>
+        traced.has(state) ? spanned(state, attempt) : attempt
+      : undefined
+  }
+}
 
-  return { call, attempt }
+// Effect caches a metric's registry hook per label array (by identity), so each distinct tag set is
+// built once and reused: an update is then a map lookup and an add, with no allocation.
+const labelCache = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
+
+const callLabels = (
+  provider: string,
+  model: string,
+  extraKey: string | undefined,
+  extraValue: string | undefined
+): ReadonlyArray<MetricLabel.MetricLabel> => {
+  const cacheKey = provider + "\u0000" + model + "\u0000" + (extraKey ?? "") + "\u0000" + (extraValue ?? "")
+  let cached = labelCache.get(cacheKey)
+  if (cached === undefined) {
+    const base = [
+      MetricLabel.make(Telemetry.Attributes.operationName, Telemetry.operationName),
+      MetricLabel.make(Telemetry.Attributes.providerName, provider),
+      MetricLabel.make(Telemetry.Attributes.requestModel, model)
+    ]
+    cached = extraKey === undefined || extraValue === undefined
+      ? base
+      : [...base, MetricLabel.make(extraKey, extraValue)]
+    labelCache.set(cacheKey, cached)
+  }
+  return cached
+}
+
+/** Updates every per-call metric (token usage only when a billed answer arrived); synchronous, for the exit handler. */
+const recordMetrics = (
+  provider: string,
+  state: CallState,
+  durationSeconds: number,
+  costUsd: number | undefined,
+  errorType: string | undefined
+): void => {
+  const { request: { model }, usage } = state
+  if (usage.inputTokens > 0 || usage.outputTokens > 0) {
+    Telemetry.tokenUsage.unsafeUpdate(
+      usage.inputTokens,
+      callLabels(provider, model, Telemetry.Attributes.tokenType, "input")
+    )
+    Telemetry.tokenUsage.unsafeUpdate(
+      usage.outputTokens,
+      callLabels(provider, model, Telemetry.Attributes.tokenType, "output")
+    )
+  }
+  Telemetry.operationDuration.unsafeUpdate(
+    durationSeconds,
+    callLabels(provider, model, errorType === undefined ? undefined : Telemetry.Attributes.errorType, errorType)
+  )
+  const plain = callLabels(provider, model, undefined, undefined)
+  if (costUsd !== undefined && costUsd > 0) Telemetry.cost.unsafeUpdate(costUsd, plain)
+  if (state.attempts > 1) Telemetry.retries.unsafeUpdate(state.attempts - 1, plain)
+  if (state.overrun > 0n) Telemetry.budgetOverrun.unsafeUpdate(Number(state.overrun) / 1e12, plain)
 }

@@ -1,8 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
+import type * as LlmRequest from "@keel/core/LlmRequest"
 import * as Effect from "effect/Effect"
 import { encodeChat } from "gpt-tokenizer/encoding/o200k_base"
-import type * as LlmRequest from "../src/LlmRequest.js"
-import * as Tokens from "../src/Tokens.js"
+import * as Tokens from "../src/OpenAiTokenizer.js"
 
 const request = (fields: Partial<LlmRequest.LlmRequest> = {}): LlmRequest.LlmRequest => ({
   messages: [
@@ -12,7 +12,7 @@ const request = (fields: Partial<LlmRequest.LlmRequest> = {}): LlmRequest.LlmReq
   ...fields
 })
 
-describe("Tokens", () => {
+describe("OpenAiTokenizer", () => {
   it.effect("counts text with o200k_base", () =>
     Effect.gen(function*() {
       assert.strictEqual(yield* Tokens.count("Hello world"), 2)

@@ -1,14 +1,17 @@
 /**
- * Token counts for budget reservations, with the o200k_base encoding of current OpenAI models
- * (gpt-tokenizer). A request's input is its messages (plus the chat format's per-message overhead),
- * its tool definitions and its response format's JSON schema; the estimate errs high, never low, as
- * a reservation must cover what the provider will bill.
+ * core's `Tokenizer` for OpenAI's current models: the o200k_base encoding (gpt-tokenizer). A
+ * request's input is its messages (plus the chat format's per-message overhead), its tool
+ * definitions and its response format's JSON schema; the estimate errs high, never low, as a
+ * reservation must cover what the provider will bill. The simulator counts `usage` with the same
+ * encoder.
  *
  * The encoder's rank table takes ~200 ms and ~20 MB to load, so it is loaded once, on first use
  * (or ahead of time with `load`), and shared by every caller in the process.
  */
+import type * as LlmRequest from "@keel/core/LlmRequest"
+import * as Tokenizer from "@keel/core/Tokenizer"
 import * as Effect from "effect/Effect"
-import type * as LlmRequest from "./LlmRequest.js"
+import type * as Layer from "effect/Layer"
 
 type Counter = (text: string) => number
 
@@ -50,11 +53,11 @@ export const load: Effect.Effect<void> = withCounter(() => undefined)
 export const count = (text: string): Effect.Effect<number> => withCounter((count) => count(text))
 
 /** Tokens the chat format adds per message (role and separators), and to prime the reply (OpenAI cookbook). */
-export const perMessage = 3
-export const perName = 1
-export const replyPriming = 3
+const perMessage = 3
+const perName = 1
+const replyPriming = 3
 /** Tokens the tool preamble adds per tool, over the tool's JSON. */
-export const perTool = 8
+const perTool = 8
 
 /** The input tokens of a request: messages with their overhead, tool definitions, response format schema. */
 export const input = (request: LlmRequest.LlmRequest): Effect.Effect<number> =>
@@ -89,3 +92,9 @@ const inputWith = (count: Counter, request: LlmRequest.LlmRequest): number => {
   }
   return total
 }
+
+/** The o200k_base tokenizer (the encoder loads on first use, or with `load`). */
+export const tokenizer: Tokenizer.Tokenizer.Service = { name: "o200k_base", input, load }
+
+/** Provides the o200k_base tokenizer as core's `Tokenizer`. */
+export const layer: Layer.Layer<Tokenizer.Tokenizer> = Tokenizer.layer(tokenizer)

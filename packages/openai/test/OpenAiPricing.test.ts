@@ -1,13 +1,14 @@
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { assert, describe, it } from "@effect/vitest"
+import * as Money from "@keel/core/Money"
+import * as Pricing from "@keel/core/Pricing"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import * as Money from "../src/Money.js"
-import * as Pricing from "../src/Pricing.js"
+import * as OpenAiPricing from "../src/OpenAiPricing.js"
 
 const usage = (fields: Partial<{ input: number; cached: number; output: number; reasoning: number }>) => ({
   inputTokens: fields.input ?? 0,
@@ -23,14 +24,14 @@ const failure = <A, E>(exit: Exit.Exit<A, E>): E => {
   return error
 }
 
-describe("Pricing", () => {
+describe("OpenAiPricing over core Pricing", () => {
   it.effect("charges uncached input, cached input and output at their own prices", () =>
     Effect.gen(function*() {
       // gpt-4o: $2.50 input, $1.25 cached, $10 output per 1M tokens.
       const cost = yield* Pricing.cost("gpt-4o", usage({ input: 1000, cached: 400, output: 200 }))
       // 600 × 2.50 + 400 × 1.25 + 200 × 10 = 1500 + 500 + 2000 per 1M = $0.004
       assert.strictEqual(Money.format(cost), "0.004")
-    }).pipe(Effect.provide(Pricing.layer())))
+    }).pipe(Effect.provide(OpenAiPricing.layer())))
 
   it.effect("bills reasoning tokens as output tokens (they are part of the output count)", () =>
     Effect.gen(function*() {
@@ -39,7 +40,7 @@ describe("Pricing", () => {
       assert.strictEqual(withReasoning, without)
       // 100 × 1.10 + 500 × 4.40 per 1M = 0.00011 + 0.0022
       assert.strictEqual(Money.format(withReasoning), "0.00231")
-    }).pipe(Effect.provide(Pricing.layer())))
+    }).pipe(Effect.provide(OpenAiPricing.layer())))
 
   it.effect("batch costs exactly half, cached input included", () =>
     Effect.gen(function*() {
@@ -52,7 +53,7 @@ describe("Pricing", () => {
       // gpt-4o-mini cached input in batch: $0.0375 per 1M, i.e. 37.5 nano-dollars a token, still exact.
       const cachedOnly = yield* Pricing.cost("gpt-4o-mini", usage({ input: 1, cached: 1 }), "batch")
       assert.strictEqual(Money.format(cachedOnly), "0.0000000375")
-    }).pipe(Effect.provide(Pricing.layer())))
+    }).pipe(Effect.provide(OpenAiPricing.layer())))
 
   it.effect("dated snapshots resolve to their family; unknown models are an error, never $0", () =>
     Effect.gen(function*() {
@@ -60,7 +61,7 @@ describe("Pricing", () => {
       assert.strictEqual((yield* Pricing.price("gpt-4.1-mini-2025-04-14")).model, "gpt-4.1-mini")
       const unknown = yield* Effect.exit(Pricing.cost("my-finetune", usage({ input: 10 })))
       assert.strictEqual(failure(unknown)._tag, "PricingUnknown")
-    }).pipe(Effect.provide(Pricing.layer())))
+    }).pipe(Effect.provide(OpenAiPricing.layer())))
 
   it.effect("a configured fallback price covers unknown models and is marked", () =>
     Effect.gen(function*() {
@@ -68,7 +69,7 @@ describe("Pricing", () => {
       assert.isTrue(price.fallback)
       assert.isFalse((yield* Pricing.price("gpt-4o")).fallback)
       assert.strictEqual(Money.format(yield* Pricing.cost("my-finetune", usage({ output: 1_000_000 }))), "3")
-    }).pipe(Effect.provide(Pricing.layer({ fallback: { input: 1, output: 3 } }))))
+    }).pipe(Effect.provide(OpenAiPricing.layer({ fallback: { input: 1, output: 3 } }))))
 
   it.effect("a pricing file overrides and extends the built-in table", () =>
     Effect.gen(function*() {
@@ -85,7 +86,7 @@ describe("Pricing", () => {
       )
       const pricing = yield* Effect.provide(
         Pricing.Pricing,
-        Pricing.layerFile(file).pipe(Layer.provide(NodeFileSystem.layer))
+        OpenAiPricing.layerFile(file).pipe(Layer.provide(NodeFileSystem.layer))
       )
       const gpt4o = yield* pricing.price("gpt-4o")
       assert.strictEqual(gpt4o.source, "contract 2026")
@@ -140,7 +141,7 @@ describe("Pricing", () => {
         const exit = yield* Effect.exit(
           Effect.provide(
             Pricing.Pricing,
-            Pricing.layerFile("/nonexistent/prices.json").pipe(Layer.provide(NodeFileSystem.layer))
+            OpenAiPricing.layerFile("/nonexistent/prices.json").pipe(Layer.provide(NodeFileSystem.layer))
           )
         )
         const error = failure(exit)
