@@ -270,7 +270,11 @@ const forEndpoints = (
   const headers = commonHeaders(options, apiKey)
   const hook = options.onRequest
   const prepared = HttpClient.mapRequestEffect(client, (request) => {
-    const withBase = HttpClientRequest.setHeaders(HttpClientRequest.prependUrl(request, baseUrl), headers)
+    // The request's own headers (e.g. its `accept`) win over the common ones.
+    const withBase = HttpClientRequest.setHeaders(
+      HttpClientRequest.setHeaders(HttpClientRequest.prependUrl(request, baseUrl), headers),
+      request.headers
+    )
     if (hook === undefined) return Effect.succeed(withBase)
     return Effect.try({
       try: () => {

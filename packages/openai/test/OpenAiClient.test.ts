@@ -353,9 +353,14 @@ describe("OpenAiClient over a real connection", () => {
         Effect.map(Context.get(OpenAiClient.OpenAiClient))
       )
       const FileObject = Schema.Struct({ id: Schema.String, bytes: Schema.Number })
-      const file = yield* client.requestJson(HttpClientRequest.get("/files/file-1"), FileObject)
+      const file = yield* client.requestJson(
+        HttpClientRequest.get("/files/file-1", { headers: { accept: "application/jsonl" } }),
+        FileObject
+      )
       assert.deepStrictEqual(file, { id: "file-1", bytes: 12 })
-      assert.strictEqual(server.requests[0]!.path, "/v1/files/file-1")
-      assert.strictEqual(server.requests[0]!.headers.authorization, `Bearer ${Redacted.value(apiKey)}`)
+      const [seen] = server.requests
+      assert.strictEqual(seen!.path, "/v1/files/file-1")
+      assert.strictEqual(seen!.headers.authorization, `Bearer ${Redacted.value(apiKey)}`)
+      assert.strictEqual(seen!.headers.accept, "application/jsonl", "the request's own header wins")
     }))
 })
