@@ -65,24 +65,6 @@ export const sum = (amounts: Iterable<Money>): Money => {
   return total
 }
 
-/** Cost of `tokens` at `pricePerToken` pico-dollars each. */
-export const times = (pricePerToken: Money, tokens: number): Money => pricePerToken * BigInt(tokens)
-
-/** A decimal USD string decoded to `Money` and encoded back; rejects non-numbers and sub-pico precision. */
-export const FromUsdString: Schema.Schema<Money, string> = Schema.transformOrFail(
-  Schema.String,
-  Schema.BigIntFromSelf,
-  {
-    strict: true,
-    decode: (text, _, ast) =>
-      Either.match(parse(text), {
-        onLeft: (reason) => ParseResult.fail(new ParseResult.Type(ast, text, reason)),
-        onRight: ParseResult.succeed
-      }),
-    encode: (amount) => ParseResult.succeed(format(amount))
-  }
-).annotations({ identifier: "Usd" })
-
 /**
  * A USD amount written as a decimal string or a JSON number (`"0.15"` or `0.15`). A number is read
  * through its shortest decimal text, so `0.15` means exactly 15 cents.
