@@ -4,15 +4,26 @@
  * set per scope path and window: `total`, the UTC `day`, or the UTC calendar `month`.
  *
  * - `reserve` takes the call's worst-case cost from every counter of the chain at once, all or
- *   nothing, before anything is sent; it fails with `BudgetExceeded` when any limit would be passed
- *   (spent + reserved + requested > limit). So spent + reserved never exceeds a limit.
+ *   nothing, before anything is sent. When it does not fit only because of other calls' open
+ *   reservations (spent + requested ≤ limit), it waits for them to settle, up to `maxWait` (default
+ *   0: refuse at once), then fails with `BudgetExceeded`; when it could not fit even if every
+ *   reservation settled, it fails at once. Waiting is interruptible and an interrupted `reserve`
+ *   holds nothing. So spent + reserved never exceeds a limit through reservations.
  * - `settle` charges the actual cost and frees the rest of the reservation; `release` frees it all
  *   when nothing was billed. A charge that is partly guessed (an attempt that may have been billed
- *   returned no usage) is marked `estimated`.
- * - A reservation carries a lease (owner and expiry). One whose owner died is reclaimed at its full
- *   reserved amount, charged as spent and estimated, so spend is never under-counted; a late settle
- *   of a reclaimed reservation changes nothing, so nothing is counted twice. Reclaiming runs when the
- *   layer starts and then every `reclaimEvery`. The lease must outlast a round (retries included).
+ *   returned no usage) is marked `estimated`. A cost above the reservation (an estimate that
+ *   undercounted, a provider that bills differently) is charged in full and recorded as an
+ *   `overrun` on every counter of the chain and in the `Settlement` that `settle` returns: spent may
+ *   then pass a limit by that overrun, and every later `reserve` there is refused.
+ * - A reservation carries a lease (owner and expiry) timed from when the store writes it; while
+ *   this process holds open reservations it renews their leases every `renewEvery` (one store
+ *   statement per interval, whatever the number of reservations). A reservation whose owner died
+ *   is reclaimed when its lease expires, charged at its full reserved amount as spent and estimated,
+ *   so spend is never under-counted; `extend` or `settle` of a reclaimed reservation fails with
+ *   `BudgetStoreError` and counts nothing twice. Reclaiming runs when the layer starts and then every
+ *   `reclaimEvery`, each time with the clock read when the store runs it.
+ * - Every store failure is a `BudgetStoreError` (`Llm` fails the call closed). A settle or release
+ *   that failed is retried with the lease renewals until it lands.
  * - `Llm` reserves one attempt's worst case per round (input tokens × input price + max output
  *   tokens × output price; see `Tokens`, `Pricing`). Before a retry that follows an attempt which may
  *   have been billed without an answer (a timeout after sending), it `extend`s the reservation by
@@ -23,8 +34,7 @@
  * budget to the `Llm` layer:
  *
  * ```ts
- * const budget = BudgetSql.layer({ limits: [{ scope: "tenant:acme", window: "day", limit: "25" }] })
- *   .pipe(Layer.provide(SqliteClient.layer({ filename: ".keel/budget.db" })))
+ * const budget = BudgetSql.layerSqlite({ filename: ".keel/budget.db", limits: [{ scope: "tenant:acme", window: "day", limit: "25" }] })
  * const llm = Llm.layer().pipe(Layer.provide(Layer.merge(model, budget)))
  * ```
  * A reservation is charged to the windows it was made in, even when it
@@ -35,10 +45,13 @@ import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
@@ -77,7 +90,10 @@ export class BudgetConfigError
   }
 }
 
-/** The budget store failed (database unreachable, locked, corrupt): the budget cannot be checked. */
+/**
+ * The budget store failed (database unreachable, locked, corrupt, a bad file), or a reservation is
+ * no longer open (reclaimed after its lease ran out): the budget cannot be checked or kept.
+ */
 export class BudgetStoreError
   extends Schema.TaggedError<BudgetStoreError>("@keel/core/Budget/BudgetStoreError")("BudgetStoreError", {
     operation: Schema.String,
@@ -101,13 +117,15 @@ export interface Counter {
   readonly limit: Money.Money | undefined
 }
 
-/** A counter's state. */
-export interface Usage {
+/** A counter's money: spent, held by open reservations, and how much of spent was charged above reservations. */
+export interface Balance {
   readonly scope: string
   readonly window: Window
   readonly period: string
   readonly spent: Money.Money
   readonly reserved: Money.Money
+  /** The part of `spent` charged above what its reservations held (settles that cost more than reserved). */
+  readonly overrun: Money.Money
 }
 
 /** What a store is asked to reserve. Counters are sorted by key (stores lock in that order). */
@@ -116,11 +134,17 @@ export interface ReserveRequest {
   readonly owner: string
   readonly amount: Money.Money
   readonly counters: ReadonlyArray<Counter>
-  readonly now: number
-  readonly leaseUntil: number
+  /** Lease length in milliseconds, counted from the clock the store reads when it writes. */
+  readonly lease: number
 }
 
-/** Where counters and open reservations live. Every operation is atomic. */
+/** What a settle charged: the cost, and the part of it above the reservation (0 when it fit). */
+export interface Settlement {
+  readonly charged: Money.Money
+  readonly overrun: Money.Money
+}
+
+/** Where counters and open reservations live. Every operation is atomic and reads the clock when it runs. */
 export class BudgetStore extends Context.Tag("@keel/core/Budget/BudgetStore")<BudgetStore, BudgetStore.Service>() {}
 
 export declare namespace BudgetStore {
@@ -132,19 +156,23 @@ export declare namespace BudgetStore {
      * `reserve` does; false when the reservation is no longer open.
      */
     readonly extend: (request: ReserveRequest) => Effect.Effect<boolean, BudgetExceeded | BudgetStoreError>
-    /** Charges an open reservation at `amount` and closes it; false when it was no longer open (reclaimed). */
+    /**
+     * Charges an open reservation at `amount` and closes it, recording any overrun; `undefined` when
+     * it was no longer open (reclaimed).
+     */
     readonly settle: (
       id: string,
       amount: Money.Money,
-      estimated: boolean,
-      now: number
-    ) => Effect.Effect<boolean, BudgetStoreError>
+      estimated: boolean
+    ) => Effect.Effect<Settlement | undefined, BudgetStoreError>
     /** Closes an open reservation charging nothing; false when it was no longer open. */
-    readonly release: (id: string, now: number) => Effect.Effect<boolean, BudgetStoreError>
-    /** Charges every open reservation whose lease expired before `now` at its reserved amount; returns how many. */
-    readonly reclaim: (now: number) => Effect.Effect<number, BudgetStoreError>
+    readonly release: (id: string) => Effect.Effect<boolean, BudgetStoreError>
+    /** Moves the lease of every open reservation of `owner` to `lease` ms from now; returns how many. */
+    readonly renew: (owner: string, lease: number) => Effect.Effect<number, BudgetStoreError>
+    /** Charges every open reservation whose lease has expired at its reserved amount; returns how many. */
+    readonly reclaim: Effect.Effect<number, BudgetStoreError>
     /** The state of the given counters (missing ones are zero). */
-    readonly usage: (keys: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<Usage>, BudgetStoreError>
+    readonly balances: (keys: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<Balance>, BudgetStoreError>
   }
 }
 
@@ -178,18 +206,30 @@ export interface Reservation {
 }
 
 /** A scope's state in one window. */
-export interface Status extends Usage {
+export interface Status extends Balance {
   readonly limit: Money.Money | undefined
+}
+
+export interface ReserveOptions {
+  /**
+   * How long to wait for other calls' reservations to settle when only they stand in the way.
+   * Default: the layer's `maxWait` (0 unless configured). Pass what is left of the call's deadline.
+   */
+  readonly maxWait?: Duration.DurationInput | undefined
 }
 
 export class Budget extends Context.Tag("@keel/core/Budget")<Budget, Budget.Service>() {}
 
 export declare namespace Budget {
   export interface Service {
-    /** Reserves `amount` in `scope` (default `global`) and all its ancestors, or fails with `BudgetExceeded`. */
+    /**
+     * Reserves `amount` in `scope` (default `global`) and all its ancestors, waiting up to
+     * `maxWait` while other reservations block it, or fails with `BudgetExceeded`.
+     */
     readonly reserve: (
       scope: string | undefined,
-      amount: Money.Money
+      amount: Money.Money,
+      options?: ReserveOptions
     ) => Effect.Effect<Reservation, BudgetExceeded | BudgetStoreError>
     /**
      * Adds `amount` to a reservation, on the same counters and windows, or fails with
@@ -200,15 +240,20 @@ export declare namespace Budget {
       reservation: Reservation,
       amount: Money.Money
     ) => Effect.Effect<Reservation, BudgetExceeded | BudgetStoreError>
-    /** Charges the actual cost and frees the rest. `estimated` marks a charge that is partly a guess. */
+    /**
+     * Charges the actual cost and frees the rest; `estimated` marks a charge that is partly a guess.
+     * Returns what was charged and the overrun above the reservation. Fails with `BudgetStoreError`
+     * when the reservation was reclaimed (charged at its full amount; `cost` is not recorded).
+     * Settling a reservation this budget already closed charges nothing.
+     */
     readonly settle: (
       reservation: Reservation,
       cost: Money.Money,
       options?: { readonly estimated?: boolean }
-    ) => Effect.Effect<void, BudgetStoreError>
+    ) => Effect.Effect<Settlement, BudgetStoreError>
     /** Frees a reservation when nothing was billed. */
     readonly release: (reservation: Reservation) => Effect.Effect<void, BudgetStoreError>
-    /** Spent, reserved and limit of a scope and its ancestors, in every window that has a limit, plus total. */
+    /** Spent, reserved, overrun and limit of a scope and its ancestors, in every window that has a limit, plus total. */
     readonly status: (scope?: string) => Effect.Effect<ReadonlyArray<Status>, BudgetStoreError>
     /** Reclaims reservations whose lease expired (their owner died); returns how many. */
     readonly reclaim: Effect.Effect<number, BudgetStoreError>
@@ -220,10 +265,16 @@ export declare namespace Budget {
 export interface Options {
   /** Limits per scope and window. A scope without a limit is still counted (total). */
   readonly limits?: Iterable<typeof Limit.Encoded>
-  /** How long a reservation is held for its owner before it may be reclaimed. Default 10 minutes. */
+  /** How long a reservation is held for its owner without renewal before it may be reclaimed. Default 10 minutes. */
   readonly lease?: Duration.DurationInput
+  /** How often the leases of this process's open reservations are renewed. Default: a third of `lease`. */
+  readonly renewEvery?: Duration.DurationInput
   /** How often expired reservations are reclaimed. Default: every minute; also once at start. */
   readonly reclaimEvery?: Duration.DurationInput
+  /** How long `reserve` waits for other reservations when no `maxWait` is passed to it. Default 0. */
+  readonly maxWait?: Duration.DurationInput
+  /** While waiting, how often the store is asked again (settles by other processes are not announced). Default 20 ms. */
+  readonly pollEvery?: Duration.DurationInput
   /** This process's owner id on its reservations. Default: a random UUID. */
   readonly owner?: string
 }
@@ -278,16 +329,34 @@ const periodOf = (window: Window, now: number): string => {
   return window === "day" ? iso.slice(0, 10) : iso.slice(0, 7)
 }
 
-/** Builds the service over the `BudgetStore` in context; reclaims expired reservations now and periodically. */
+const positiveMillis = (field: string, input: Duration.DurationInput | undefined, fallback: number) =>
+  Effect.suspend(() => {
+    const millis = input === undefined ? fallback : Option.match(Duration.decodeUnknown(input), {
+      onNone: () => Number.NaN,
+      onSome: Duration.toMillis
+    })
+    return millis > 0
+      ? Effect.succeed(millis)
+      : Effect.fail(new BudgetConfigError({ field, reason: "must be a positive duration" }))
+  })
+
+const millisOf = (input: Duration.DurationInput | undefined): number =>
+  input === undefined ? 0 : Option.match(Duration.decodeUnknown(input), { onNone: () => 0, onSome: Duration.toMillis })
+
+/**
+ * Builds the service over the `BudgetStore` in context; reclaims expired reservations now and
+ * periodically, and renews the leases of the reservations it holds.
+ */
 export const make = (
   options: Options = {}
 ): Effect.Effect<Budget.Service, BudgetConfigError | BudgetStoreError, BudgetStore | Scope.Scope> =>
   Effect.gen(function*() {
     const limits = yield* validateLimits(options.limits ?? [])
-    const lease = Duration.toMillis(options.lease ?? Duration.minutes(10))
-    if (!(lease > 0)) {
-      return yield* new BudgetConfigError({ field: "lease", reason: "must be a positive duration" })
-    }
+    const lease = yield* positiveMillis("lease", options.lease, 10 * 60_000)
+    const renewEvery = yield* positiveMillis("renewEvery", options.renewEvery, Math.max(1, Math.floor(lease / 3)))
+    const reclaimEvery = yield* positiveMillis("reclaimEvery", options.reclaimEvery, 60_000)
+    const pollEvery = yield* positiveMillis("pollEvery", options.pollEvery, 20)
+    const defaultMaxWait = millisOf(options.maxWait)
     const store = yield* BudgetStore
     const owner = options.owner ?? crypto.randomUUID()
     let sequence = 0
@@ -336,73 +405,190 @@ export const make = (
       return counters.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
     }
 
-    const reserve = (scope: string | undefined, amount: Money.Money) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        const path = scope ?? root
-        const counters = countersOf(path, now)
-        if (counters === undefined) {
-          return Effect.die(new BudgetConfigError({ field: "scope", reason: `illegal scope "${path}"` }))
-        }
-        if (amount < 0n) return Effect.dieMessage(`Budget.reserve: negative amount ${Money.format(amount)}`)
-        const id = `${owner}:${++sequence}`
-        return Effect.as(
-          store.reserve({ id, owner, amount, counters, now, leaseUntil: now + lease }),
-          { id, scope: path, amount, counters }
-        )
-      })
+    /** Ids of the open reservations this budget holds (their leases are renewed). */
+    const held = new Set<string>()
+    /** Settles and releases that failed in the store, retried with the renewals until they land. */
+    const pendingCloses = new Map<string, Effect.Effect<unknown, BudgetStoreError>>()
 
-    const extend: Budget.Service["extend"] = (reservation, amount) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        if (amount < 0n) return Effect.dieMessage(`Budget.extend: negative amount ${Money.format(amount)}`)
-        const request = { ...reservation, owner, amount, now, leaseUntil: now + lease }
-        return Effect.flatMap(store.extend(request), (open) =>
-          open
-            ? Effect.succeed({ ...reservation, amount: reservation.amount + amount })
-            : Effect.fail(
-              new BudgetStoreError({
-                operation: "extend a reservation",
-                reason: `reservation ${reservation.id} is no longer open: its lease expired and it was reclaimed`
-              })
-            ))
-      })
+    /** Completed (and replaced) whenever this process frees reserved money: wakes the waiting reservations. */
+    let freed = Deferred.unsafeMake<void>(FiberId.none)
+    const announceFreed = () => {
+      const done = freed
+      freed = Deferred.unsafeMake<void>(FiberId.none)
+      Deferred.unsafeDone(done, Effect.void)
+    }
+    /** One waiting line per counter that refused: only its head asks the store again. */
+    const lines = new Map<string, { readonly semaphore: Effect.Semaphore; waiters: number }>()
 
-    const settle: Budget.Service["settle"] = (reservation, cost, settleOptions) =>
-      Effect.flatMap(
-        Clock.currentTimeMillis,
-        (now) => store.settle(reservation.id, cost, settleOptions?.estimated ?? false, now)
+    const invalid = (operation: string, reason: string) => Effect.fail(new BudgetStoreError({ operation, reason }))
+
+    /**
+     * One try at writing the reservation, interruptible while the store works; interrupted, it
+     * releases whatever may have been written, so an interrupted reserve holds nothing.
+     */
+    const write = (request: ReserveRequest) =>
+      Effect.interruptible(store.reserve(request)).pipe(
+        Effect.onInterrupt(() => Effect.ignore(closeOrRetryLater(request.id, store.release(request.id)))),
+        Effect.tap(() => held.add(request.id))
       )
 
+    /** The refusal stands until some reservation settles: spent alone plus the request still fits. */
+    const blockedByReservations = (error: BudgetExceeded, amount: Money.Money): boolean =>
+      Money.unsafeParse(error.spent) + amount <= Money.unsafeParse(error.limit)
+
+    /** Waits, interruptibly, until this process frees money or `millis` pass. */
+    const pause = (signal: Deferred.Deferred<void>, millis: number) =>
+      Effect.interruptible(Effect.ignore(Effect.timeout(Deferred.await(signal), millis)))
+
+    // Uninterruptible but for the store calls and the waits, so that a reservation once written
+    // always reaches the caller, even when an interruption arrives just after.
+    const reserve: Budget.Service["reserve"] = (scope, amount, reserveOptions) =>
+      Effect.uninterruptible(Effect.gen(function*() {
+        const path = scope ?? root
+        if (templatesOf(path) === undefined) return yield* invalid("reserve", `illegal scope "${path}"`)
+        if (amount < 0n) return yield* invalid("reserve", `negative amount ${Money.format(amount)}`)
+        const maxWait = reserveOptions?.maxWait === undefined ? defaultMaxWait : millisOf(reserveOptions.maxWait)
+        const id = `${owner}:${++sequence}`
+        const attempt = Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          const counters = countersOf(path, now)!
+          return Effect.as(write({ id, owner, amount, counters, lease }), { id, scope: path, amount, counters })
+        })
+        const first = yield* Effect.either(attempt)
+        if (Either.isRight(first)) return first.right
+        let refusal = first.left
+        if (refusal._tag !== "BudgetExceeded" || maxWait <= 0 || !blockedByReservations(refusal, amount)) {
+          return yield* refusal
+        }
+        const deadline = (yield* Clock.currentTimeMillis) + maxWait
+        const lineKey = `${refusal.scope}|${refusal.window}`
+        let line = lines.get(lineKey)
+        if (line === undefined) {
+          line = { semaphore: yield* Effect.makeSemaphore(1), waiters: 0 }
+          lines.set(lineKey, line)
+        }
+        const myLine = line
+        myLine.waiters++
+        const untilDeadline = Effect.map(Clock.currentTimeMillis, (now) => deadline - now)
+        const headOfLine = Effect.gen(function*() {
+          // The head asks again at once (the one before it may have left room), then after each wait.
+          let waited = yield* untilDeadline
+          while (waited > 0) {
+            const signal = freed
+            const again = yield* Effect.either(attempt)
+            if (Either.isRight(again)) return again.right
+            if (again.left._tag !== "BudgetExceeded" || !blockedByReservations(again.left, amount)) {
+              return yield* again.left
+            }
+            refusal = again.left
+            yield* pause(signal, Math.min(waited, pollEvery))
+            waited = yield* untilDeadline
+          }
+          return yield* refusal
+        })
+        return yield* Effect.gen(function*() {
+          const inLine = yield* Effect.interruptible(
+            Effect.timeoutOption(myLine.semaphore.take(1), yield* untilDeadline)
+          )
+          if (Option.isNone(inLine)) return yield* refusal
+          return yield* Effect.ensuring(headOfLine, myLine.semaphore.release(1))
+        }).pipe(Effect.ensuring(Effect.sync(() => {
+          if (--myLine.waiters === 0) lines.delete(lineKey)
+        })))
+      }))
+
+    const extend: Budget.Service["extend"] = (reservation, amount) => {
+      if (amount < 0n) return invalid("extend a reservation", `negative amount ${Money.format(amount)}`)
+      const request = { ...reservation, owner, amount, lease }
+      return Effect.flatMap(store.extend(request), (open) =>
+        open
+          ? Effect.succeed({ ...reservation, amount: reservation.amount + amount })
+          : invalid(
+            "extend a reservation",
+            `reservation ${reservation.id} is no longer open: its lease expired and it was reclaimed at its full amount`
+          ))
+    }
+
+    /** Runs a close; when the store fails, keeps it to retry with the renewals and fails with the error. */
+    const closeOrRetryLater = <A>(id: string, close: Effect.Effect<A, BudgetStoreError>) =>
+      Effect.tapError(close, () => Effect.sync(() => pendingCloses.set(id, close)))
+
+    const settle: Budget.Service["settle"] = (reservation, cost, settleOptions) =>
+      Effect.suspend(() => {
+        if (!held.has(reservation.id) || pendingCloses.has(reservation.id)) {
+          return Effect.succeed<Settlement>({ charged: 0n, overrun: 0n })
+        }
+        return closeOrRetryLater(reservation.id, store.settle(reservation.id, cost, settleOptions?.estimated ?? false))
+          .pipe(
+            Effect.flatMap((settlement) => {
+              held.delete(reservation.id)
+              announceFreed()
+              return settlement === undefined
+                ? invalid(
+                  "settle",
+                  `reservation ${reservation.id} was reclaimed after its lease expired and charged its full amount $${
+                    Money.format(reservation.amount)
+                  }; the cost $${Money.format(cost)} was not recorded`
+                )
+                : Effect.succeed(settlement)
+            })
+          )
+      })
+
     const release: Budget.Service["release"] = (reservation) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) => store.release(reservation.id, now))
+      Effect.suspend(() => {
+        if (!held.has(reservation.id) || pendingCloses.has(reservation.id)) return Effect.void
+        return closeOrRetryLater(reservation.id, store.release(reservation.id)).pipe(
+          Effect.map(() => {
+            held.delete(reservation.id)
+            announceFreed()
+          })
+        )
+      })
 
     const status: Budget.Service["status"] = (scope) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
         const counters = countersOf(scope ?? root, now)
-        if (counters === undefined) {
-          return Effect.fail(
-            new BudgetStoreError({ operation: "read the status", reason: `illegal scope "${String(scope)}"` })
-          )
-        }
-        return Effect.map(store.usage(counters.map((counter) => counter.key)), (usages) =>
+        if (counters === undefined) return invalid("read the status", `illegal scope "${String(scope)}"`)
+        return Effect.map(store.balances(counters.map((counter) => counter.key)), (balances) =>
           counters.map((counter, index): Status => ({
             scope: counter.scope,
             window: counter.window,
             period: counter.period,
             limit: counter.limit,
-            spent: usages[index]?.spent ?? 0n,
-            reserved: usages[index]?.reserved ?? 0n
+            spent: balances[index]?.spent ?? 0n,
+            reserved: balances[index]?.reserved ?? 0n,
+            overrun: balances[index]?.overrun ?? 0n
           })))
       })
 
-    const reclaim = Effect.flatMap(Clock.currentTimeMillis, store.reclaim)
+    const reclaim = Effect.tap(store.reclaim, (count) => {
+      if (count > 0) announceFreed()
+    })
+
+    /** Renews the leases this process holds and retries the closes that failed. */
+    const maintain = Effect.gen(function*() {
+      for (const [id, close] of Array.from(pendingCloses)) {
+        const done = yield* Effect.either(close)
+        if (Either.isRight(done)) {
+          pendingCloses.delete(id)
+          held.delete(id)
+          announceFreed()
+        }
+      }
+      if (held.size > 0) yield* store.renew(owner, lease)
+    })
+
+    const every = (millis: number, what: string, effect: Effect.Effect<unknown, BudgetStoreError>) =>
+      effect.pipe(
+        Effect.catchAll((error) => Effect.logWarning(`Budget: ${what} failed`, error)),
+        Effect.schedule(Schedule.spaced(millis)),
+        Effect.interruptible,
+        Effect.forkScoped
+      )
 
     yield* reclaim
-    yield* reclaim.pipe(
-      Effect.catchAll((error) => Effect.logWarning("Budget: reclaiming expired reservations failed", error)),
-      Effect.schedule(Schedule.spaced(options.reclaimEvery ?? Duration.minutes(1))),
-      Effect.interruptible,
-      Effect.forkScoped
-    )
+    yield* every(reclaimEvery, "reclaiming expired reservations", reclaim)
+    yield* every(renewEvery, "renewing leases", maintain)
 
     return Budget.of({ reserve, extend, settle, release, status, reclaim, limits })
   })
@@ -429,35 +615,54 @@ export const makeMemoryStore = (): BudgetStore.Service => {
   type Cell = {
     spent: Money.Money
     reserved: Money.Money
+    overrun: Money.Money
     readonly scope: string
     readonly window: Window
     readonly period: string
   }
-  type Open = { amount: Money.Money; readonly cells: ReadonlyArray<Cell>; leaseUntil: number }
+  type Open = {
+    amount: Money.Money
+    readonly owner: string
+    readonly cells: ReadonlyArray<Cell>
+    leaseUntil: number
+  }
   const cells = new Map<string, Cell>()
   const open = new Map<string, Open>()
 
-  const close = (id: string, charge: (reservation: Open) => Money.Money): boolean => {
+  const close = (id: string, charge: (reservation: Open) => Money.Money): Settlement | undefined => {
     const reservation = open.get(id)
-    if (reservation === undefined) return false
+    if (reservation === undefined) return undefined
     open.delete(id)
     const charged = charge(reservation)
+    const overrun = charged > reservation.amount ? charged - reservation.amount : 0n
     for (const cell of reservation.cells) {
       cell.reserved -= reservation.amount
       cell.spent += charged
+      cell.overrun += overrun
     }
-    return true
+    return { charged, overrun }
   }
 
   return BudgetStore.of({
     reserve: (request) =>
-      Effect.suspend(() => {
-        if (open.has(request.id)) return Effect.dieMessage(`Budget: reservation ${request.id} already open`)
+      Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<void, BudgetExceeded | BudgetStoreError> => {
+        if (open.has(request.id)) {
+          return Effect.fail(
+            new BudgetStoreError({ operation: "reserve", reason: `reservation ${request.id} is already open` })
+          )
+        }
         const found: Array<Cell> = []
         for (const counter of request.counters) {
           let cell = cells.get(counter.key)
           if (cell === undefined) {
-            cell = { spent: 0n, reserved: 0n, scope: counter.scope, window: counter.window, period: counter.period }
+            cell = {
+              spent: 0n,
+              reserved: 0n,
+              overrun: 0n,
+              scope: counter.scope,
+              window: counter.window,
+              period: counter.period
+            }
             cells.set(counter.key, cell)
           }
           if (!fits(counter, cell.spent, cell.reserved, request.amount)) {
@@ -466,11 +671,16 @@ export const makeMemoryStore = (): BudgetStore.Service => {
           found.push(cell)
         }
         for (const cell of found) cell.reserved += request.amount
-        open.set(request.id, { amount: request.amount, cells: found, leaseUntil: request.leaseUntil })
+        open.set(request.id, {
+          amount: request.amount,
+          owner: request.owner,
+          cells: found,
+          leaseUntil: now + request.lease
+        })
         return Effect.void
       }),
     extend: (request) =>
-      Effect.suspend(() => {
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
         const reservation = open.get(request.id)
         if (reservation === undefined) return Effect.succeed(false)
         for (const [index, counter] of request.counters.entries()) {
@@ -481,32 +691,43 @@ export const makeMemoryStore = (): BudgetStore.Service => {
         }
         for (const cell of reservation.cells) cell.reserved += request.amount
         reservation.amount += request.amount
-        reservation.leaseUntil = request.leaseUntil
+        reservation.leaseUntil = now + request.lease
         return Effect.succeed(true)
       }),
     settle: (id, amount) => Effect.sync(() => close(id, () => amount)),
-    release: (id) => Effect.sync(() => close(id, () => 0n)),
-    reclaim: (now) =>
-      Effect.sync(() => {
-        let reclaimed = 0
-        for (const [id, reservation] of open) {
-          if (reservation.leaseUntil < now) reclaimed += close(id, (r) => r.amount) ? 1 : 0
+    release: (id) => Effect.sync(() => close(id, () => 0n) !== undefined),
+    renew: (owner, lease) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        let renewed = 0
+        for (const reservation of open.values()) {
+          if (reservation.owner === owner) {
+            reservation.leaseUntil = now + lease
+            renewed++
+          }
         }
-        return reclaimed
+        return renewed
       }),
-    usage: (keys) =>
+    reclaim: Effect.map(Clock.currentTimeMillis, (now) => {
+      let reclaimed = 0
+      for (const [id, reservation] of open) {
+        if (reservation.leaseUntil < now) reclaimed += close(id, (r) => r.amount) !== undefined ? 1 : 0
+      }
+      return reclaimed
+    }),
+    balances: (keys) =>
       Effect.sync(() =>
-        keys.map((key): Usage => {
+        keys.map((key): Balance => {
           const cell = cells.get(key)
           const [scope = "", window = "total", period = ""] = key.split("|")
           return cell === undefined
-            ? { scope, window: window as Window, period, spent: 0n, reserved: 0n }
+            ? { scope, window: window as Window, period, spent: 0n, reserved: 0n, overrun: 0n }
             : {
               scope: cell.scope,
               window: cell.window,
               period: cell.period,
               spent: cell.spent,
-              reserved: cell.reserved
+              reserved: cell.reserved,
+              overrun: cell.overrun
             }
         })
       )
@@ -516,9 +737,10 @@ export const makeMemoryStore = (): BudgetStore.Service => {
 /** Reserves in the budget in context. */
 export const reserve = (
   scope: string | undefined,
-  amount: Money.Money
+  amount: Money.Money,
+  options?: ReserveOptions
 ): Effect.Effect<Reservation, BudgetExceeded | BudgetStoreError, Budget> =>
-  Effect.flatMap(Budget, (budget) => budget.reserve(scope, amount))
+  Effect.flatMap(Budget, (budget) => budget.reserve(scope, amount, options))
 
 /** The state of a scope and its ancestors in the budget in context. */
 export const status = (scope?: string): Effect.Effect<ReadonlyArray<Status>, BudgetStoreError, Budget> =>

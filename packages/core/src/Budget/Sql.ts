@@ -1,30 +1,42 @@
 /**
  * A `BudgetStore` on `@effect/sql`'s `SqlClient`, one implementation for SQLite (the embedded
  * default: a file in WAL mode, shared by the processes of one machine) and Postgres (shared by many
- * processes and machines). Provide the client layer (`@effect/sql-sqlite-node`, `@effect/sql-pg`).
+ * processes and machines). Provide the client layer (`@effect/sql-pg`), or use `layerSqlite`, which
+ * checks the file before it opens it.
  *
- * Tables (prefix configurable, default `keel_budget`): `_counters` (spent and reserved per scope,
- * window and period), `_reservations` (every reservation: open with its lease, then settled,
+ * Tables (prefix configurable, default `keel_budget`): `_counters` (spent, reserved and overrun per
+ * scope, window and period), `_reservations` (every reservation: open with its lease, then settled,
  * released or reclaimed with the amount charged — the ledger) and `_migrations`.
  *
- * Atomicity: each operation is one transaction. Reserving adds the amount to the chain's counter rows
- * (creating missing ones), locked in key order (Postgres: `UPDATE … FROM (SELECT … ORDER BY key FOR
- * UPDATE)`; on SQLite the first statement is a write, so the transaction holds the database's write
- * lock from its start), then checks every limit on the new sums and rolls back if one is passed:
- * all rows or none. Settling closes the reservation row (`WHERE status = 'open'`) before it
- * touches counters, so a reservation is charged exactly once, even when a reclaim races its owner.
+ * Atomicity and locks. Postgres: reserving, settling and releasing are one statement each (one round
+ * trip, no transaction around it): it locks the chain's counter rows in key order, checks every limit
+ * and writes the counters and the ledger row, all or nothing, so row locks are held for that one
+ * statement only. Lease times there come from the database's clock, read as the row is written (one
+ * clock for every machine). SQLite: each operation is one transaction whose first statement is a
+ * write, so it holds the database's write lock from its start; the lease is timed by the process
+ * clock read under that lock. Settling closes the reservation row (`WHERE status = 'open'`) before
+ * it touches counters, so a reservation is charged exactly once, even when a reclaim races its owner.
  *
- * Amounts are pico-dollar BIGINTs (SQLite INTEGER: up to ~9.2 million USD per counter).
- * A ledger that cannot be opened or read (corrupt, locked, unreachable) is a `BudgetStoreError`
- * when the store starts: it is never recreated empty.
+ * At most `concurrency` budget operations of this process use the client at once; the rest queue
+ * in the process. Reclaiming and lease renewal bypass that queue, so the calls they serve never
+ * starve them (give the client a connection more than `concurrency`).
+ *
+ * Amounts are pico-dollar BIGINTs (SQLite INTEGER: up to ~9.2 million USD per counter). Every
+ * failure is a `BudgetStoreError`. A ledger that cannot be opened or read (corrupt, locked,
+ * unreachable) fails when the store starts: it is never recreated empty.
  */
+import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schedule from "effect/Schedule"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
 import * as Budget from "../Budget.js"
 import type { BudgetExceeded } from "../LlmError.js"
 
@@ -33,10 +45,15 @@ export interface Options {
   readonly tablePrefix?: string
   /**
    * Trace each SQL statement as its own span (`@effect/sql`'s default). Default false: a call's
-   * budget work is 4 to 8 statements, whose spans would crowd every trace and cost 20–60 % of the
+   * budget work is 2 to 8 statements, whose spans would crowd every trace and cost 20–60 % of the
    * store's CPU per call.
    */
   readonly traceStatements?: boolean
+  /**
+   * How many budget operations of this process use the client at once (the rest wait in the
+   * process). Default 4. Keep it below the client's connection count.
+   */
+  readonly concurrency?: number
 }
 
 const storeError = (operation: string) => (error: SqlError) =>
@@ -49,7 +66,7 @@ const describe = (error: SqlError): string => {
   return detail === "" ? error.message : `${error.message}: ${detail}${code}`
 }
 
-/** Postgres deadlock or serialization failure: the transaction may simply run again. */
+/** Postgres deadlock or serialization failure: the statement may simply run again. */
 const isTransient = (error: SqlError): boolean => {
   const code = (error.cause as { readonly code?: unknown } | undefined)?.code
   return code === "40P01" || code === "40001"
@@ -60,6 +77,31 @@ const retryTransient = <A, E>(effect: Effect.Effect<A, E | SqlError>) =>
     while: (error) => (error as { readonly _tag?: unknown })._tag === "SqlError" && isTransient(error as SqlError),
     schedule: Schedule.intersect(Schedule.exponential("5 millis"), Schedule.recurs(8))
   })
+
+/**
+ * Maps the SQL client's failures to `BudgetStoreError`: its `SqlError`s, and the defects it raises
+ * itself (a failed COMMIT is a defect in `@effect/sql`), so nothing escapes untyped.
+ */
+const typed = (operation: string) =>
+<A, E, R>(
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, Exclude<E, SqlError> | Budget.BudgetStoreError, R> =>
+  effect.pipe(
+    Effect.catchAll((error) =>
+      Effect.fail(
+        (error as { readonly _tag?: unknown })._tag === "SqlError" ? storeError(operation)(error as SqlError) : error
+      )
+    ),
+    Effect.catchAllDefect((defect) =>
+      Effect.fail(
+        new Budget.BudgetStoreError({
+          operation,
+          reason: defect instanceof Error ? defect.message : Cause.pretty(Cause.die(defect)),
+          cause: defect
+        })
+      )
+    )
+  ) as Effect.Effect<A, Exclude<E, SqlError> | Budget.BudgetStoreError, R>
 
 type Migration = (tables: Tables) => ReadonlyArray<string>
 
@@ -93,6 +135,10 @@ const migrations: ReadonlyArray<Migration> = [
       closed_at BIGINT
     )`,
     `CREATE INDEX ${t.reservations}_open ON ${t.reservations} (lease_until) WHERE status = 'open'`
+  ],
+  (t) => [
+    `ALTER TABLE ${t.counters} ADD COLUMN overrun BIGINT NOT NULL DEFAULT 0`,
+    `CREATE INDEX ${t.reservations}_owner ON ${t.reservations} (owner) WHERE status = 'open'`
   ]
 ]
 
@@ -106,7 +152,7 @@ const migrate = (sql: SqlClient.SqlClient, tables: Tables) => {
     `CREATE TABLE IF NOT EXISTS ${tables.migrations} (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`
   )
   return Effect.zipRight(
-    sql.onDialectOrElse({ pg: () => Effect.void, orElse: () => createVersions }),
+    sql.onDialectOrElse({ pg: () => Effect.void, orElse: () => Effect.asVoid(createVersions) }),
     sql.withTransaction(
       Effect.gen(function*() {
         yield* sql.onDialectOrElse({
@@ -128,6 +174,28 @@ const migrate = (sql: SqlClient.SqlClient, tables: Tables) => {
   )
 }
 
+type CounterRow = { readonly key: string; readonly spent: string; readonly reserved: string }
+
+/** Fails with the `BudgetExceeded` of the first counter over its limit once `amount` is added (rows hold the sums before). */
+const checkFits = (
+  counters: ReadonlyArray<Budget.Counter>,
+  rows: ReadonlyArray<CounterRow>,
+  amount: bigint,
+  alreadyAdded: boolean
+) =>
+  Effect.suspend(() => {
+    const byKey = new Map(rows.map((row) => [row.key, row]))
+    for (const counter of counters) {
+      const row = byKey.get(counter.key)
+      const spent = BigInt(row?.spent ?? 0)
+      const reserved = BigInt(row?.reserved ?? 0) - (alreadyAdded ? amount : 0n)
+      if (!Budget.fits(counter, spent, reserved, amount)) {
+        return Effect.fail(Budget.exceeded(counter, spent, reserved, amount))
+      }
+    }
+    return Effect.void
+  })
+
 /** Builds the store over the `SqlClient` in context, migrating its tables first. */
 export const make = (
   options: Options = {}
@@ -140,156 +208,234 @@ export const make = (
         reason: "must be letters, digits and underscores, starting with a letter or underscore"
       })
     }
+    const concurrency = options.concurrency ?? 4
+    if (!Number.isInteger(concurrency) || concurrency < 1) {
+      return yield* new Budget.BudgetConfigError({ field: "concurrency", reason: "must be a positive integer" })
+    }
     const sql = yield* SqlClient.SqlClient
     const tables: Tables = {
       counters: `${prefix}_counters`,
       reservations: `${prefix}_reservations`,
       migrations: `${prefix}_migrations`
     }
-    yield* migrate(sql, tables).pipe(retryTransient, Effect.mapError(storeError("open the budget ledger")))
+    yield* migrate(sql, tables).pipe(retryTransient, typed("open the budget ledger"))
 
     const counters = sql(tables.counters)
     const reservations = sql(tables.reservations)
     const isPg = sql.onDialectOrElse({ pg: () => true, orElse: () => false })
-
-    type CounterRow = { readonly key: string; readonly spent: string; readonly reserved: string }
+    /** Postgres: the database's clock in epoch milliseconds, read when the statement runs. */
+    const dbNow = sql.literal("CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)")
 
     /**
-     * Adds `delta` to the reserved and `charge` to the spent sum of the counters that exist, returning
-     * their new state. On Postgres the rows are locked in key order first (no deadlock between
-     * transactions charging overlapping chains); on SQLite the transaction holds the write lock.
+     * Adds `delta` to the reserved sum, `charge` to spent and `overrun` to overrun of the counters
+     * that exist, returning their new state. On Postgres the rows are locked in key order first (no
+     * deadlock between transactions charging overlapping chains); on SQLite the transaction holds
+     * the write lock.
      */
-    const bump = (keys: ReadonlyArray<string>, delta: bigint, charge: bigint) =>
+    const bump = (keys: ReadonlyArray<string>, delta: bigint, charge: bigint, overrun = 0n) =>
       isPg
         ? sql<CounterRow>`UPDATE ${counters} AS c
-            SET reserved = c.reserved + ${delta}, spent = c.spent + ${charge}
+            SET reserved = c.reserved + ${delta}, spent = c.spent + ${charge}, overrun = c.overrun + ${overrun}
             FROM (SELECT key FROM ${counters} WHERE key IN ${sql.in(keys)} ORDER BY key FOR UPDATE) AS locked
             WHERE c.key = locked.key
             RETURNING c.key, CAST(c.spent AS TEXT) AS spent, CAST(c.reserved AS TEXT) AS reserved`
         : sql<CounterRow>`UPDATE ${counters}
-            SET reserved = reserved + ${delta}, spent = spent + ${charge}
+            SET reserved = reserved + ${delta}, spent = spent + ${charge}, overrun = overrun + ${overrun}
             WHERE key IN ${sql.in(keys)}
             RETURNING key, CAST(spent AS TEXT) AS spent, CAST(reserved AS TEXT) AS reserved`
 
-    /** After counters took `request.amount`: fails (rolling the transaction back) when one is over its limit. */
-    const checkFits = (request: Budget.ReserveRequest, rows: ReadonlyArray<CounterRow>) =>
-      Effect.suspend(() => {
-        const byKey = new Map(rows.map((row) => [row.key, row]))
-        for (const counter of request.counters) {
-          const row = byKey.get(counter.key)
-          const spent = BigInt(row?.spent ?? 0)
-          const reserved = BigInt(row?.reserved ?? 0) - request.amount
-          if (!Budget.fits(counter, spent, reserved, request.amount)) {
-            return Effect.fail(Budget.exceeded(counter, spent, reserved, request.amount))
-          }
+    const createCounters = (missing: ReadonlyArray<Budget.Counter>, reserved: bigint) =>
+      sql<CounterRow>`INSERT INTO ${counters} ${
+        sql.insert(missing.map((counter) => ({
+          key: counter.key,
+          scope: counter.scope,
+          time_window: counter.window,
+          period: counter.period,
+          spent: 0n,
+          reserved
+        })))
+      } ON CONFLICT (key) DO NOTHING
+        RETURNING key, CAST(spent AS TEXT) AS spent, CAST(reserved AS TEXT) AS reserved`
+
+    const ledgerRow = (request: Budget.ReserveRequest, now: number) => ({
+      id: request.id,
+      owner: request.owner,
+      amount: request.amount,
+      counters: request.counters.map((counter) => counter.key).join(","),
+      created_at: now,
+      lease_until: now + request.lease,
+      status: "open",
+      estimated: 0
+    })
+
+    /**
+     * Postgres, one statement: lock the chain's counters in key order, check every limit, and only
+     * when all fit add the amount and write the ledger row. Returns the counters found (their sums
+     * before) and whether it reserved.
+     */
+    const reservePgStatement = (request: Budget.ReserveRequest) => {
+      const keys = request.counters.map((counter) => counter.key)
+      const limits = request.counters.map((counter) => counter.limit === undefined ? null : String(counter.limit))
+      return sql<CounterRow & { readonly fits: boolean }>`WITH req AS (
+          SELECT * FROM unnest(CAST(${keys} AS TEXT[]), CAST(${limits} AS NUMERIC[])) AS r(key, lim)
+        ), locked AS (
+          SELECT c.key, c.spent, c.reserved, req.lim FROM ${counters} c JOIN req ON c.key = req.key
+          ORDER BY c.key FOR UPDATE OF c
+        ), verdict AS (
+          SELECT count(*) = ${keys.length}
+            AND coalesce(bool_and(lim IS NULL OR spent + reserved + ${request.amount} <= lim), true) AS fits
+          FROM locked
+        ), bumped AS (
+          UPDATE ${counters} c SET reserved = c.reserved + ${request.amount}
+          FROM verdict WHERE verdict.fits AND c.key IN (SELECT key FROM locked)
+          RETURNING c.key
+        ), written AS (
+          INSERT INTO ${reservations} (id, owner, amount, counters, created_at, lease_until, status, estimated)
+          SELECT ${request.id}, ${request.owner}, ${request.amount}, ${keys.join(",")}, ${dbNow},
+            ${dbNow} + ${request.lease}, 'open', 0
+          FROM verdict WHERE verdict.fits
+          RETURNING id
+        )
+        SELECT locked.key, CAST(locked.spent AS TEXT) AS spent, CAST(locked.reserved AS TEXT) AS reserved,
+          (SELECT fits FROM verdict) AS fits
+        FROM locked`
+    }
+
+    const reservePg = (request: Budget.ReserveRequest): Effect.Effect<void, BudgetExceeded | SqlError> =>
+      Effect.gen(function*() {
+        let rows = yield* reservePgStatement(request)
+        if (rows.length < request.counters.length) {
+          // First use of some counter (a new scope or period): create it empty, then reserve.
+          const found = new Set(rows.map((row) => row.key))
+          yield* createCounters(request.counters.filter((counter) => !found.has(counter.key)), 0n)
+          rows = yield* reservePgStatement(request)
         }
-        return Effect.void
+        if (rows[0]?.fits === true) return
+        yield* checkFits(request.counters, rows, request.amount, false)
+        // Every limit fits now but did not when the statement ran: it was not written.
+        return yield* Effect.fail(Budget.exceeded(request.counters[0]!, 0n, 0n, request.amount))
       })
 
-    const reserve = (request: Budget.ReserveRequest): Effect.Effect<void, BudgetExceeded | SqlError> =>
+    const reserveSqlite = (request: Budget.ReserveRequest): Effect.Effect<void, BudgetExceeded | SqlError> =>
       sql.withTransaction(
         Effect.gen(function*() {
           const keys = request.counters.map((counter) => counter.key)
-          // Reserve first, check after: the transaction rolls back when a limit is passed. On SQLite the
-          // first statement being a write means the write lock is held from the start.
+          // Reserve first, check after: the transaction rolls back when a limit is passed. The first
+          // statement being a write means the write lock is held from the start.
           const rows: Array<CounterRow> = [...(yield* bump(keys, request.amount, 0n))]
           if (rows.length < keys.length) {
             const found = new Set(rows.map((row) => row.key))
-            const missing = request.counters.filter((counter) => !found.has(counter.key))
-            const inserted = yield* sql<CounterRow>`INSERT INTO ${counters} ${
-              sql.insert(missing.map((counter) => ({
-                key: counter.key,
-                scope: counter.scope,
-                time_window: counter.window,
-                period: counter.period,
-                spent: 0n,
-                reserved: request.amount
-              })))
-            } ON CONFLICT (key) DO NOTHING
-              RETURNING key, CAST(spent AS TEXT) AS spent, CAST(reserved AS TEXT) AS reserved`
-            rows.push(...inserted)
-            if (inserted.length < missing.length) {
-              // Another transaction created them meanwhile (Postgres): they exist now.
-              const created = new Set(inserted.map((row) => row.key))
-              rows.push(
-                ...(yield* bump(missing.map((c) => c.key).filter((key) => !created.has(key)), request.amount, 0n))
-              )
-            }
+            rows.push(...(yield* createCounters(request.counters.filter((c) => !found.has(c.key)), request.amount)))
           }
-          yield* checkFits(request, rows)
-          yield* sql`INSERT INTO ${reservations} ${
-            sql.insert({
-              id: request.id,
-              owner: request.owner,
-              amount: request.amount,
-              counters: keys.join(","),
-              created_at: request.now,
-              lease_until: request.leaseUntil,
-              status: "open",
-              estimated: 0
-            })
-          }`
+          yield* checkFits(request.counters, rows, request.amount, true)
+          const now = yield* Clock.currentTimeMillis
+          yield* sql`INSERT INTO ${reservations} ${sql.insert(ledgerRow(request, now))}`
         })
       )
 
     const extend = (request: Budget.ReserveRequest): Effect.Effect<boolean, BudgetExceeded | SqlError> =>
       sql.withTransaction(
         Effect.gen(function*() {
+          const now = yield* Clock.currentTimeMillis
           const open = yield* sql<{ readonly id: string }>`UPDATE ${reservations}
-            SET amount = amount + ${request.amount}, lease_until = ${request.leaseUntil}
+            SET amount = amount + ${request.amount},
+              lease_until = ${isPg ? sql`${dbNow} + ${request.lease}` : now + request.lease}
             WHERE id = ${request.id} AND status = 'open'
             RETURNING id`
           if (open.length === 0) return false
           const rows = yield* bump(request.counters.map((counter) => counter.key), request.amount, 0n)
-          yield* checkFits(request, rows)
+          yield* checkFits(request.counters, rows, request.amount, true)
           return true
         })
       )
 
-    /** Closes an open reservation charging `charge(amount)`; false when it was not open. */
-    const close = (
-      id: string,
-      status: "settled" | "released",
-      charged: bigint | undefined,
-      estimated: boolean,
-      now: number
-    ) =>
+    type Closed = { readonly amount: string }
+
+    /** Postgres, one statement: close the reservation if open and move its amount on its counters (locked in key order). */
+    const closePg = (id: string, status: "settled" | "released", charged: bigint, estimated: boolean) =>
+      sql<Closed>`WITH closed AS (
+          UPDATE ${reservations}
+          SET status = ${status}, charged = ${charged}, estimated = ${estimated ? 1 : 0}, closed_at = ${dbNow}
+          WHERE id = ${id} AND status = 'open'
+          RETURNING amount, counters
+        ), bumped AS (
+          UPDATE ${counters} AS c
+          SET reserved = c.reserved - closed.amount, spent = c.spent + ${charged},
+            overrun = c.overrun + GREATEST(${charged} - closed.amount, 0)
+          FROM closed, (
+            SELECT k.key FROM ${counters} k, closed
+            WHERE k.key = ANY(string_to_array(closed.counters, ','))
+            ORDER BY k.key FOR UPDATE OF k
+          ) AS locked
+          WHERE c.key = locked.key
+          RETURNING c.key
+        )
+        SELECT CAST(amount AS TEXT) AS amount, (SELECT count(*) FROM bumped) AS touched FROM closed`
+
+    const closeSqlite = (id: string, status: "settled" | "released", charged: bigint, estimated: boolean) =>
       sql.withTransaction(
         Effect.gen(function*() {
-          const closed = yield* sql<{ readonly amount: string; readonly counters: string }>`
+          const now = yield* Clock.currentTimeMillis
+          const closed = yield* sql<Closed & { readonly counters: string }>`
             UPDATE ${reservations}
-            SET status = ${status}, charged = ${charged ?? 0n}, estimated = ${estimated ? 1 : 0}, closed_at = ${now}
+            SET status = ${status}, charged = ${charged}, estimated = ${estimated ? 1 : 0}, closed_at = ${now}
             WHERE id = ${id} AND status = 'open'
             RETURNING CAST(amount AS TEXT) AS amount, counters`
           const row = closed[0]
-          if (row === undefined) return false
-          yield* bump(row.counters.split(","), -BigInt(row.amount), charged ?? 0n)
-          return true
+          if (row === undefined) return closed
+          const amount = BigInt(row.amount)
+          yield* bump(row.counters.split(","), -amount, charged, charged > amount ? charged - amount : 0n)
+          return closed
         })
       )
 
-    const reclaim = (now: number) =>
-      sql.withTransaction(
-        Effect.gen(function*() {
-          const rows = yield* sql<{ readonly amount: string; readonly counters: string }>`
+    /** Closes an open reservation charging `charged`; undefined when it was not open. */
+    const close = (id: string, status: "settled" | "released", charged: bigint, estimated: boolean) =>
+      Effect.map(
+        isPg ? closePg(id, status, charged, estimated) : closeSqlite(id, status, charged, estimated),
+        (rows): Budget.Settlement | undefined => {
+          const row = rows[0]
+          if (row === undefined) return undefined
+          const amount = BigInt(row.amount)
+          return { charged, overrun: charged > amount ? charged - amount : 0n }
+        }
+      )
+
+    const renew = (owner: string, lease: number) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.map(
+          sql<{ readonly id: string }>`UPDATE ${reservations}
+            SET lease_until = ${isPg ? sql`${dbNow} + ${lease}` : now + lease}
+            WHERE owner = ${owner} AND status = 'open'
+            RETURNING id`,
+          (rows) => rows.length
+        ))
+
+    const reclaim = sql.withTransaction(
+      Effect.gen(function*() {
+        // SQLite: take the write lock first, then read the clock: leases are compared with the time it runs.
+        if (!isPg) yield* sql.unsafe(`UPDATE ${tables.migrations} SET version = version WHERE version < 0`)
+        const now = yield* Clock.currentTimeMillis
+        const rows = yield* sql<{ readonly amount: string; readonly counters: string }>`
             UPDATE ${reservations}
-            SET status = 'reclaimed', charged = amount, estimated = 1, closed_at = ${now}
-            WHERE status = 'open' AND lease_until < ${now}
+            SET status = 'reclaimed', charged = amount, estimated = 1,
+              closed_at = ${isPg ? dbNow : now}
+            WHERE status = 'open' AND lease_until < ${isPg ? dbNow : now}
             RETURNING CAST(amount AS TEXT) AS amount, counters`
-          if (rows.length === 0) return 0
-          const totals = new Map<string, bigint>()
-          for (const row of rows) {
-            for (const key of row.counters.split(",")) totals.set(key, (totals.get(key) ?? 0n) + BigInt(row.amount))
-          }
-          for (const key of Array.from(totals.keys()).sort()) {
-            const amount = totals.get(key)!
-            yield* bump([key], -amount, amount)
-          }
-          return rows.length
-        })
-      )
+        if (rows.length === 0) return 0
+        const totals = new Map<string, bigint>()
+        for (const row of rows) {
+          for (const key of row.counters.split(",")) totals.set(key, (totals.get(key) ?? 0n) + BigInt(row.amount))
+        }
+        for (const key of Array.from(totals.keys()).sort()) {
+          const amount = totals.get(key)!
+          yield* bump([key], -amount, amount)
+        }
+        return rows.length
+      })
+    )
 
-    const usage = (keys: ReadonlyArray<string>) =>
+    const balances = (keys: ReadonlyArray<string>) =>
       Effect.map(
         keys.length === 0 ? Effect.succeed([]) : sql<
           {
@@ -299,12 +445,14 @@ export const make = (
             readonly period: string
             readonly spent: string
             readonly reserved: string
+            readonly overrun: string
           }
-        >`SELECT key, scope, time_window, period, CAST(spent AS TEXT) AS spent, CAST(reserved AS TEXT) AS reserved
+        >`SELECT key, scope, time_window, period, CAST(spent AS TEXT) AS spent, CAST(reserved AS TEXT) AS reserved,
+            CAST(overrun AS TEXT) AS overrun
           FROM ${counters} WHERE key IN ${sql.in(keys)}`,
         (rows) => {
           const byKey = new Map(rows.map((row) => [row.key, row]))
-          return keys.map((key): Budget.Usage => {
+          return keys.map((key): Budget.Balance => {
             const row = byKey.get(key)
             if (row !== undefined) {
               return {
@@ -312,46 +460,39 @@ export const make = (
                 window: row.time_window,
                 period: row.period,
                 spent: BigInt(row.spent),
-                reserved: BigInt(row.reserved)
+                reserved: BigInt(row.reserved),
+                overrun: BigInt(row.overrun)
               }
             }
             const [scope = "", window = "total", period = ""] = key.split("|")
-            return { scope, window: window as Budget.Window, period, spent: 0n, reserved: 0n }
+            return { scope, window: window as Budget.Window, period, spent: 0n, reserved: 0n, overrun: 0n }
           })
         }
       )
 
+    const gate = yield* Effect.makeSemaphore(concurrency)
     const traced = options.traceStatements === true
       ? <A, E>(effect: Effect.Effect<A, E>) => effect
       : <A, E>(effect: Effect.Effect<A, E>) => Effect.withTracerEnabled(effect, false)
+    /** A call's operation: through the gate, retried on a Postgres deadlock, every failure typed. */
+    const operation = (name: string) => <A, E>(effect: Effect.Effect<A, E>) =>
+      gate.withPermits(1)(effect).pipe(retryTransient, typed(name), traced)
+    /** Maintenance: not behind the calls' gate. */
+    const maintenance = (name: string) => <A, E>(effect: Effect.Effect<A, E>) =>
+      effect.pipe(retryTransient, typed(name), traced)
 
     return Budget.BudgetStore.of({
-      reserve: (request) =>
-        reserve(request).pipe(
-          retryTransient,
-          Effect.catchTag("SqlError", (error) => Effect.fail(storeError("reserve")(error))),
-          traced
+      reserve: (request) => (isPg ? reservePg(request) : reserveSqlite(request)).pipe(operation("reserve")),
+      extend: (request) => extend(request).pipe(operation("extend a reservation")),
+      settle: (id, amount, estimated) => close(id, "settled", amount, estimated).pipe(operation("settle")),
+      release: (id) =>
+        close(id, "released", 0n, false).pipe(
+          Effect.map((closed) => closed !== undefined),
+          operation("release")
         ),
-      extend: (request) =>
-        extend(request).pipe(
-          retryTransient,
-          Effect.catchTag("SqlError", (error) => Effect.fail(storeError("extend a reservation")(error))),
-          traced
-        ),
-      settle: (id, amount, estimated, now) =>
-        close(id, "settled", amount, estimated, now).pipe(
-          retryTransient,
-          Effect.mapError(storeError("settle")),
-          traced
-        ),
-      release: (id, now) =>
-        close(id, "released", undefined, false, now).pipe(
-          retryTransient,
-          Effect.mapError(storeError("release")),
-          traced
-        ),
-      reclaim: (now) => reclaim(now).pipe(retryTransient, Effect.mapError(storeError("reclaim")), traced),
-      usage: (keys) => usage(keys).pipe(Effect.mapError(storeError("read usage")), traced)
+      renew: (owner, lease) => renew(owner, lease).pipe(maintenance("renew leases")),
+      reclaim: reclaim.pipe(maintenance("reclaim")),
+      balances: (keys) => balances(keys).pipe(operation("read balances"))
     })
   })
 
@@ -375,3 +516,89 @@ export const layerConfig = (
   Budget.BudgetStoreError | Budget.BudgetConfigError | ConfigError.ConfigError,
   SqlClient.SqlClient
 > => Layer.unwrapEffect(Effect.map(Config.unwrap(config), layer))
+
+export interface SqliteOptions {
+  /** The ledger file: created when missing; its folder must exist. */
+  readonly filename: string
+  /** Journal mode WAL (the default) lets the processes of one machine share the file. */
+  readonly disableWAL?: boolean | undefined
+}
+
+const sqliteHeader = Buffer.from("SQLite format 3\0")
+
+/** Why `filename` cannot hold a ledger, or undefined when it can (a database, or a new file in a writable folder). */
+export const checkSqlitePath = (filename: string): string | undefined => {
+  if (filename === ":memory:") return undefined
+  const folder = Path.dirname(Path.resolve(filename))
+  let stat: Fs.Stats | undefined
+  try {
+    stat = Fs.statSync(filename)
+  } catch {
+    stat = undefined
+  }
+  if (stat === undefined) {
+    if (!Fs.existsSync(folder)) return `its folder ${folder} does not exist: create it first`
+    if (!Fs.statSync(folder).isDirectory()) return `${folder} is not a folder`
+    try {
+      Fs.accessSync(folder, Fs.constants.W_OK)
+    } catch {
+      return `its folder ${folder} is not writable, so the file cannot be created`
+    }
+    return undefined
+  }
+  if (stat.isDirectory()) return "it is a folder, not a file: give a file name inside it"
+  try {
+    Fs.accessSync(filename, Fs.constants.R_OK | Fs.constants.W_OK)
+  } catch {
+    return "the file is not readable and writable by this process"
+  }
+  if (stat.size === 0) return undefined
+  const head = Buffer.alloc(sqliteHeader.length)
+  const fd = Fs.openSync(filename, "r")
+  try {
+    Fs.readSync(fd, head, 0, head.length, 0)
+  } finally {
+    Fs.closeSync(fd)
+  }
+  if (!head.equals(sqliteHeader)) return "the file is not a SQLite database (it was left as it is)"
+  return undefined
+}
+
+/**
+ * The SQLite client for a ledger file, after checking the path: a folder, a missing folder, an
+ * unwritable file or one that is not a database fails with `BudgetStoreError` naming the path.
+ * The one place the budget builds a SQLite client.
+ */
+export const layerSqliteClient = (
+  options: SqliteOptions
+): Layer.Layer<SqlClient.SqlClient, Budget.BudgetStoreError> => {
+  const operation = `open the budget ledger ${options.filename}`
+  return Layer.unwrapEffect(Effect.sync(() => {
+    const problem = checkSqlitePath(options.filename)
+    if (problem !== undefined) {
+      return Layer.fail(new Budget.BudgetStoreError({ operation, reason: `${options.filename}: ${problem}` }))
+    }
+    return SqliteClient.layer({ filename: options.filename, disableWAL: options.disableWAL }).pipe(
+      Layer.catchAllCause((cause) => {
+        const error = Cause.squash(cause)
+        const reason = error instanceof Error ? error.message : String(error)
+        return Layer.fail(
+          new Budget.BudgetStoreError({ operation, reason: `${options.filename}: ${reason}`, cause: error })
+        )
+      })
+    )
+  }))
+}
+
+/** The budget on a SQLite ledger file (checked first, see `layerSqliteClient`). */
+export const layerSqlite = (
+  options: Budget.Options & Options & SqliteOptions
+): Layer.Layer<Budget.Budget, Budget.BudgetStoreError | Budget.BudgetConfigError> =>
+  layer(options).pipe(
+    Layer.provide(layerSqliteClient(options)),
+    Layer.mapError((error) =>
+      error._tag === "BudgetStoreError" && !error.reason.includes(options.filename)
+        ? new Budget.BudgetStoreError({ ...error, reason: `${options.filename}: ${error.reason}` })
+        : error
+    )
+  )
