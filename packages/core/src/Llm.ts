@@ -172,7 +172,7 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, LlmConfi
     // budget's extension of its reservation, so it times the request alone.
     const stages: Array<Stage.Stage> = []
     if (pricing !== undefined) {
-      stages.push(Metering.make({ budget, pricing, tokenizer }))
+      stages.push(Metering.make({ budget, policy, pricing, tokenizer }))
       // Reservations count tokens: load the encoder now, off the first call's path.
       if (budget !== undefined) yield* Effect.forkDaemon(tokenizer.load)
     }

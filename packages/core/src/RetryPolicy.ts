@@ -158,12 +158,16 @@ export const retry = <A, R>(
   attempt: (timeout: AttemptTimeout) => Effect.Effect<A, LlmError.LlmError, R>,
   options?: { readonly model?: string | undefined; readonly policy?: RetryPolicy.Service | undefined }
 ): Effect.Effect<A, LlmError.LlmError, R> =>
+  Effect.flatMap(current(options?.policy), (policy) => run(attempt, policy, options?.model))
+
+/** The policy in force: the one set by `withPolicy`, else `policy`, else the `RetryPolicy` in context. */
+export const current = (policy?: RetryPolicy.Service | undefined): Effect.Effect<RetryPolicy.Service> =>
   Effect.flatMap(Override, (override) =>
     override !== undefined
-      ? run(attempt, override, options?.model)
-      : options?.policy !== undefined
-      ? run(attempt, options.policy, options.model)
-      : Effect.flatMap(RetryPolicy, (policy) => run(attempt, policy, options?.model)))
+      ? Effect.succeed(override)
+      : policy !== undefined
+      ? Effect.succeed(policy)
+      : RetryPolicy)
 
 const run = <A, R>(
   attempt: (timeout: AttemptTimeout) => Effect.Effect<A, LlmError.LlmError, R>,

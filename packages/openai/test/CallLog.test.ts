@@ -30,6 +30,7 @@ import * as Path from "node:path"
 import * as Zlib from "node:zlib"
 import * as OpenAiClient from "../src/OpenAiClient.js"
 import * as OpenAiLanguageModel from "../src/OpenAiLanguageModel.js"
+import * as OpenAiPricing from "../src/OpenAiPricing.js"
 import * as Simulator from "../src/Simulator.js"
 import { fakeKey } from "./utils/fakeKey.js"
 import { everyFault, fastPolicy, scoreTool } from "./utils/faultRun.js"
@@ -107,7 +108,7 @@ describe("CallLog over the simulator", () => {
             Llm.layer({ defaultModel: "gpt-4.1-mini" }).pipe(
               Layer.provide(Layer.mergeAll(tallying, callLog)),
               Layer.provide(OpenAiClient.layerUndici({ apiKey: Redacted.make(apiKey), baseUrl: simulator.url })),
-              Layer.provideMerge(Budget.layerMemory())
+              Layer.provideMerge(Layer.merge(Budget.layerMemory(), OpenAiPricing.layer()))
             ))
         ).pipe(Layer.provideMerge(Simulator.layer({ seed: 11, apiKey, faults, retryAfterMs: 5 })))
 

@@ -17,6 +17,7 @@ import { BudgetExceeded, BudgetUnavailable, type LlmError, mayHaveBeenBilled, Pr
 import type * as LlmRequest from "../LlmRequest.js"
 import type * as Money from "../Money.js"
 import * as Pricing from "../Pricing.js"
+import * as RetryPolicy from "../RetryPolicy.js"
 import type * as Tokenizer from "../Tokenizer.js"
 import type * as Usage from "../Usage.js"
 import type { CallState, Stage } from "./stage.js"
@@ -50,10 +51,12 @@ export interface Options {
   readonly budget: Budget.Budget.Service | undefined
   readonly pricing: Pricing.Pricing.Service
   readonly tokenizer: Tokenizer.Tokenizer.Service
+  /** The pipeline's retry policy: a reservation waits for other calls' at most its deadline. */
+  readonly policy: RetryPolicy.RetryPolicy.Service
 }
 
 /** The stage for a `Budget` (with its `Pricing`) or `Pricing` alone. */
-export const make = ({ budget, pricing, tokenizer }: Options): Stage => {
+export const make = ({ budget, policy, pricing, tokenizer }: Options): Stage => {
   /** The worst case of one attempt: every input token uncached and the whole output allowance. */
   const estimate = (request: LlmRequest.Resolved, price: Pricing.ModelPrice) =>
     Effect.map(
@@ -143,39 +146,43 @@ export const make = ({ budget, pricing, tokenizer }: Options): Stage => {
       const before = state.usage
       const unansweredBefore = state.unansweredAttempts
       state.cost ??= 0n
-      return Effect.flatMap(estimate(request, price), (worst) =>
-        Effect.acquireUseRelease(
-          budget.reserve(request.scope, worst).pipe(
-            Effect.catchTags({
-              BudgetExceeded: (error) => Effect.fail(new BudgetExceeded({ ...error, model: request.model })),
-              BudgetStoreError: (error) => Effect.fail(storeFailure(request.model)(error))
-            })
-          ),
-          (reservation) => {
-            rounds.set(state, { reservation, worst, unansweredBefore, covered: 1 })
-            return round
-          },
-          (first, exit) =>
-            Effect.suspend(() => {
-              const reservation = rounds.get(state)?.reservation ?? first
-              rounds.delete(state)
-              const billed = charge(state, before, unansweredBefore, price)
-              const cost = billed.cost + BigInt(billed.unanswered) * worst
-              const estimated = billed.unanswered > 0
-              record(state, cost, estimated, price)
-              if (cost > reservation.amount) state.overrun += cost - reservation.amount
-              const done = billed.billed
-                ? budget.settle(reservation, cost, { estimated })
-                : budget.release(reservation)
-              // The reservation stays open if the store fails now; its lease expiry charges it in full.
-              return Effect.catchAll(done, (error) =>
-                Effect.logWarning(
-                  "Budget: settling failed; the reservation will be reclaimed at its full amount when its lease expires",
-                  error,
-                  Exit.isSuccess(exit) ? "call succeeded" : "call failed"
-                ))
-            })
-        ))
+      return Effect.flatMap(
+        Effect.zip(estimate(request, price), RetryPolicy.current(policy)),
+        ([worst, policy]) =>
+          Effect.acquireUseRelease(
+            // While only other calls' reservations stand in the way, wait for them (interruptibly).
+            budget.reserve(request.scope, worst, { maxWait: policy.deadline }).pipe(
+              Effect.catchTags({
+                BudgetExceeded: (error) => Effect.fail(new BudgetExceeded({ ...error, model: request.model })),
+                BudgetStoreError: (error) => Effect.fail(storeFailure(request.model)(error))
+              })
+            ),
+            (reservation) => {
+              rounds.set(state, { reservation, worst, unansweredBefore, covered: 1 })
+              return round
+            },
+            (first, exit) =>
+              Effect.suspend(() => {
+                const reservation = rounds.get(state)?.reservation ?? first
+                rounds.delete(state)
+                const billed = charge(state, before, unansweredBefore, price)
+                const cost = billed.cost + BigInt(billed.unanswered) * worst
+                const estimated = billed.unanswered > 0
+                record(state, cost, estimated, price)
+                if (cost > reservation.amount) state.overrun += cost - reservation.amount
+                const done = billed.billed
+                  ? budget.settle(reservation, cost, { estimated })
+                  : budget.release(reservation)
+                // The reservation stays open if the store fails now; its lease expiry charges it in full.
+                return Effect.catchAll(done, (error) =>
+                  Effect.logWarning(
+                    "Budget: settling failed; the reservation will be reclaimed at its full amount when its lease expires",
+                    error,
+                    Exit.isSuccess(exit) ? "call succeeded" : "call failed"
+                  ))
+              })
+          )
+      )
     })
 
   return budget === undefined
