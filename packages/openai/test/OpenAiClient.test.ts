@@ -275,7 +275,11 @@ describe("OpenAiClient over a real connection", () => {
             throw new Error("no tenant for this request")
           }
         })).pipe(Effect.map(Context.get(OpenAiClient.OpenAiClient)))
-        for (const call of [client.createChatCompletion(body), client.listModels]) {
+        const calls: ReadonlyArray<Effect.Effect<unknown, LlmError.LlmError>> = [
+          client.createChatCompletion(body),
+          client.listModels
+        ]
+        for (const call of calls) {
           const error = yield* Effect.flip(call)
           assert(error._tag === "InvalidRequest")
           assert.strictEqual(error.field, "onRequest")
@@ -331,7 +335,7 @@ describe("OpenAiClient over a real connection", () => {
           Effect.map(Context.get(OpenAiClient.OpenAiClient))
         )
         const denied = yield* Effect.flip(client.listModels)
-        assert.strictEqual(denied._tag, "AuthenticationFailed")
+        assert(denied._tag === "AuthenticationFailed")
         assert.strictEqual(denied.requestId, "req_models")
         const badShape = yield* Effect.flip(client.listModels)
         assert(badShape._tag === "ProtocolError")
