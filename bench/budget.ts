@@ -16,7 +16,7 @@ import * as Path from "node:path"
 import * as Budget from "../packages/core/src/Budget.js"
 import * as BudgetSql from "../packages/core/src/Budget/Sql.js"
 import * as Money from "../packages/core/src/Money.js"
-import * as Tokens from "../packages/core/src/Tokens.js"
+import * as OpenAiTokenizer from "../packages/openai/src/OpenAiTokenizer.js"
 
 const limits = [
   { scope: "global", window: "month" as const, limit: "1000000" },
@@ -111,13 +111,13 @@ const requestFor = (i: number) => ({
   }]
 })
 const loadStart = performance.now()
-await Effect.runPromise(Tokens.load)
+await Effect.runPromise(OpenAiTokenizer.load)
 const loadMillis = performance.now() - loadStart
-const tokens = await Effect.runPromise(Tokens.input(requestFor(0)))
+const tokens = await Effect.runPromise(OpenAiTokenizer.input(requestFor(0)))
 const estimateRuns = 20_000
 const requests = Array.from({ length: estimateRuns }, (_, i) => requestFor(i + 1))
 const cpu = process.cpuUsage()
-await Effect.runPromise(Effect.forEach(requests, Tokens.input, { discard: true }))
+await Effect.runPromise(Effect.forEach(requests, OpenAiTokenizer.input, { discard: true }))
 const used = process.cpuUsage(cpu)
 const estimateMicros = (used.user + used.system) / estimateRuns
 

@@ -428,7 +428,7 @@ export const make = (
      */
     const write = (request: ReserveRequest) =>
       Effect.interruptible(store.reserve(request)).pipe(
-        Effect.onInterrupt(() => Effect.ignore(closeOrRetryLater(request.id, store.release(request.id)))),
+        Effect.onInterrupt(() => Effect.ignore(closeOrRetryLater(request.id, () => store.release(request.id)))),
         Effect.tap(() => held.add(request.id))
       )
 
@@ -509,15 +509,16 @@ export const make = (
     }
 
     /** Runs a close; when the store fails, keeps it to retry with the renewals and fails with the error. */
-    const closeOrRetryLater = <A>(id: string, close: Effect.Effect<A, BudgetStoreError>) =>
-      Effect.tapError(close, () => Effect.sync(() => pendingCloses.set(id, close)))
+    const closeOrRetryLater = <A>(id: string, close: () => Effect.Effect<A, BudgetStoreError>) =>
+      Effect.tapError(Effect.suspend(close), () => Effect.sync(() => pendingCloses.set(id, Effect.suspend(close))))
 
     const settle: Budget.Service["settle"] = (reservation, cost, settleOptions) =>
       Effect.suspend(() => {
         if (!held.has(reservation.id) || pendingCloses.has(reservation.id)) {
           return Effect.succeed<Settlement>({ charged: 0n, overrun: 0n })
         }
-        return closeOrRetryLater(reservation.id, store.settle(reservation.id, cost, settleOptions?.estimated ?? false))
+        return closeOrRetryLater(reservation.id, () =>
+          store.settle(reservation.id, cost, settleOptions?.estimated ?? false))
           .pipe(
             Effect.flatMap((settlement) => {
               held.delete(reservation.id)
@@ -537,7 +538,7 @@ export const make = (
     const release: Budget.Service["release"] = (reservation) =>
       Effect.suspend(() => {
         if (!held.has(reservation.id) || pendingCloses.has(reservation.id)) return Effect.void
-        return closeOrRetryLater(reservation.id, store.release(reservation.id)).pipe(
+        return closeOrRetryLater(reservation.id, () => store.release(reservation.id)).pipe(
           Effect.map(() => {
             held.delete(reservation.id)
             announceFreed()

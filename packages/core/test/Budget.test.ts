@@ -6,6 +6,7 @@ import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
 import * as Budget from "../src/Budget.js"
 import * as CallLog from "../src/CallLog.js"
@@ -16,7 +17,8 @@ import * as Money from "../src/Money.js"
 import * as Pricing from "../src/Pricing.js"
 import * as RetryPolicy from "../src/RetryPolicy.js"
 import * as TestKit from "../src/TestKit.js"
-import * as Tokens from "../src/Tokens.js"
+import * as Tokenizer from "../src/Tokenizer.js"
+import * as TestPrices from "./utils/prices.js"
 
 const usd = Money.unsafeParse
 
@@ -138,18 +140,134 @@ describe("Budget (memory store)", () => {
       assert.strictEqual(gone._tag, "BudgetStoreError")
     }).pipe(Effect.provide(Budget.layerMemory({ limits }))))
 
-  it.effect("a reservation whose lease expired is charged in full, and its late settle counts nothing", () =>
+  it.effect("a dead owner's reservation is charged in full when its lease expires; its late settle fails typed", () =>
+    Effect.gen(function*() {
+      const store = Budget.makeMemoryStore()
+      const options = { limits, lease: "1 minute", reclaimEvery: "30 seconds" }
+      // The owner "dies": its scope closes, so its leases are no longer renewed.
+      const dying = yield* Scope.make()
+      const owner = yield* Budget.make(options).pipe(
+        Effect.provideService(Budget.BudgetStore, store),
+        Scope.extend(dying)
+      )
+      const held = yield* owner.reserve("tenant:acme", usd("0.30"))
+      yield* Scope.close(dying, Exit.void)
+      const survivor = yield* Budget.make(options).pipe(Effect.provideService(Budget.BudgetStore, store))
+      yield* TestClock.adjust("59 seconds")
+      assert.strictEqual(total(yield* survivor.status("tenant:acme"), "tenant:acme").reserved, usd("0.30"))
+      yield* TestClock.adjust("2 minutes") // the survivor's periodic reclaim runs
+      const after = total(yield* survivor.status("tenant:acme"), "tenant:acme")
+      assert.deepStrictEqual([after.spent, after.reserved], [usd("0.30"), 0n])
+      const late = yield* Effect.flip(owner.settle(held, usd("0.01")))
+      assert.strictEqual(late._tag, "BudgetStoreError")
+      assert.match(late.message, /reclaimed after its lease expired.*\$0\.3.*\$0\.01 was not recorded/)
+      assert.strictEqual(total(yield* survivor.status("tenant:acme"), "tenant:acme").spent, usd("0.30"))
+      const extendLate = yield* Effect.flip(owner.extend(held, usd("0.01")))
+      assert.isTrue(extendLate._tag === "BudgetStoreError" && /reclaimed/.test(extendLate.reason))
+    }).pipe(Effect.scoped))
+
+  it.effect("a live owner's leases are renewed: a call held for hours keeps its reservation", () =>
+    Effect.gen(function*() {
+      const store = Budget.makeMemoryStore()
+      const options = { limits, lease: "10 minutes", reclaimEvery: "5 minutes" }
+      const owner = yield* Budget.make(options).pipe(Effect.provideService(Budget.BudgetStore, store))
+      const other = yield* Budget.make(options).pipe(Effect.provideService(Budget.BudgetStore, store))
+      const held = yield* owner.reserve("tenant:acme", usd("0.30"))
+      yield* TestClock.adjust("5 hours")
+      assert.strictEqual(yield* other.reclaim, 0)
+      assert.strictEqual(total(yield* other.status("tenant:acme"), "tenant:acme").reserved, usd("0.30"))
+      const settled = yield* owner.settle(held, usd("0.25"))
+      assert.deepStrictEqual(settled, { charged: usd("0.25"), overrun: 0n })
+      const after = total(yield* other.status("tenant:acme"), "tenant:acme")
+      assert.deepStrictEqual([after.spent, after.reserved], [usd("0.25"), 0n])
+    }).pipe(Effect.scoped))
+
+  it.effect("a settle above its reservation is charged in full, recorded as overrun, and later reserves are refused", () =>
     Effect.gen(function*() {
       const budget = yield* Budget.Budget
-      const held = yield* budget.reserve("tenant:acme", usd("0.30"))
-      yield* TestClock.adjust("59 seconds")
-      assert.strictEqual(total(yield* budget.status("tenant:acme"), "tenant:acme").reserved, usd("0.30"))
-      yield* TestClock.adjust("2 minutes") // the periodic reclaim runs
-      const after = total(yield* budget.status("tenant:acme"), "tenant:acme")
-      assert.deepStrictEqual([after.spent, after.reserved], [usd("0.30"), 0n])
-      yield* budget.settle(held, usd("0.01"))
-      assert.strictEqual(total(yield* budget.status("tenant:acme"), "tenant:acme").spent, usd("0.30"))
-    }).pipe(Effect.provide(Budget.layerMemory({ limits, lease: "1 minute", reclaimEvery: "30 seconds" }))))
+      const reservation = yield* budget.reserve("tenant:acme/run:2", usd("0.90"))
+      const settled = yield* budget.settle(reservation, usd("1.15"))
+      assert.deepStrictEqual(settled, { charged: usd("1.15"), overrun: usd("0.25") })
+      const status = yield* budget.status("tenant:acme/run:2")
+      for (const scope of ["global", "tenant:acme", "tenant:acme/run:2"]) {
+        assert.deepStrictEqual([total(status, scope).spent, total(status, scope).overrun], [usd("1.15"), usd("0.25")])
+      }
+      // Spent passed the tenant's $1 limit by the overrun; nothing more is let through, even waiting.
+      const refused = yield* Effect.flip(budget.reserve("tenant:acme/run:3", usd("0.000001"), { maxWait: "1 hour" }))
+      assert.isTrue(refused._tag === "BudgetExceeded" && refused.scope === "tenant:acme" && refused.spent === "1.15")
+    }).pipe(Effect.provide(Budget.layerMemory({ limits }))))
+
+  it.effect("reserve waits while only other reservations block it, and gets in when they settle", () =>
+    Effect.gen(function*() {
+      const budget = yield* Budget.Budget
+      const first = yield* budget.reserve("tenant:acme/run:2", usd("0.60"))
+      const waiting = yield* Effect.fork(budget.reserve("tenant:acme/run:2", usd("0.50"), { maxWait: "10 seconds" }))
+      yield* TestClock.adjust("5 seconds")
+      assert.isNull(waiting.unsafePoll())
+      yield* budget.settle(first, usd("0.40"))
+      yield* TestClock.adjust("1 millis")
+      const second = yield* Fiber.join(waiting)
+      assert.strictEqual(second.amount, usd("0.50"))
+      const tenant = total(yield* budget.status("tenant:acme"), "tenant:acme")
+      assert.deepStrictEqual([tenant.spent, tenant.reserved], [usd("0.40"), usd("0.50")])
+    }).pipe(Effect.provide(Budget.layerMemory({ limits, pollEvery: "1 second" }))))
+
+  it.effect("reserve gives up at maxWait, and refuses at once what could not fit even if everything settled", () =>
+    Effect.gen(function*() {
+      const budget = yield* Budget.Budget
+      yield* budget.settle(yield* budget.reserve("tenant:acme/run:2", usd("0.30")), usd("0.30"))
+      yield* budget.reserve("tenant:acme/run:2", usd("0.50"))
+      const cannot = yield* Effect.fork(
+        Effect.flip(budget.reserve("tenant:acme/run:2", usd("0.75"), { maxWait: "1 hour" }))
+      )
+      yield* TestClock.adjust("0 millis")
+      const refusedAtOnce = cannot.unsafePoll()
+      assert.isTrue(refusedAtOnce !== undefined && Exit.isSuccess(refusedAtOnce), "refused without waiting")
+      const waiting = yield* Effect.fork(
+        Effect.flip(budget.reserve("tenant:acme/run:2", usd("0.30"), { maxWait: "10 seconds" }))
+      )
+      yield* TestClock.adjust("9 seconds")
+      assert.isNull(waiting.unsafePoll())
+      yield* TestClock.adjust("1 second")
+      const gaveUp = yield* Fiber.join(waiting)
+      assert.isTrue(gaveUp._tag === "BudgetExceeded" && gaveUp.reserved === "0.5")
+      assert.strictEqual(total(yield* budget.status("tenant:acme"), "tenant:acme").reserved, usd("0.50"))
+    }).pipe(Effect.provide(Budget.layerMemory({ limits, pollEvery: "1 second" }))))
+
+  it.effect("a timeout around a waiting reserve takes effect at once and leaves nothing reserved", () =>
+    Effect.gen(function*() {
+      const budget = yield* Budget.Budget
+      yield* budget.reserve("tenant:acme", usd("0.90"))
+      const timed = yield* Effect.fork(
+        budget.reserve("tenant:acme", usd("0.50"), { maxWait: "1 hour" }).pipe(Effect.timeout("50 millis"))
+      )
+      yield* TestClock.adjust("50 millis")
+      const exit = timed.unsafePoll()
+      assert.isTrue(exit !== undefined && Exit.isFailure(exit), "the timeout took effect at 50 ms")
+      assert.strictEqual(total(yield* budget.status("tenant:acme"), "tenant:acme").reserved, usd("0.90"))
+    }).pipe(Effect.provide(Budget.layerMemory({ limits }))))
+
+  it.effect("a settle the store failed is retried with the renewals until it lands", () =>
+    Effect.gen(function*() {
+      const memory = Budget.makeMemoryStore()
+      let failures = 1
+      const flaky = Budget.BudgetStore.of({
+        ...memory,
+        settle: (id, amount, estimated) =>
+          failures-- > 0
+            ? Effect.fail(new Budget.BudgetStoreError({ operation: "settle", reason: "connection reset" }))
+            : memory.settle(id, amount, estimated)
+      })
+      const budget = yield* Budget.make({ limits, lease: "30 seconds" }).pipe(
+        Effect.provideService(Budget.BudgetStore, flaky)
+      )
+      const reservation = yield* budget.reserve("tenant:acme", usd("0.50"))
+      const error = yield* Effect.flip(budget.settle(reservation, usd("0.20")))
+      assert.strictEqual(error._tag, "BudgetStoreError")
+      yield* TestClock.adjust("10 seconds")
+      const tenant = total(yield* budget.status("tenant:acme"), "tenant:acme")
+      assert.deepStrictEqual([tenant.spent, tenant.reserved], [usd("0.20"), 0n])
+    }).pipe(Effect.scoped))
 
   it.effect("a day window starts over at UTC midnight; total does not", () =>
     Effect.gen(function*() {
@@ -186,7 +304,7 @@ describe("Budget (memory store)", () => {
 
 // gpt-4o-mini: $0.15 input, $0.60 output per 1M tokens.
 const model = "gpt-4o-mini"
-const price = Pricing.builtInPrices.get(model)!
+const price = Effect.runSync(Pricing.make({ table: TestPrices.table })).prices.get(model)!
 const answer = TestKit.response({ model, usage: { inputTokens: 10, outputTokens: 30 } })
 const answerCost = Pricing.costOf(price, answer.usage)
 
@@ -198,10 +316,13 @@ const request = (content: string, scope = "tenant:acme/run:1"): LlmRequest.Input
 })
 
 const worstCase = (content: string) =>
-  Effect.map(Tokens.input({ messages: [{ role: "user", content }] }), (input) => Pricing.worstCase(price, input, 40))
+  Effect.map(
+    Tokenizer.bytesUpperBound.input({ messages: [{ role: "user", content }] }),
+    (input) => Pricing.worstCase(price, input, 40)
+  )
 
 const withBudget = (scripted: TestKit.Scripted, options: Budget.Options) =>
-  Layer.provideMerge(Llm.layer(), Layer.merge(scripted.layer, Budget.layerMemory(options)))
+  Layer.provideMerge(Llm.layer(), Layer.mergeAll(scripted.layer, TestPrices.layer(), Budget.layerMemory(options)))
 
 describe("Llm with a Budget", () => {
   it.effect("fails fast with BudgetExceeded, sending nothing, when the worst case does not fit", () =>
@@ -302,7 +423,6 @@ describe("Llm with a Budget", () => {
         yield* Effect.gen(function*() {
           const worst = yield* worstCase("Score listing #0000")
           assert.isAbove(Number(worst), Number(answerCost)) // the estimate covers the answer
-          yield* Tokens.load // the first calls would otherwise all wait for the encoder together
           let done = false
           let busySamples = 0 // samples taken while reservations were held
           let peak = 0n
@@ -349,7 +469,9 @@ describe("Llm cost in the call record", () => {
       yield* Llm.generate(request("hi"))
       assert.strictEqual(log.records[0]?.costUsd, Money.format(answerCost))
       assert.notStrictEqual(log.records[0]?.estimated, true)
-    }).pipe(Effect.provide(Llm.layer().pipe(Layer.provide(Layer.mergeAll(scripted.layer, Pricing.layer(), log.layer)))))
+    }).pipe(
+      Effect.provide(Llm.layer().pipe(Layer.provide(Layer.mergeAll(scripted.layer, TestPrices.layer(), log.layer))))
+    )
   })
 
   it.effect("a model priced by the configured fallback is marked in the record", () => {
@@ -378,7 +500,7 @@ describe("Llm cost in the call record", () => {
     }).pipe(
       Effect.provide(Layer.provideMerge(
         Llm.layer(),
-        Layer.mergeAll(scripted.layer, Budget.layerMemory(), log.layer)
+        Layer.mergeAll(scripted.layer, TestPrices.layer(), Budget.layerMemory(), log.layer)
       )),
       RetryPolicy.withPolicy(RetryPolicy.make({ attemptTimeout: "1 second", jitter: "none", base: 0 }))
     )
