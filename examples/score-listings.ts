@@ -4,6 +4,7 @@
  *
  *   npx tsx --conditions=@keel/source examples/score-listings.ts
  */
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Budget from "@keel/core/Budget"
 import * as JsonLines from "@keel/core/CallLog/JsonLines"
 import * as Llm from "@keel/core/Llm"
@@ -79,4 +80,5 @@ const Stages = Layer.mergeAll(
 
 const Live = Llm.layer({ defaultModel: "gpt-4.1-mini" }).pipe(Layer.provideMerge(Layer.merge(Model, Stages)))
 
-Effect.runPromise(program.pipe(Effect.provide(Live)))
+// runMain: on SIGINT or SIGTERM the calls in flight are interrupted, recorded and their reservations released
+NodeRuntime.runMain(program.pipe(Effect.provide(Live)))
