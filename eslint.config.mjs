@@ -7,7 +7,7 @@ export default tseslint.config(
   js.configs.recommended,
   ...tseslint.configs.recommended,
   // plain JavaScript scripts run on node
-  { files: ["**/*.mjs"], languageOptions: { globals: { console: "readonly", process: "readonly" } } },
+  { files: ["**/*.mjs", "**/*.js"], languageOptions: { globals: { console: "readonly", process: "readonly" } } },
   {
     files: ["**/*.ts", "**/*.mjs"],
     plugins: { "@effect": effect },
