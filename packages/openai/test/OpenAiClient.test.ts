@@ -1,4 +1,5 @@
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { assert, describe, it } from "@effect/vitest"
 import * as LlmError from "@keel/core/LlmError"
@@ -263,6 +264,25 @@ describe("OpenAiClient over a real connection", () => {
           `POST ${server.url}/chat/completions`,
           `GET ${server.url}/models`
         ])
+      }))
+
+    it.scoped(`${name}: with tracer propagation turned off, no traceparent is sent inside a span`, () =>
+      Effect.gen(function*() {
+        const server = yield* LocalServer.http((_seen, res) => {
+          res.writeHead(200, { "content-type": "application/json" })
+          res.end(JSON.stringify(FakeHttp.completion()))
+        })
+        const client = yield* Layer.build(build({ apiKey, baseUrl: server.url })).pipe(
+          Effect.map(Context.get(OpenAiClient.OpenAiClient))
+        )
+        yield* client.createChatCompletion(body).pipe(
+          Effect.withSpan("caller"),
+          Effect.locally(HttpClient.currentTracerPropagation, false)
+        )
+        yield* client.createChatCompletion(body).pipe(Effect.withSpan("caller"))
+        const [off, on] = server.requests
+        assert.isUndefined(off!.headers.traceparent)
+        assert.isString(on!.headers.traceparent)
       }))
 
     it.scoped(`${name}: a hook that throws fails the call with InvalidRequest at onRequest, and nothing is sent`, () =>

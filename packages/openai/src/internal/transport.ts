@@ -7,11 +7,12 @@
  *   Interruption and the attempt timeout abort the request through undici's controller: the timeout
  *   is a plain timer inside the request, which costs far less than a fiber racing it.
  * Each request may get extra headers: the client's `onRequest` hook, and on undici a W3C `traceparent` for the
- * active span (the `HttpClient` propagates its own). With neither, the request reuses its prebuilt headers.
+ * active span (the `HttpClient` propagates its own; `HttpClient.withTracerPropagation(false)` /
+ * `currentTracerPropagation` turn both off). With neither, the request reuses its prebuilt headers.
  */
 import type * as Undici from "@effect/platform-node/Undici"
 import * as HttpBody from "@effect/platform/HttpBody"
-import type * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as LlmError from "@keel/core/LlmError"
 import * as RetryPolicy from "@keel/core/RetryPolicy"
@@ -160,7 +161,7 @@ class Collector {
 
 /**
  * Straight on an undici dispatcher (an `Agent`): the fast path. `hook` may add headers to each request; the active
- * span, if any, is sent as `traceparent`.
+ * span, if any, is sent as `traceparent` unless tracer propagation is off (as the `HttpClient` honours it).
  */
 export const fromUndici = (
   dispatcher: Undici.Dispatcher,
@@ -205,7 +206,8 @@ export const fromUndici = (
     })
   return (body, timeout) =>
     Effect.withFiberRuntime((fiber) => {
-      const span = fiber.currentSpan
+      const active = fiber.currentSpan
+      const span = active !== undefined && fiber.getFiberRef(HttpClient.currentTracerPropagation) ? active : undefined
       if (hook === undefined && span === undefined) return send(headers, body, timeout)
       let requestHeaders: Readonly<Record<string, string>>
       try {
