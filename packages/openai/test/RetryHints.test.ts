@@ -1,6 +1,6 @@
 /**
  * The foundation's retry-hint rules end to end: OpenAI's headers, read by the error mapping, drive
- * the core RetryPolicy, all under TestClock (no real waiting).
+ * the core RetryPolicy, all under TestClock (no real waiting); `x-should-retry: false` stops retries.
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Llm from "@keel/core/Llm"
@@ -71,5 +71,34 @@ describe("retry hints from OpenAI's headers", () => {
       assert.strictEqual(outcome._tag, "Right")
       assert.strictEqual(requests, 2)
       assert.isAtLeast(elapsed, 3000)
+    }))
+})
+
+describe("x-should-retry from the provider", () => {
+  const unavailable = (headers: Record<string, string>) =>
+    FakeHttp.json(
+      503,
+      { error: { message: "Service overloaded", type: "server_error", param: null, code: null } },
+      headers
+    )
+
+  it.effect("false on a 503: ProviderUnavailable (the provider is down, the request was fine), one request, no wait", () =>
+    Effect.gen(function*() {
+      const { elapsed, outcome, requests } = yield* call([
+        unavailable({ "x-should-retry": "false" }),
+        FakeHttp.json(200, FakeHttp.completion())
+      ])
+      assert(outcome._tag === "Left" && outcome.left._tag === "ProviderUnavailable", String(outcome))
+      assert.strictEqual(outcome.left.status, 503)
+      assert.isFalse(outcome.left.retryable)
+      assert.strictEqual(requests, 1)
+      assert.strictEqual(elapsed, 0)
+    }))
+
+  it.effect("without it the same 503 is retried", () =>
+    Effect.gen(function*() {
+      const { outcome, requests } = yield* call([unavailable({}), FakeHttp.json(200, FakeHttp.completion())])
+      assert.strictEqual(outcome._tag, "Right")
+      assert.strictEqual(requests, 2)
     }))
 })
