@@ -60,6 +60,8 @@ describe("RetryPolicy", () => {
       const base = 100
       const cap = 3_000
       const maxByRetry: Array<number> = []
+      const minByRetry: Array<number> = []
+      const sumByRetry: Array<number> = []
       for (let run = 0; run < 500; run++) {
         const delays = yield* delaysOf(
           { base: Duration.millis(base), cap: Duration.millis(cap), maxAttempts: 8, deadline: Duration.days(1) },
@@ -72,11 +74,19 @@ describe("RetryPolicy", () => {
           assert.isAtLeast(delay, 0)
           assert.isAtMost(delay, bound, `retry ${n}: ${delay} ms > ${bound} ms`)
           maxByRetry[n] = Math.max(maxByRetry[n] ?? 0, delay)
+          minByRetry[n] = Math.min(minByRetry[n] ?? Infinity, delay)
+          sumByRetry[n] = (sumByRetry[n] ?? 0) + delay
         })
       }
       // The largest delay seen at each step approaches its bound: 100, 200, 400, … then the cap.
       maxByRetry.forEach((max, n) => assert.isAbove(max, 0.9 * Math.min(cap, base * 2 ** n)))
       assert.isAbove(maxByRetry[3]!, 2 * maxByRetry[2]! * 0.9)
+      // And every step is spread over its whole window: some delays near 0, a mean near half the bound.
+      minByRetry.forEach((min, n) => assert.isBelow(min, 0.05 * Math.min(cap, base * 2 ** n), `retry ${n}`))
+      sumByRetry.forEach((sum, n) => {
+        const bound = Math.min(cap, base * 2 ** n)
+        assert.closeTo(sum / 500, bound / 2, bound * 0.1, `retry ${n}: mean ${sum / 500} ms`)
+      })
     }).pipe(Effect.withRandom(Random.make("bounds"))))
 
   it.effect("equal, decorrelated and none stay within their bounds", () =>
@@ -139,6 +149,74 @@ describe("RetryPolicy", () => {
       const buckets = yield* herd("none")
       // Every retry lands at exactly base = 1 s, the first instant past the window.
       assert.strictEqual(buckets[10], 1_000, `buckets: ${buckets.join(",")}`)
+    }))
+
+  it.effect("500 fibers failing three times each spread every retry, not just the first, over its window", () =>
+    Effect.gen(function*() {
+      const fibers = 500
+      const base = 1_000
+      // Attempt times per fiber; each fiber fails its first three attempts, then is answered.
+      const times = new Map<string, Array<number>>()
+      const model = TestKit.scripted([], {
+        otherwise: (request) =>
+          Effect.flatMap(Clock.currentTimeMillis, (now) => {
+            const key = request.messages[0]!.content as string
+            const seen = times.get(key) ?? []
+            seen.push(now)
+            times.set(key, seen)
+            return seen.length <= 3 ? Effect.fail(unavailable) : Effect.succeed(TestKit.response())
+          })
+      })
+      yield* run(
+        Effect.forEach(
+          Array.from({ length: fibers }, (_, i) => i),
+          (i) => Llm.generate({ ...request, messages: [{ role: "user", content: `fiber ${i}` }] }),
+          { concurrency: "unbounded" }
+        ),
+        model,
+        { base: Duration.millis(base) },
+        { step: Duration.millis(25) }
+      )
+      assert.strictEqual(times.size, fibers)
+      for (const retry of [1, 2, 3]) {
+        // Retry n waits U[0, base·2ⁿ⁻¹]: ten buckets over that window, each within 3× of the mean (50).
+        const window = base * 2 ** (retry - 1)
+        const buckets = Array.from({ length: 10 }, () => 0)
+        for (const seen of times.values()) {
+          assert.strictEqual(seen.length, 4)
+          const delay = seen[retry]! - seen[retry - 1]!
+          assert.isAtMost(delay, window + 25)
+          buckets[Math.min(9, Math.floor(delay / (window / 10)))]!++
+        }
+        assert.isAtMost(Math.max(...buckets), 150, `retry ${retry}: ${buckets.join(",")}`)
+        assert.isTrue(buckets.every((count) => count > 0), `retry ${retry}: ${buckets.join(",")}`)
+      }
+    }).pipe(Effect.withRandom(Random.make("whole-herd"))))
+
+  it.effect("a 503 with a 1.5 s hint is retried after exactly the hint, not the shorter backoff", () =>
+    Effect.gen(function*() {
+      const times: Array<number> = []
+      const model = TestKit.scripted([
+        recordingTimes(times, new LlmError.ProviderUnavailable({ status: 503, retryAfter: Duration.millis(1500) })),
+        recordingTimes(times, TestKit.response())
+      ])
+      const response = yield* run(Llm.generate(request), model, { base: Duration.millis(10), jitter: "none" })
+      assert.strictEqual(response.text, "ok")
+      assert.deepStrictEqual(times, [0, 1500])
+    }))
+
+  it.effect("a 503 whose hint is above the ceiling fails at once, as a 429 does", () =>
+    Effect.gen(function*() {
+      const model = TestKit.scripted([
+        new LlmError.ProviderUnavailable({ status: 503, retryAfter: Duration.minutes(5) })
+      ], {
+        otherwise: TestKit.response()
+      })
+      const started = yield* Clock.currentTimeMillis
+      const error = yield* Effect.flip(run(Llm.generate(request), model))
+      assert.strictEqual(error._tag, "ProviderUnavailable")
+      assert.strictEqual(model.requests.length, 1)
+      assert.strictEqual((yield* Clock.currentTimeMillis) - started, 0)
     }))
 
   it.effect("a 1.5 s hint (retry-after-ms: 1500) is waited out in full, even when backoff is shorter", () =>
@@ -231,6 +309,25 @@ describe("RetryPolicy", () => {
       assert.isTrue(Exit.isFailure(exit))
       const error = yield* Effect.flip(exit)
       assert.isTrue(error._tag === "Timeout" && error.scope === "call")
+    }))
+
+  it.effect("at the deadline the call ends: two attempts, 30 s of virtual time, no retry of the call's Timeout", () =>
+    Effect.gen(function*() {
+      const times: Array<number> = []
+      const model = TestKit.scripted([], { otherwise: recordingTimes(times, TestKit.hang) })
+      const started = yield* Clock.currentTimeMillis
+      const error = yield* Effect.flip(
+        run(Llm.generate(request), model, {
+          attemptTimeout: Duration.seconds(20),
+          deadline: Duration.seconds(30),
+          base: Duration.seconds(1),
+          jitter: "none"
+        })
+      )
+      // The first attempt times out at 20 s, the second starts at 21 s and is cut by the deadline at 30 s.
+      assert.isTrue(error._tag === "Timeout" && error.scope === "call", error.message)
+      assert.deepStrictEqual(times, [0, 21_000])
+      assert.strictEqual((yield* Clock.currentTimeMillis) - started, 30_000)
     }))
 
   it.effect("a hanging attempt becomes Timeout and is retried", () =>
