@@ -6,6 +6,7 @@ import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
+import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
@@ -165,6 +166,41 @@ describe("CallLog/JsonLines", () => {
       assert.strictEqual(error.target, path)
       assert.include(error.message, path)
     }))
+
+  /** Sets this process's file-size limit (RLIMIT_FSIZE, bytes; Node ignores SIGXFSZ, so a write past it is EFBIG). */
+  const fileSizeLimit = (soft: number | "unlimited") =>
+    Effect.sync(() => ChildProcess.execFileSync("prlimit", ["--pid", String(process.pid), `--fsize=${soft}:unlimited`]))
+  const prlimit = process.platform === "linux" &&
+    ChildProcess.spawnSync("prlimit", ["--pid", String(process.pid), "--fsize"]).status === 0
+
+  it.effect.skipIf(!prlimit)(
+    "a write cut part-way (file size limit reached) leaves a torn line, and the next record starts on a fresh line",
+    () =>
+      Effect.gen(function*() {
+        const path = Path.join(tempDir(), "torn.jsonl")
+        const { logs } = yield* withCapturedLogs(
+          Effect.gen(function*() {
+            yield* CallLog.write(record(1))
+            // The next line may grow the file by only 100 bytes: the kernel writes those, then refuses.
+            yield* fileSizeLimit(Fs.statSync(path).size + 100)
+            yield* CallLog.write(record(2)).pipe(Effect.ensuring(fileSizeLimit("unlimited")))
+            yield* CallLog.write(record(3))
+          }).pipe(Effect.provide(CallLog.layer({ sinks: [JsonLines.sink(path)] })))
+        )
+        const lines = Fs.readFileSync(path, "utf8").split("\n")
+        // record 1, the first 100 bytes of record 2, record 3 on a line of its own, and the final newline.
+        assert.strictEqual(lines.length, 4, JSON.stringify(lines))
+        assert.strictEqual(lines[1], JSON.stringify(record(2)).slice(0, 100))
+        assert.strictEqual(lines[3], "")
+        assert.deepStrictEqual(
+          [lines[0]!, lines[2]!].map((line) => CallRecord.decodeUnknownSync(JSON.parse(line)).callId),
+          ["call-1", "call-3"]
+        )
+        const warnings = logs.filter((l) => l.level === LogLevel.Warning).map((l) => l.message)
+        assert.include(warnings[0], `Call log sink jsonl:${path} failed`)
+        assert.include(warnings[1], "lost 1 of 3 records")
+      })
+  )
 
   it.effect.skipIf(!Fs.existsSync("/dev/full"))(
     "a full disk (/dev/full) is reported once, calls go on, lost lines are reported at close",
