@@ -100,6 +100,41 @@ describe("Telemetry/Otlp", () => {
       assert.strictEqual(attempt.parentSpanId, call.spanId)
     }).pipe(Effect.scoped))
 
+  it.effect("the pipeline's metrics arrive at <endpoint>/v1/metrics; metrics: false sends none", () =>
+    Effect.gen(function*() {
+      const receiver = yield* collector
+      // A model name no other test uses: Effect's metric registry is process-wide.
+      const name = "otlp-metrics-model"
+      const model = TestKit.scripted([], {
+        otherwise: TestKit.response({ usage: { inputTokens: 42, cachedInputTokens: 0, outputTokens: 7 } })
+      })
+      const call = (options: Otlp.Options) =>
+        Llm.generate({ model: name, messages: [{ role: "user", content: "hi" }] }).pipe(
+          Effect.provide(Llm.layer().pipe(Layer.provide(model.layer))),
+          Effect.provide(Otlp.layer(options).pipe(Layer.provide(FetchHttpClient.layer)))
+        )
+      const endpoint = `http://127.0.0.1:${receiver.port}`
+      yield* call({ endpoint, metrics: false })
+      assert.isFalse(receiver.received.some((r) => r.path === "/v1/metrics"))
+      yield* call({ endpoint, protocol: "http/json" })
+      const metrics = receiver.received
+        .filter((r) => r.path === "/v1/metrics")
+        .flatMap((r) => JSON.parse(r.body.toString("utf8")).resourceMetrics)
+        .flatMap((rm: any) => rm.scopeMetrics.flatMap((sm: any) => sm.metrics))
+      const ours = (metric: any) =>
+        (metric.histogram ?? metric.sum ?? metric.gauge)?.dataPoints.filter((point: any) =>
+          point.attributes.some((a: any) => a.key === "gen_ai.request.model" && a.value.stringValue === name)
+        ) ?? []
+      const points = (metricName: string) => metrics.filter((m: any) => m.name === metricName).flatMap(ours)
+      const tokens = points("gen_ai.client.token.usage")
+      const input = tokens.find((p: any) =>
+        p.attributes.some((a: any) => a.key === "gen_ai.token.type" && a.value.stringValue === "input")
+      )
+      assert.strictEqual(Number(input.count), 2)
+      assert.strictEqual(input.sum, 84)
+      assert.strictEqual(Number(points("gen_ai.client.operation.duration")[0].count), 2)
+    }).pipe(Effect.scoped))
+
   it.effect("a traces endpoint is used as given; OTEL_SDK_DISABLED exports nothing", () =>
     Effect.gen(function*() {
       const receiver = yield* collector
