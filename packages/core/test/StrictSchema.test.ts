@@ -228,6 +228,31 @@ describe("StrictSchema.make", () => {
       const fields = Object.fromEntries(Array.from({ length: 5001 }, (_, i) => [`p${i}`, Schema.Boolean]))
       assert.match(unsupported(Schema.Struct(fields)).reason, /5001 object properties/)
     })
+    it("a string enum of more than 250 values over 15,000 characters; exactly at either bound it converts", () => {
+      // 251 values of 60 characters: 15,060 characters.
+      const value = (i: number, length: number) => `v${i}`.padEnd(length, "x")
+      const enumOf = (count: number, length: number) =>
+        Schema.Struct({ size: Schema.Literal(...Array.from({ length: count }, (_, i) => value(i, length))) })
+      const error = unsupported(enumOf(251, 60))
+      assert.strictEqual(error.path, "size")
+      assert.match(error.reason, /an enum of 251 strings totals 15060 characters, over the limit of 15000/)
+      // 250 values of any length (up to the 120,000 total), and 251 values totalling exactly 15,000.
+      assert.isTrue(Either.isRight(StrictSchema.makeEither(enumOf(250, 60))))
+      const exact = Array.from({ length: 251 }, (_, i) => value(i, i === 0 ? 15_000 - 250 * 59 : 59))
+      assert.strictEqual(exact.join("").length, 15_000)
+      assert.isTrue(Either.isRight(StrictSchema.makeEither(Schema.Struct({ size: Schema.Literal(...exact) }))))
+    })
+    it("more than 120,000 characters of property names and enum values in all", () => {
+      // 1,000 properties with names of 121 characters: 121,000 characters, within 5,000 properties.
+      const fields = (length: number) =>
+        Object.fromEntries(Array.from({ length: 1_000 }, (_, i) => [`p${i}`.padEnd(length, "_"), Schema.Boolean]))
+      const error = unsupported(Schema.Struct(fields(121)))
+      assert.match(error.reason, /total 121000 characters, over the limit of 120000/)
+      assert.isTrue(Either.isRight(StrictSchema.makeEither(Schema.Struct(fields(120)))))
+      // Enum values count too: 120,000 characters of names plus a one-character enum value is over.
+      const withEnum = { ...fields(120), e: Schema.Literal("a") }
+      assert.match(unsupported(Schema.Struct(withEnum)).reason, /total 120002 characters/)
+    })
   })
 
   it("converts once per schema", () => {
