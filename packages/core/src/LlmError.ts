@@ -16,14 +16,18 @@ const suffix = (self: { readonly model?: string | undefined; readonly requestId?
   (self.model === undefined ? "" : ` (model ${self.model})`) +
   (self.requestId === undefined ? "" : ` [request ${self.requestId}]`)
 
-/** 429 rate limit: retryable, after at least `retryAfter` when the provider gave a hint. */
+/**
+ * 429 rate limit: retryable, after at least `retryAfter` when the provider gave a hint, unless the
+ * provider said not to (`x-should-retry: false`, kept as `shouldRetry: false`).
+ */
 export class RateLimited extends Schema.TaggedError<RateLimited>("@keel/core/LlmError/RateLimited")("RateLimited", {
   ...context,
   retryAfter: Schema.optional(Schema.DurationFromMillis),
-  detail: Schema.optional(Schema.String)
+  detail: Schema.optional(Schema.String),
+  shouldRetry: Schema.optional(Schema.Boolean)
 }) {
   get retryable() {
-    return true
+    return this.shouldRetry ?? true
   }
   override get message() {
     const hint = this.retryAfter === undefined ? "" : `; retry after ${Duration.format(this.retryAfter)}`
@@ -282,7 +286,7 @@ export const LlmError = Schema.Union(
 )
 export type LlmError = typeof LlmError.Type
 
-const members: ReadonlyArray<Function> = LlmError.members
+const members: ReadonlyArray<new(...args: Array<any>) => unknown> = LlmError.members
 
 /** Whether a value is one of the `LlmError` family: an instance of one of the union's classes. */
 export const isLlmError = (u: unknown): u is LlmError => members.some((member) => u instanceof member)

@@ -7,8 +7,8 @@
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
+import { firstIssue } from "./internal/parseIssue.js"
 import { InvalidRequest } from "./LlmError.js"
 
 /** A JSON Schema document, as sent to the provider. */
@@ -118,14 +118,6 @@ export type Input = typeof LlmRequest.Encoded
 export type Resolved = LlmRequest & { readonly model: string }
 
 const decodeEither = Schema.decodeUnknownEither(LlmRequest, { errors: "first", onExcessProperty: "error" })
-
-/** The dotted path of the first problem in a parse error (`messages.0.role`), or "" for the root. */
-export const issuePath = (error: ParseResult.ParseError): { readonly path: string; readonly reason: string } => {
-  const [issue] = ParseResult.ArrayFormatter.formatErrorSync(error)
-  return issue === undefined
-    ? { path: "", reason: error.message }
-    : { path: issue.path.map(String).join("."), reason: issue.message }
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Strict JSON Schema rules (OpenAI Structured Outputs guide; openai-node's `toStrictJsonSchema`), for
@@ -311,7 +303,7 @@ const checkRequest = (request: LlmRequest, input: Input): InvalidRequest | undef
 export const decode = (input: unknown): Effect.Effect<LlmRequest, InvalidRequest> =>
   Either.match(decodeEither(input), {
     onLeft: (error) => {
-      const { path, reason } = issuePath(error)
+      const { path, reason } = firstIssue(error)
       return Effect.fail(new InvalidRequest({ field: path === "" ? "request" : path, reason }))
     },
     onRight: (request) => {

@@ -47,7 +47,8 @@ import * as Option from "effect/Option"
 import type * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as AST from "effect/SchemaAST"
-import * as LlmRequest from "./LlmRequest.js"
+import { firstIssue } from "./internal/parseIssue.js"
+import type * as LlmRequest from "./LlmRequest.js"
 
 /** A schema that cannot be sent in strict mode; `path` names where (`orders[].sku`, or `(root)`). */
 export class UnsupportedSchema
@@ -608,7 +609,7 @@ const wireObject = (ast: AST.TypeLiteral, wire: Wire): AST.AST => {
 }
 
 const problem = (error: ParseResult.ParseError): Problem => {
-  const { path, reason } = LlmRequest.issuePath(error)
+  const { path, reason } = firstIssue(error)
   return { path, reason }
 }
 

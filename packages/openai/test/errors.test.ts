@@ -46,7 +46,7 @@ describe("error mapping", () => {
     [500, body(null), { "x-should-retry": "false" }, "ProviderUnavailable", false],
     [503, "", { "x-should-retry": "false" }, "ProviderUnavailable", false],
     [408, "", { "x-should-retry": "false" }, "ProviderUnavailable", false],
-    [429, body("rate_limit_exceeded"), { "x-should-retry": "false" }, "InvalidRequest", false],
+    [429, body("rate_limit_exceeded"), { "x-should-retry": "false" }, "RateLimited", false],
     [429, body("insufficient_quota"), { "x-should-retry": "true" }, "QuotaExhausted", false],
     [302, "", {}, "ProtocolError", true]
   ]

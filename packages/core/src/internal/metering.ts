@@ -2,8 +2,9 @@
  * The cost stage of `Llm`, at round and attempt level. With a `Budget`, a round reserves its worst
  * case before its first attempt (`BudgetExceeded` with nothing sent) and, however it ends, settles
  * what was billed or releases the reservation when nothing was. With only `Pricing`, it computes the
- * round's cost. Either way an attempt that may have been billed without an answer (`mayHaveBeenBilled`:
- * it timed out, its body was cut, it was unreadable, or it was interrupted) is charged at its estimate.
+ * round's cost. Either way an attempt that may have been billed with no usage to show for it
+ * (`mayHaveBeenBilled`: it timed out, its body was cut, it was unreadable, or it was interrupted; or
+ * it answered without `usage`) is charged at its estimate.
  *
  * Every failure of the budget path is `BudgetUnavailable`: the call fails closed, and nothing more is
  * sent. A settle above the round's reservation is kept as the call's `overrun`.
@@ -15,6 +16,7 @@ import * as Option from "effect/Option"
 import type * as Budget from "../Budget.js"
 import { BudgetExceeded, BudgetUnavailable, type LlmError, mayHaveBeenBilled, PricingUnknown } from "../LlmError.js"
 import type * as LlmRequest from "../LlmRequest.js"
+import type { LlmResponse } from "../LlmResponse.js"
 import type * as Money from "../Money.js"
 import * as Pricing from "../Pricing.js"
 import * as RetryPolicy from "../RetryPolicy.js"
@@ -83,9 +85,10 @@ export const make = ({ budget, policy, pricing, tokenizer }: Options): Stage => 
 
   const rounds = new WeakMap<CallState, Round>()
 
-  const track = <A>(state: CallState, attempt: Effect.Effect<A, LlmError>) =>
-    Effect.onError(attempt, (cause) =>
-      unanswered(cause)
+  /** Counts an attempt that may have been billed with no usage to show: failed so, or answered without `usage`. */
+  const track = (state: CallState, attempt: Effect.Effect<LlmResponse, LlmError>) =>
+    Effect.onExit(attempt, (exit) =>
+      (Exit.isSuccess(exit) ? exit.value.usageMissing === true : unanswered(exit.cause))
         ? Effect.sync(() => {
           state.unansweredAttempts++
         })
@@ -96,7 +99,7 @@ export const make = ({ budget, policy, pricing, tokenizer }: Options): Stage => 
    * reservation by another worst case (or fails with `BudgetExceeded`, sending nothing), so a round
    * never charges more than it holds.
    */
-  const attempt = (state: CallState, attempt: Effect.Effect<any, LlmError>) => {
+  const attempt = (state: CallState, attempt: Effect.Effect<LlmResponse, LlmError>) => {
     const tracked = track(state, attempt)
     if (budget === undefined) return tracked
     return Effect.suspend(() => {

@@ -7,8 +7,8 @@
  * 1. 429/403 (or any 4xx) whose `error.code` or `error.type` is `insufficient_quota` or a billing code → `QuotaExhausted`.
  *    Billing is decided by the body, so `x-should-retry` does not override it: retrying cannot restore credit.
  * 2. `x-should-retry: true` on a status that would not be retried → `ProviderUnavailable` (retryable, with any hint).
- *    `x-should-retry: false` on 408, 409 or 5xx → `ProviderUnavailable` with `shouldRetry: false` (the provider is down
- *    and has said a retry will not help); on 429 → `InvalidRequest` with the status (`RateLimited` has no such override).
+ *    `x-should-retry: false` on 408, 409, 429 or 5xx keeps the tag with `shouldRetry: false`: the request was not
+ *    wrong, the provider is down or limiting and has said a retry will not help.
  * 3. 429 → `RateLimited`; 408, 409, 5xx → `ProviderUnavailable`; 401, 403 → `AuthenticationFailed`;
  *    other 4xx → `InvalidRequest` (field from `error.param`); anything else → `ProtocolError`.
  * The hint is `retry-after-ms` (milliseconds), then `retry-after` (seconds or an HTTP date).
@@ -165,7 +165,16 @@ export const fromResponse = (
   if (shouldRetry === "true" && !retryableStatus(status)) {
     return new LlmError.ProviderUnavailable({ model, requestId, status, retryAfter: retryAfter(headers, now), detail })
   }
-  if (shouldRetry === "false" && status !== 429 && retryableStatus(status)) {
+  if (shouldRetry === "false" && status === 429) {
+    return new LlmError.RateLimited({
+      model,
+      requestId,
+      retryAfter: retryAfter(headers, now),
+      detail,
+      shouldRetry: false
+    })
+  }
+  if (shouldRetry === "false" && retryableStatus(status)) {
     return new LlmError.ProviderUnavailable({
       model,
       requestId,
@@ -175,18 +184,6 @@ export const fromResponse = (
       shouldRetry: false
     })
   }
-  if (shouldRetry === "false" && status === 429) {
-    return new LlmError.InvalidRequest({
-      model,
-      requestId,
-      status,
-      field,
-      reason: `HTTP ${status}, and the provider said not to retry (x-should-retry: false)${
-        detail === undefined ? "" : `: ${detail}`
-      }`
-    })
-  }
-
   if (status === 429) {
     return new LlmError.RateLimited({ model, requestId, retryAfter: retryAfter(headers, now), detail })
   }
