@@ -3,7 +3,9 @@
  * Chat Completions deterministically from (seed, request): tool calls and `json_schema` content that
  * satisfy the request's JSON Schema, plain text otherwise, with `usage` counted by OpenAI's
  * o200k_base tokenizer and OpenAI's headers (`x-request-id`, `x-ratelimit-*`). It enforces per-model
- * requests/min and tokens/min with real 429s and injects faults at configured, reproducible rates.
+ * requests/min and tokens/min with real 429s, injects faults at configured, reproducible rates (per
+ * model with `faultsByModel`; `cut` sends a 200's headers and half its body, then destroys the
+ * socket), answers scheduled `outages`, and past `capacityPerSecond` answers 503 "overloaded".
  *
  * Requests are checked as OpenAI checks them, with its status, type, param, code and message:
  * strict schemas (closed objects, every property required, the supported keyword subset, an

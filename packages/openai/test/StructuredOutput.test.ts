@@ -197,7 +197,7 @@ describe("structured output against the simulator with 30% schema-invalid answer
           }
           assertCostCoversEveryRound(plain)
           assertCostCoversEveryRound(repaired)
-          const total = (run: Run) => Money.sum(run.records.map((r) => Money.unsafeParse(r.costUsd)))
+          const total = (run: Run) => Money.sum(run.records.map((r) => Money.unsafeParse(r.costUsd!)))
           assert.isTrue(total(repaired) > total(plain), "repairs are never free")
         }),
       120_000
