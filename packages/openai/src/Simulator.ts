@@ -407,7 +407,7 @@ const makeApp = (engine: Engine, options: Options, endpoint: EndpointContext["Ty
       "/v1/models/:model",
       Effect.map(HttpRouter.params, (params) => {
         const model = engine.model(params.model ?? "")
-        return "_tag" in model ? toResponse(engine, model as Respond) : endpoint.json(200, model)
+        return "_tag" in model ? toResponse(engine, model) : endpoint.json(200, model)
       })
     )
   ]

@@ -114,7 +114,7 @@ export class Engine {
   }
 
   /** A served model, or the 404 OpenAI answers for another one. */
-  model(id: string): ModelObject | Outcome {
+  model(id: string): ModelObject | Respond {
     return this.models.get(id) ??
       this.refuse({ ...unknownModel(id), message: `The model '${id}' does not exist`, param: "model" })
   }
