@@ -49,6 +49,9 @@ const withCounter = <A>(f: (count: Counter) => A): Effect.Effect<A> =>
 /** Loads the encoder now rather than on the first count (e.g. at startup, off the first call's path). */
 export const load: Effect.Effect<void> = withCounter(() => undefined)
 
+/** The synchronous o200k_base counter, once the encoder is loaded (the simulator counts `usage` with it). */
+export const syncCounter: Effect.Effect<(text: string) => number> = withCounter((count) => count)
+
 /** Tokens of a text in o200k_base. */
 export const count = (text: string): Effect.Effect<number> => withCounter((count) => count(text))
 

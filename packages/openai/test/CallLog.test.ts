@@ -158,7 +158,7 @@ describe("CallLog over the simulator", () => {
         assert.strictEqual(sum("cachedInputTokens"), answered.cachedInputTokens)
         assert.strictEqual(sum("outputTokens"), answered.outputTokens)
         assert.strictEqual(sum("reasoningTokens"), answered.reasoningTokens)
-        const recordedCost = Money.sum(decoded.map((r) => Either.getOrThrow(Money.parse(r.costUsd))))
+        const recordedCost = Money.sum(decoded.map((r) => Either.getOrThrow(Money.parse(r.costUsd!))))
         const total = ledger.find((s) => s.scope === "run:calllog" && s.window === "total")!
         assert.isAbove(Number(recordedCost), 0)
         assert.strictEqual(recordedCost, total.spent)

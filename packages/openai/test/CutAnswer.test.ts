@@ -22,7 +22,7 @@ import { fakeKey } from "./utils/fakeKey.js"
 
 const apiKey = fakeKey("cut-answer-0123456789abcdefghijklmnop")
 
-const request: LlmRequest.Input = {
+const request: LlmRequest.LlmRequest = {
   model: "gpt-4o-mini",
   messages: [{ role: "user", content: "Score this listing: senior TypeScript engineer, remote." }],
   maxOutputTokens: 200,

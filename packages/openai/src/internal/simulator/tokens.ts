@@ -1,9 +1,11 @@
 /**
- * Token counts for `usage`, with OpenAI's o200k_base encoding (gpt-tokenizer). Counting is the most
+ * Token counts for `usage`, with the o200k_base counter of `OpenAiTokenizer` (one encoder per process,
+ * shared with the budget's estimates). Counting is the most
  * expensive step of an answer (about 25 characters per µs), so counts are memoised by text: system
  * prompts, tool schemas and repeated answers are counted once.
  */
 import * as Effect from "effect/Effect"
+import * as OpenAiTokenizer from "../../OpenAiTokenizer.js"
 
 /** Counts tokens of a text. */
 export type CountTokens = (text: string) => number
@@ -32,7 +34,7 @@ const memoise = (count: CountTokens): CountTokens => {
 }
 
 /** Loads the o200k_base encoder (about 200 ms, once per process) and returns a memoised counter. */
-export const loadCounter: Effect.Effect<CountTokens> = Effect.promise(async () => {
-  const encoding = await import("gpt-tokenizer/encoding/o200k_base")
-  return memoise((text) => encoding.countTokens(text))
-}).pipe(Effect.cached, Effect.runSync)
+export const loadCounter: Effect.Effect<CountTokens> = Effect.map(OpenAiTokenizer.syncCounter, memoise).pipe(
+  Effect.cached,
+  Effect.runSync
+)
