@@ -17,6 +17,7 @@ import * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as RateLimitHeaders from "./internal/rateLimitHeaders.js"
+import { responseFormat, tool } from "./internal/wire.js"
 import * as OpenAiClient from "./OpenAiClient.js"
 import * as OpenAiTokenizer from "./OpenAiTokenizer.js"
 
@@ -88,31 +89,8 @@ const message = (m: LlmRequest.Message): OpenAiClient.ChatCompletionRequestMessa
   }
 }
 
-const tool = (t: LlmRequest.ToolDefinition): OpenAiClient.ChatCompletionTool => ({
-  type: "function",
-  function: t.description === undefined
-    ? { name: t.name, parameters: t.parameters, strict: t.strict }
-    : { name: t.name, description: t.description, parameters: t.parameters, strict: t.strict }
-})
-
 const toolChoice = (c: LlmRequest.ToolChoice): OpenAiClient.ChatCompletionToolChoice =>
   typeof c === "string" ? c : { type: "function", function: { name: c.tool } }
-
-const responseFormat = (f: LlmRequest.ResponseFormat): OpenAiClient.ResponseFormat => {
-  switch (f._tag) {
-    case "text":
-      return { type: "text" }
-    case "json_object":
-      return { type: "json_object" }
-    case "json_schema":
-      return {
-        type: "json_schema",
-        json_schema: f.description === undefined
-          ? { name: f.name, schema: f.schema, strict: f.strict }
-          : { name: f.name, description: f.description, schema: f.schema, strict: f.strict }
-      }
-  }
-}
 
 /** The wire body for a request; `model` is the wire name of the request's model. */
 export const toWire = (

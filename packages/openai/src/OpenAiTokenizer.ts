@@ -12,6 +12,7 @@ import type * as LlmRequest from "@keel/core/LlmRequest"
 import * as Tokenizer from "@keel/core/Tokenizer"
 import * as Effect from "effect/Effect"
 import type * as Layer from "effect/Layer"
+import { responseFormat, tool } from "./internal/wire.js"
 
 type Counter = (text: string) => number
 
@@ -86,12 +87,11 @@ const inputWith = (count: Counter, request: LlmRequest.LlmRequest): number => {
         total += count(message.content)
     }
   }
-  for (const tool of request.tools ?? []) {
-    total += perTool + count(tool.name) + count(tool.description ?? "") + count(JSON.stringify(tool.parameters))
-  }
-  if (request.responseFormat?._tag === "json_schema") {
-    total += perTool + count(request.responseFormat.name) + count(request.responseFormat.description ?? "") +
-      count(JSON.stringify(request.responseFormat.schema))
+  // Tools and a response format are counted as the JSON sent, which errs high against the prompt
+  // text OpenAI renders from them.
+  for (const definition of request.tools ?? []) total += perTool + count(JSON.stringify(tool(definition)))
+  if (request.responseFormat !== undefined && request.responseFormat._tag !== "text") {
+    total += perTool + count(JSON.stringify(responseFormat(request.responseFormat)))
   }
   return total
 }
