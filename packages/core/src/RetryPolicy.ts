@@ -3,18 +3,27 @@
  * delays) plus a predicate (`isRetryable`: whether an error may be retried at all), kept apart.
  *
  * Defaults, and why:
- * - 4 attempts (3 retries): enough to ride out a blip, few enough that a broken provider fails fast.
- *   (The official openai SDK makes 3 attempts; the Vercel AI SDK 3.)
+ * - Retries are bounded by time, not by a count: a retryable failure is retried until the call's
+ *   deadline (3 min), so a 2 s outage or a saturated rate limit costs latency, not a failed call.
+ *   (The official openai SDK gives up after 3 attempts, the Vercel AI SDK after 3: measured against
+ *   a 3,000 requests/min limit, both fail most of 2,000 calls; see `BENCHMARKS.md`.) What bounds the
+ *   extra load is the `RateLimiter` layer's retry budget and admission gate, not the policy.
+ * - Attempts that may have been billed without an answer (a timeout, a cut or unreadable answer:
+ *   `LlmError.mayHaveBeenBilled`) end the call at the 4th: each may cost a whole attempt.
+ *   `maxAttempts` bounds every attempt when an app wants a count.
  * - Exponential backoff from 500 ms, doubling, capped at 20 s, with **full jitter**: each delay is
  *   uniform in [0, min(cap, base·2ⁿ)]. Full jitter spreads clients that failed together, so a
  *   rate-limited API is not hit by the whole herd again at one instant. (openai-node takes at most a
  *   quarter off its delay, so retries still cluster; the Vercel AI SDK waits exactly 2 s then 4 s.)
- * - A provider hint (`retry-after-ms`, then `retry-after`) is a floor: never retry sooner. A hint
- *   above `maxRetryAfter` (60 s) fails at once with the `RateLimited` that holds it, rather than
- *   sleeping for an hour inside a request; the caller decides.
+ * - A provider hint (`retry-after-ms`, then `retry-after`) is a floor, and the jitter goes **above**
+ *   it: the wait is the hint plus the jittered backoff, so fibers given the same `retry-after: 1` do
+ *   not all wake at the same instant, and none wakes early. A hint above `maxRetryAfter` (60 s) fails
+ *   at once with the `RateLimited` that holds it, rather than sleeping for an hour inside a request;
+ *   the caller decides. Without jitter ("none") the wait is max(backoff, hint).
  * - Each attempt times out after 60 s (a hang becomes a retryable `Timeout`); the whole call,
- *   retries included, after 3 min (a final `Timeout` with scope "call"). No wait is started that
- *   would end past the deadline.
+ *   retries included, after 3 min, measured from the call's start by both `retry` and the schedule.
+ *   No wait is started that would end at or past the deadline: the last real error stands instead.
+ *   (The schedule used alone, outside `retry`, measures from the first failure it sees.)
  */
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
@@ -31,8 +40,13 @@ import * as LlmError from "./LlmError.js"
 export type Jitter = "full" | "equal" | "decorrelated" | "none"
 
 export interface Options {
-  /** Attempts in all, the first included. Default 4. */
+  /** Attempts in all, the first included. Default: no count, retries run until the deadline. */
   readonly maxAttempts?: number
+  /**
+   * Attempts that may have been billed without an answer (`LlmError.mayHaveBeenBilled`: timed out, cut,
+   * unreadable) after which the call ends. Default 4.
+   */
+  readonly maxUnansweredAttempts?: number
   /** The first backoff step. Default 500 ms. */
   readonly base?: Duration.DurationInput
   /** No backoff delay exceeds this (a provider hint may). Default 20 s. */
@@ -57,6 +71,11 @@ export class RetryPolicy extends Context.Reference<RetryPolicy>()("@keel/core/Re
   defaultValue: () => make()
 }) {}
 
+/** When the call being retried started (epoch ms), set by `retry`, so the schedule's deadline counts from it. */
+class CallStart extends Context.Reference<CallStart>()("@keel/core/RetryPolicy/CallStart", {
+  defaultValue: (): number | undefined => undefined
+}) {}
+
 /** The policy set by `withPolicy` for the effects it wraps, over the one a pipeline was built with. */
 class Override extends Context.Reference<Override>()("@keel/core/RetryPolicy/Override", {
   defaultValue: (): RetryPolicy.Service | undefined => undefined
@@ -74,9 +93,13 @@ export declare namespace RetryPolicy {
   }
 }
 
-/** The schedule of delays alone, for use with `Effect.retry` or anywhere a `Schedule` fits. */
+/**
+ * The schedule of delays alone, for use with `Effect.retry` or anywhere a `Schedule` fits. Under `retry`
+ * its deadline counts from the call's start; used alone, from the first failure it is fed.
+ */
 export const schedule = (options: Options = {}): Schedule.Schedule<Duration.Duration, LlmError.LlmError> => {
-  const maxAttempts = options.maxAttempts ?? 4
+  const maxAttempts = options.maxAttempts ?? Infinity
+  const maxUnanswered = options.maxUnansweredAttempts ?? 4
   const base = Duration.toMillis(options.base ?? Duration.millis(500))
   const cap = Duration.toMillis(options.cap ?? Duration.seconds(20))
   const jitter = options.jitter ?? "full"
@@ -97,29 +120,37 @@ export const schedule = (options: Options = {}): Schedule.Schedule<Duration.Dura
     }
   }
 
-  type State = { readonly retries: number; readonly previous: number; readonly start: number | undefined }
+  type State = {
+    readonly retries: number
+    readonly unanswered: number
+    readonly previous: number
+    readonly start: number | undefined
+  }
   const done = (state: State) => Effect.succeed([state, Duration.zero, ScheduleDecision.done] as const)
 
   return Schedule.makeWithState<State, LlmError.LlmError, Duration.Duration>(
-    { retries: 0, previous: base, start: undefined },
-    (now, error, state) => {
-      const start = state.start ?? now
-      if (state.retries + 1 >= maxAttempts) return done(state)
-      const hint = LlmError.retryAfter(error)
-      const hintMillis = hint === undefined ? 0 : Duration.toMillis(hint)
-      if (hintMillis > maxRetryAfter) return done(state)
-      return Effect.flatMap(backoff(state.retries, state.previous), (delay) => {
-        const wait = Math.max(delay, hintMillis)
-        if (now + wait - start >= deadline) return done(state)
-        return Effect.succeed(
-          [
-            { retries: state.retries + 1, previous: delay, start },
-            Duration.millis(wait),
-            ScheduleDecision.continueWith(Interval.after(now + wait))
-          ] as const
-        )
+    { retries: 0, unanswered: 0, previous: base, start: undefined },
+    (now, error, state) =>
+      Effect.flatMap(CallStart, (callStart) => {
+        const start = state.start ?? callStart ?? now
+        const unanswered = state.unanswered + (LlmError.mayHaveBeenBilled(error) ? 1 : 0)
+        if (state.retries + 1 >= maxAttempts || unanswered >= maxUnanswered) return done(state)
+        const hint = LlmError.retryAfter(error)
+        const hintMillis = hint === undefined ? 0 : Duration.toMillis(hint)
+        if (hintMillis > maxRetryAfter) return done(state)
+        return Effect.flatMap(backoff(state.retries, state.previous), (delay) => {
+          // Jitter goes above a hint, never below it: fibers given the same hint wake spread out.
+          const wait = hintMillis === 0 ? delay : jitter === "none" ? Math.max(delay, hintMillis) : hintMillis + delay
+          if (now + wait - start >= deadline) return done(state)
+          return Effect.succeed(
+            [
+              { retries: state.retries + 1, unanswered, previous: delay, start },
+              Duration.millis(wait),
+              ScheduleDecision.continueWith(Interval.after(now + wait))
+            ] as const
+          )
+        })
       })
-    }
   )
 }
 
@@ -132,7 +163,9 @@ export const make = (options: Options = {}): RetryPolicy.Service => {
     isRetryable: options.isRetryable ?? LlmError.isRetryable,
     attemptTimeout,
     deadline,
-    description: `${options.maxAttempts ?? 4} attempts, ${options.jitter ?? "full"} jitter from ${
+    description: `${
+      options.maxAttempts === undefined ? "retries until the deadline" : `${options.maxAttempts} attempts`
+    }, ${options.jitter ?? "full"} jitter from ${
       Duration.format(Duration.decode(options.base ?? Duration.millis(500)))
     }, attempt timeout ${Duration.format(attemptTimeout)}, deadline ${Duration.format(deadline)}`
   }
@@ -191,7 +224,7 @@ const run = <A, R>(
     const retryAfter = (first: LlmError.LlmError) =>
       Effect.flatMap(Schedule.driver(policy.schedule), (driver) => {
         const next = (error: LlmError.LlmError): Effect.Effect<A, LlmError.LlmError, R> =>
-          Effect.matchEffect(driver.next(error), {
+          Effect.matchEffect(Effect.provideService(driver.next(error), CallStart, start), {
             onFailure: () => Effect.fail(error), // the schedule is done: the last error stands
             onSuccess: () => Effect.catchIf(bounded, policy.isRetryable, next)
           })
