@@ -43,8 +43,15 @@ export const CallRecord = Schema.Struct({
   scope: Schema.String,
   task: Schema.optional(Schema.String),
   tier: Schema.optional(Schema.String),
-  /** Why this model was used. */
-  route: Schema.Struct({ reason: Schema.String }),
+  /**
+   * Why this model was used; with a `Router`, also the models the call was sent to in order (the last
+   * is `model`) and each model passed over with why (skipped before it was tried, or failed).
+   */
+  route: Schema.Struct({
+    reason: Schema.String,
+    models: Schema.optional(Schema.Array(Schema.String)),
+    hops: Schema.optional(Schema.Array(Schema.Struct({ model: Schema.String, reason: Schema.String })))
+  }),
   /** `gen_ai.provider.name` of the port, e.g. "openai". */
   provider: Schema.String,
   /** The model the call was sent to (the provider may answer with a dated snapshot of it). */

@@ -9,8 +9,11 @@
  * what is provided to it: observation (spans, metrics, one `CallRecord` per call, see
  * `internal/observe`) around calls and attempts; cost (`internal/metering`) around rounds and
  * attempts, reserving and settling with a `Budget` (which needs `Pricing`), or only pricing with
- * `Pricing` alone. A stage not provided is not in the path at all. The `RetryPolicy` provided to the
- * layer is its default; `RetryPolicy.withPolicy` and `withModel` override per call.
+ * `Pricing` alone; a `CircuitBreaker` (`internal/breaker`) around rounds and attempts, failing fast
+ * on a model whose circuit is open; a `Router` (`internal/routing`) choosing the model of a call that
+ * names none and moving the call along its chain. A stage not provided is not in the path at all.
+ * The `RetryPolicy` provided to the layer is its default; `RetryPolicy.withPolicy` and `withModel`
+ * override per call.
  *
  * ```ts
  * const llm = Llm.layer({ defaultModel: "gpt-4o-mini", require: ["budget"] }).pipe(
@@ -27,8 +30,12 @@ import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as Budget from "./Budget.js"
 import * as CallLog from "./CallLog.js"
+import * as CircuitBreaker from "./CircuitBreaker.js"
+import * as Breaker from "./internal/breaker.js"
+import * as Limiting from "./internal/limiting.js"
 import * as Metering from "./internal/metering.js"
 import * as Observe from "./internal/observe.js"
+import * as Routing from "./internal/routing.js"
 import * as Stage from "./internal/stage.js"
 import type { CallState } from "./internal/stage.js"
 import * as StructuredOutput from "./internal/structuredOutput.js"
@@ -37,7 +44,9 @@ import { BudgetUnavailable, InvalidRequest, type LlmError, Refused, Truncated } 
 import * as LlmRequest from "./LlmRequest.js"
 import type { LlmResponse } from "./LlmResponse.js"
 import * as Pricing from "./Pricing.js"
+import * as RateLimiter from "./RateLimiter.js"
 import * as RetryPolicy from "./RetryPolicy.js"
+import * as Router from "./Router.js"
 import * as Telemetry from "./Telemetry.js"
 import * as Tokenizer from "./Tokenizer.js"
 import type * as Tool from "./Tool.js"
@@ -111,7 +120,15 @@ const classify = (request: LlmRequest.Resolved, response: LlmResponse): Effect.E
 }
 
 /** A stage the app says it requires (`Options.require`). */
-export type StageName = "budget" | "pricing" | "tokenizer" | "callLog" | "telemetry" | "retryPolicy"
+export type StageName =
+  | "budget"
+  | "pricing"
+  | "tokenizer"
+  | "callLog"
+  | "telemetry"
+  | "retryPolicy"
+  | "router"
+  | "circuitBreaker"
 
 /** `Llm.layer` was built without a stage the app requires, or with stages that cannot work together. */
 export class LlmConfigError extends Schema.TaggedError<LlmConfigError>("@keel/core/Llm/LlmConfigError")(
@@ -132,7 +149,9 @@ const stageTags: Record<StageName, { readonly key: string; readonly provide: str
   retryPolicy: {
     key: RetryPolicy.RetryPolicy.key,
     provide: "a RetryPolicy (Layer.succeed(RetryPolicy.RetryPolicy, …))"
-  }
+  },
+  router: { key: Router.Router.key, provide: "a Router layer (Router.layer)" },
+  circuitBreaker: { key: CircuitBreaker.CircuitBreaker.key, provide: "a CircuitBreaker layer (CircuitBreaker.layer)" }
 }
 
 /**
@@ -167,10 +186,25 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, LlmConfi
     const tokenizer = Option.getOrUndefined(Context.getOption(context, Tokenizer.Tokenizer)) ??
       languageModel.tokenizer ?? Tokenizer.bytesUpperBound
     const policy = yield* RetryPolicy.RetryPolicy
+    const router = Option.getOrUndefined(Context.getOption(context, Router.Router))
+    const breaker = Option.getOrUndefined(Context.getOption(context, CircuitBreaker.CircuitBreaker))
+    if (router !== undefined && budget !== undefined) {
+      const unpriced = router.models.find(({ model }) => pricing!.lookup(model) === undefined)
+      if (unpriced !== undefined) {
+        return yield* new LlmConfigError({
+          stage: "router",
+          reason:
+            `${unpriced.field}: model "${unpriced.model}" has no price, so the Budget cannot reserve for it: add it to the Pricing table or route to a priced model`
+        })
+      }
+    }
 
     // At each level the first stage listed is the outermost: an attempt's span is inside the
-    // budget's extension of its reservation, so it times the request alone.
+    // budget's extension of its reservation, so it times the request alone. An open circuit fails
+    // a round before the budget reserves for it; the router walks its chain inside the call's
+    // observation, so one record and one span cover every hop.
     const stages: Array<Stage.Stage> = []
+    if (breaker !== undefined) stages.push(Breaker.make(breaker))
     if (pricing !== undefined) {
       stages.push(Metering.make({ budget, policy, pricing, tokenizer }))
       // Reservations count tokens: load the encoder now, off the first call's path.
@@ -182,6 +216,11 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, LlmConfi
       telemetry: yield* Telemetry.Telemetry
     })
     if (observe !== undefined) stages.push(observe)
+    const routing = router === undefined ? undefined : Routing.make({ router, tokenizer, budget })
+    if (routing !== undefined) stages.push(routing.stage)
+    // The rate limiter is the outermost attempt wrapper: its waits fall outside every other stage's attempt.
+    const limiter = Option.getOrUndefined(Context.getOption(context, RateLimiter.RateLimiter))
+    if (limiter !== undefined) stages.unshift(Limiting.make({ limiter, policy, tokenizer }))
     const pipeline = Stage.compose(stages)
     yield* Effect.logInfo(
       `Llm: ${languageModel.provider} model${
@@ -209,11 +248,27 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, LlmConfi
       )
       : undefined
 
-    /** Chooses the model, and says why: named in the request, set by `withModel`, or the default. */
+    /**
+     * Chooses the model, and says why: named in the request, set by `withModel`, else the router's
+     * route or the default.
+     */
     const resolve = (
       request: LlmRequest.LlmRequest
-    ): Effect.Effect<{ readonly request: LlmRequest.Resolved; readonly reason: string }, InvalidRequest> =>
+    ): Effect.Effect<
+      { readonly request: LlmRequest.Resolved; readonly reason: string; readonly route?: Stage.RouteState },
+      InvalidRequest
+    > =>
       Effect.flatMap(ModelOverride, (override) => {
+        if (routing !== undefined) {
+          return routing.choose(
+            request,
+            request.model !== undefined
+              ? { model: request.model, reason: "request" }
+              : Option.isSome(override)
+              ? { model: override.value, reason: "withModel" }
+              : undefined
+          )
+        }
         if (request.model !== undefined) {
           return Effect.succeed({ request: request as LlmRequest.Resolved, reason: "request" })
         }
@@ -263,7 +318,7 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, LlmConfi
     ): Effect.Effect<A, LlmError> => {
       const run = LlmRequest.decode(input).pipe(
         Effect.flatMap(resolve),
-        Effect.flatMap(({ reason, request }) => {
+        Effect.flatMap(({ reason, request, route }) => {
           const state: CallState = {
             request,
             attempts: 0,
@@ -275,7 +330,8 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, LlmConfi
             unansweredAttempts: 0,
             overrun: 0n,
             repairs: 0,
-            routeReason: reason
+            routeReason: reason,
+            route
           }
           // A call-level stage (a router) may replace the request before the body reads it.
           return pipeline.call(state, Effect.suspend(() => body(state, state.request)))

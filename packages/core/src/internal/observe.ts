@@ -50,6 +50,18 @@ const failureOf = (exit: Exit.Exit<unknown, unknown>): Failure | undefined => {
   return { tag: "Defect", message: defect instanceof Error ? defect.message : String(defect), requestId: undefined }
 }
 
+/** Span attributes of a routed call: the models it was sent to, and each model passed over with why. */
+const routeModels = "keel.route.models"
+const routeHops = "keel.route.hops"
+
+const routeOf = (state: CallState): CallRecord.CallRecord["route"] => {
+  const route = state.route
+  if (route === undefined) return { reason: state.routeReason }
+  return route.hops.length === 0
+    ? { reason: state.routeReason, models: route.tried }
+    : { reason: state.routeReason, models: route.tried, hops: route.hops }
+}
+
 /** The tracer in force when the application provides none. */
 const builtInTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
 
@@ -95,6 +107,12 @@ export const make = (options: Options): Stage | undefined => {
       if (costUsd !== undefined) span.attribute(A.costUsd, costUsd)
       span.attribute(A.attempts, state.attempts)
       if (failure !== undefined) span.attribute(A.errorType, failure.tag)
+      if (state.route !== undefined) {
+        span.attribute(routeModels, state.route.tried)
+        if (state.route.hops.length > 0) {
+          span.attribute(routeHops, state.route.hops.map((hop) => `${hop.model}: ${hop.reason}`))
+        }
+      }
     }
     if (metrics) {
       recordMetrics(provider, state, latencyMs / 1000, costUsd, failure?.tag)
@@ -106,7 +124,7 @@ export const make = (options: Options): Stage | undefined => {
       ts: new Date(startMillis).toISOString(),
       callId: Crypto.randomUUID(),
       scope: request.scope ?? "global",
-      route: { reason: state.routeReason },
+      route: routeOf(state),
       provider,
       model: request.model,
       mode: "sync",

@@ -44,6 +44,20 @@ export interface CallState {
   repairs: number
   /** Why the model was chosen: "request" (named in it), "withModel", "default", or a router's reason. */
   routeReason: string
+  /** The router's chain and hops; undefined without a router. */
+  route: RouteState | undefined
+}
+
+/** A routed call's way along its chain. */
+export interface RouteState {
+  /** The models the call may go to, in order; the first is the routed `request.model`. */
+  readonly chain: ReadonlyArray<string>
+  /** The request's input tokens, once counted (the context-window check needs them). */
+  inputTokens: number | undefined
+  /** The models the call was sent on to, in order (the last one is the record's `model`). */
+  readonly tried: Array<string>
+  /** Each model passed over, and why: skipped before it was tried, or failed with an error the chain falls back on. */
+  readonly hops: Array<{ readonly model: string; readonly reason: string }>
 }
 
 /** Wraps an effect of one level; reads and writes the call's state. */
