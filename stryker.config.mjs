@@ -1,0 +1,81 @@
+// Mutation testing (StrykerJS 9.6 with the vitest runner) over the modules where a silent break costs
+// money or stampedes a provider. Each module is mutated against its own test files only, so a run is
+// feasible on two cores; not part of CI. See docs/mutation.md.
+//
+//   npx stryker run                                   # every module below, one after another in one run
+//   KEEL_MUTATE=RetryPolicy,Money npx stryker run     # only these
+//
+// Test files import core through relative paths: a test of @keel/openai that imports "@keel/core/…"
+// reaches the original sources, not Stryker's sandbox, so it cannot kill a core mutant.
+
+/** Module → [source, test files]. */
+const modules = {
+  RetryPolicy: ["packages/core/src/RetryPolicy.ts", [
+    "packages/core/test/RetryPolicy.test.ts",
+    "packages/core/test/LlmLayer.test.ts"
+  ]],
+  LlmError: ["packages/core/src/LlmError.ts", [
+    "packages/core/test/LlmError.test.ts",
+    "packages/core/test/RetryPolicy.test.ts",
+    "packages/core/test/Metering.test.ts"
+  ]],
+  Money: ["packages/core/src/Money.ts", [
+    "packages/core/test/Money.test.ts",
+    "packages/core/test/MoneyEdges.test.ts",
+    "packages/core/test/Metering.test.ts"
+  ]],
+  metering: ["packages/core/src/internal/metering.ts", [
+    "packages/core/test/Metering.test.ts",
+    "packages/core/test/CallLogLlm.test.ts",
+    "packages/core/test/LlmLayer.test.ts"
+  ]],
+  Pricing: ["packages/core/src/Pricing.ts", [
+    "packages/core/test/Pricing.test.ts",
+    "packages/core/test/Metering.test.ts"
+  ]],
+  Budget: ["packages/core/src/Budget.ts", [
+    "packages/core/test/Budget.test.ts",
+    "packages/core/test/Metering.test.ts"
+  ]],
+  BudgetSql: ["packages/core/src/Budget/Sql.ts", ["packages/core/test/BudgetSql.test.ts"]],
+  StrictSchema: ["packages/core/src/StrictSchema.ts", [
+    "packages/core/test/StrictSchema.test.ts",
+    "packages/core/test/Tool.test.ts",
+    "packages/core/test/GenerateObject.test.ts"
+  ]],
+  errors: ["packages/openai/src/internal/errors.ts", [
+    "packages/openai/test/errors.test.ts",
+    "packages/openai/test/RetryHints.test.ts",
+    "packages/openai/test/secrets.test.ts"
+  ]]
+}
+
+const selected = (process.env.KEEL_MUTATE ?? Object.keys(modules).join(","))
+  .split(",")
+  .map((name) => name.trim())
+  .filter((name) => name !== "")
+for (const name of selected) {
+  if (!(name in modules)) {
+    throw new Error(`KEEL_MUTATE: unknown module "${name}"; one of ${Object.keys(modules).join(", ")}`)
+  }
+}
+
+/** @type {import("@stryker-mutator/api/core").PartialStrykerOptions} */
+export default {
+  testRunner: "vitest",
+  vitest: { configFile: "vitest.config.ts", related: false },
+  plugins: ["@stryker-mutator/vitest-runner"],
+  mutate: selected.map((name) => modules[name][0]),
+  testFiles: [...new Set(selected.flatMap((name) => modules[name][1]))],
+  // Each mutant runs only the tests that covered it in the dry run.
+  coverageAnalysis: "perTest",
+  concurrency: 1,
+  timeoutMS: 60_000,
+  reporters: ["clear-text", "progress", "html", "json"],
+  htmlReporter: { fileName: `coverage/mutation/${selected.join("-")}.html` },
+  jsonReporter: { fileName: `coverage/mutation/${selected.join("-")}.json` },
+  // The sandbox needs only the workspace sources and configuration (node_modules is linked).
+  ignorePatterns: ["coverage", "bench", "examples", "docs", "packages/cli", "**/dist", ".keel"],
+  tempDirName: ".stryker-tmp",
+  cleanTempDir: "always"
+}
