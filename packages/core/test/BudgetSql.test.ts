@@ -18,11 +18,15 @@ import * as Money from "../src/Money.js"
 import * as Pricing from "../src/Pricing.js"
 import * as TestKit from "../src/TestKit.js"
 import { answer, limitScope, model, sqlLayer, type WorkerOptions } from "./utils/budget-worker.js"
+import * as TestPrices from "./utils/prices.js"
 
 const usd = Money.unsafeParse
 const repoRoot = Path.resolve(import.meta.dirname, "../../..")
 const workerPath = Path.join(import.meta.dirname, "utils", "budget-worker.ts")
-const answerCost = Pricing.costOf(Pricing.builtInPrices.get(model)!, answer.usage)
+const answerCost = Pricing.costOf(
+  Effect.runSync(Pricing.make({ table: TestPrices.table })).prices.get(model)!,
+  answer.usage
+)
 const limitKey = `${limitScope}|total|total`
 
 const freshSqlite = () => Path.join(Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-budget-")), "budget.db")
@@ -42,22 +46,23 @@ const dropTables = (prefix: string) =>
     }
   })
 
+/** Drops a Postgres prefix's tables when the scope closes, whatever happened (a failed run leaks nothing). */
+const dropTablesAfter = (backend: Backend, prefix: string) =>
+  "pg" in backend.store
+    ? Effect.addFinalizer(() => Effect.orDie(Effect.provide(dropTables(prefix), sqlLayer(backend.store))))
+    : Effect.void
+
 /** Runs `body` with a budget over a fresh table prefix of the backend, dropping the tables after. */
 const withStore = <A, E>(
   backend: Backend,
-  options: Budget.Options,
-  body: (prefix: string) => Effect.Effect<A, E, Budget.Budget | SqlClient.SqlClient>
-) => {
-  const prefix = freshPrefix()
-  return Effect.gen(function*() {
-    const result = yield* body(prefix).pipe(
-      Effect.provide(BudgetSql.layer({ ...options, tablePrefix: prefix })),
-      Effect.exit
-    )
-    if ("pg" in backend.store) yield* dropTables(prefix)
-    return yield* result
-  }).pipe(Effect.provide(sqlLayer(backend.store)))
-}
+  options: Budget.Options & BudgetSql.Options,
+  body: (prefix: string) => Effect.Effect<A, E, Budget.Budget | SqlClient.SqlClient>,
+  prefix = freshPrefix()
+) =>
+  Effect.gen(function*() {
+    yield* dropTablesAfter(backend, prefix)
+    return yield* body(prefix).pipe(Effect.provide(BudgetSql.layer({ ...options, tablePrefix: prefix })))
+  }).pipe(Effect.provide(sqlLayer(backend.store)), Effect.scoped)
 
 const counter = (prefix: string, key: string) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
@@ -114,7 +119,8 @@ describe.each(backends())("Budget/Sql on $name", (backend) => {
   it.live("reserves, settles, releases and reclaims, keeping a ledger of every reservation", () =>
     withStore(
       backend,
-      { limits: [{ scope: "tenant:acme", limit: "20000" }], lease: 50 },
+      // Leases not renewed, as if the owner had died: they expire 50 ms after each write.
+      { limits: [{ scope: "tenant:acme", limit: "20000" }], lease: 50, renewEvery: "1 hour" },
       (prefix) =>
         Effect.gen(function*() {
           const budget = yield* Budget.Budget
@@ -134,7 +140,8 @@ describe.each(backends())("Budget/Sql on $name", (backend) => {
           const c = yield* budget.reserve("tenant:acme/run:3", usd("2.5"))
           yield* Effect.sleep("80 millis")
           assert.strictEqual(yield* budget.reclaim, 1)
-          yield* budget.settle(c, usd("1")) // too late: reclaimed, nothing more is charged
+          const late = yield* Effect.flip(budget.settle(c, usd("1"))) // too late: reclaimed, nothing more is charged
+          assert.isTrue(late._tag === "BudgetStoreError" && /reclaimed/.test(late.reason))
           const status = yield* budget.status("tenant:acme/run:3")
           const tenant = status.find((s) => s.scope === "tenant:acme")!
           assert.deepStrictEqual([tenant.spent, tenant.reserved], [usd("2.500000000001"), 0n])
@@ -215,7 +222,7 @@ describe.each(backends())("Budget/Sql on $name", (backend) => {
         const limit = (answerCost * BigInt(perWorker * workers)) / 3n
         const prefix = freshPrefix()
         // Migrate once up front, as a deployment would; the workers then open the same tables.
-        yield* withStore(backend, {}, () => Effect.void).pipe(Effect.provide(Layer.empty))
+        yield* dropTablesAfter(backend, prefix)
         yield* Effect.gen(function*() {
           yield* Effect.provide(Budget.Budget, BudgetSql.layer({ tablePrefix: prefix }))
           const children = Array.from({ length: workers }, () =>
@@ -250,9 +257,8 @@ describe.each(backends())("Budget/Sql on $name", (backend) => {
           assert.isAbove(busySamples, 5)
           assert.deepStrictEqual([final.spent, final.reserved], [answerCost * BigInt(ok), 0n])
           assert.isAbove(ok, (perWorker * workers) / 4)
-          if ("pg" in backend.store) yield* dropTables(prefix)
         }).pipe(Effect.provide(sqlLayer(backend.store)))
-      }),
+      }).pipe(Effect.scoped),
     { timeout: 90_000 }
   )
 })
@@ -382,4 +388,179 @@ describe("Budget/Sql on SQLite: crashes and bad files", () => {
       )
       assert.match((failure as Budget.BudgetStoreError).reason, /locked|busy/i)
     }))
+})
+
+describe("Budget/Sql: a bad SQLite path is a BudgetStoreError naming it", () => {
+  const openAt = (filename: string) => Effect.flip(Effect.provide(Budget.Budget, BudgetSql.layerSqlite({ filename })))
+  const folder = () => Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-budget-path-"))
+
+  it.effect("a folder, a missing folder, an unwritable file, a file that is not a database", () =>
+    Effect.gen(function*() {
+      const dir = folder()
+      const isFolder = yield* openAt(dir)
+      assert.strictEqual(isFolder._tag, "BudgetStoreError")
+      assert.include(isFolder.message, dir)
+      assert.match(isFolder.message, /is a folder/)
+
+      const missing = Path.join(dir, "no-such-folder", "budget.db")
+      const noFolder = yield* openAt(missing)
+      assert.isTrue(noFolder._tag === "BudgetStoreError" && noFolder.message.includes(missing))
+      assert.match(noFolder.message, /does not exist/)
+
+      const readOnly = Path.join(dir, "read-only.db")
+      Fs.writeFileSync(readOnly, "")
+      Fs.chmodSync(readOnly, 0o444)
+      // root writes anyway (then the empty file opens as a fresh ledger, which is right too).
+      if (process.getuid?.() !== 0) {
+        const unwritable = yield* openAt(readOnly)
+        assert.isTrue(unwritable._tag === "BudgetStoreError" && unwritable.message.includes(readOnly))
+        assert.match(unwritable.message, /not readable and writable/)
+      }
+
+      const notDb = Path.join(dir, "notes.db")
+      const text = "shopping list: eggs, milk\n".repeat(20)
+      Fs.writeFileSync(notDb, text)
+      const garbage = yield* openAt(notDb)
+      assert.isTrue(garbage._tag === "BudgetStoreError" && garbage.message.includes(notDb))
+      assert.match(garbage.message, /not a SQLite database/)
+      assert.strictEqual(Fs.readFileSync(notDb, "utf8"), text)
+    }))
+
+  it.effect("a good path opens, and a folder given to layerSqliteClient fails the same way", () =>
+    Effect.gen(function*() {
+      const filename = Path.join(folder(), "budget.db")
+      const budget = yield* Effect.provide(Budget.Budget, BudgetSql.layerSqlite({ filename, limits: [] }))
+      assert.deepStrictEqual(budget.limits, [])
+      const dir = folder()
+      const error = yield* Effect.flip(
+        Effect.provide(SqlClient.SqlClient, BudgetSql.layerSqliteClient({ filename: dir }))
+      )
+      assert.isTrue(error._tag === "BudgetStoreError" && error.message.includes(dir))
+    }))
+})
+
+describe("Budget/Sql on Postgres: migrations and waiting", () => {
+  const backend: Backend = { name: "Postgres", store: { pg: "test" } }
+
+  it.live("8 clients migrating the same fresh prefix at once: each step applied once, every client opens it", () =>
+    Effect.gen(function*() {
+      const prefix = freshPrefix()
+      yield* dropTablesAfter(backend, prefix)
+      const clients = yield* Effect.forEach(
+        Array.from({ length: 8 }),
+        () => Layer.build(sqlLayer(backend.store)),
+        { concurrency: "unbounded" }
+      )
+      // Every client has a live connection before the race starts.
+      yield* Effect.forEach(
+        clients,
+        (context) => Effect.provide(Effect.flatMap(SqlClient.SqlClient, (sql) => sql`SELECT 1`), context)
+      )
+      const results = yield* Effect.forEach(
+        clients,
+        (context) => Effect.either(Effect.provide(BudgetSql.make({ tablePrefix: prefix }), context)),
+        { concurrency: "unbounded" }
+      )
+      const failed = results.filter(Either.isLeft).map((r) => String(r.left))
+      assert.deepStrictEqual(failed, [])
+      const versions = yield* Effect.provide(
+        Effect.flatMap(
+          SqlClient.SqlClient,
+          (sql) => sql.unsafe<{ version: number }>(`SELECT version FROM ${prefix}_migrations ORDER BY version`)
+        ),
+        clients[0]!
+      )
+      assert.deepStrictEqual(versions.map((row) => Number(row.version)), [1, 2])
+    }).pipe(Effect.scoped))
+
+  it.live("a waiting reserve on Postgres is interrupted without leaking a reservation", () =>
+    withStore(backend, { limits: [{ scope: "tenant:acme", limit: "1" }] }, (prefix) =>
+      Effect.gen(function*() {
+        const budget = yield* Budget.Budget
+        const held = yield* budget.reserve("tenant:acme", usd("0.8"))
+        const waiting = yield* Effect.fork(budget.reserve("tenant:acme", usd("0.5"), { maxWait: "1 minute" }))
+        yield* Effect.sleep("100 millis")
+        assert.isNull(waiting.unsafePoll())
+        yield* Fiber.interrupt(waiting)
+        assert.deepStrictEqual(yield* counter(prefix, "tenant:acme|total|total"), { spent: 0n, reserved: usd("0.8") })
+        // And a waiter gets in when the blocking reservation settles.
+        const next = yield* Effect.fork(budget.reserve("tenant:acme", usd("0.5"), { maxWait: "1 minute" }))
+        yield* budget.settle(held, usd("0.3"))
+        assert.strictEqual((yield* Fiber.join(next)).amount, usd("0.5"))
+        assert.deepStrictEqual(yield* counter(prefix, "tenant:acme|total|total"), {
+          spent: usd("0.3"),
+          reserved: usd("0.5")
+        })
+      })))
+})
+
+describe.each(backends())("Budget/Sql on $name: leases under load", (backend) => {
+  it.live(
+    "renewed leases outlive their length; a dead owner's expire and periodic reclaim takes them on schedule under load",
+    () =>
+      Effect.gen(function*() {
+        const prefix = freshPrefix()
+        const interval = 300
+        yield* withStore(
+          backend,
+          { lease: 400, reclaimEvery: interval, concurrency: 2 },
+          (prefix) =>
+            Effect.gen(function*() {
+              const budget = yield* Budget.Budget
+              const sql = yield* SqlClient.SqlClient
+              // A live call held past several lease lengths keeps its reservation.
+              const long = yield* budget.reserve("tenant:acme/run:1", usd("1"))
+              // A dead owner's reservation, its lease ending in 100 ms.
+              const dead = yield* BudgetSql.make({ tablePrefix: prefix })
+              yield* dead.reserve({
+                id: "dead:1",
+                owner: "dead",
+                amount: usd("2"),
+                counters: [{
+                  key: "global|total|total",
+                  scope: "global",
+                  window: "total",
+                  period: "total",
+                  limit: undefined
+                }],
+                lease: 100
+              })
+              const expiresAt = Date.now() + 100
+              // Load: 200 fibers reserving and settling as fast as the store lets them.
+              let stop = false
+              const load = yield* Effect.fork(Effect.forEach(
+                Array.from({ length: 200 }),
+                () =>
+                  Effect.whileLoop({
+                    while: () => !stop,
+                    body: () =>
+                      Effect.flatMap(budget.reserve("tenant:acme/run:2", usd("0.001")), (r) =>
+                        budget.settle(r, usd("0.001"))),
+                    step: () =>
+                      undefined
+                  }),
+                { concurrency: "unbounded", discard: true }
+              ))
+              let reclaimedAt: number | undefined
+              const pollFor = 400 + 3 * interval
+              while (reclaimedAt === undefined && Date.now() < expiresAt + pollFor) {
+                const rows = yield* sql.unsafe<{ status: string }>(
+                  `SELECT status FROM ${prefix}_reservations WHERE id = 'dead:1'`
+                )
+                if (rows[0]?.status === "reclaimed") reclaimedAt = Date.now()
+                else yield* Effect.sleep(20)
+              }
+              stop = true
+              yield* Fiber.join(load)
+              assert.isDefined(reclaimedAt, "the expired lease was reclaimed under load")
+              // Expired at +100 ms: reclaimed by the next run, within one interval (and a little slack for the load).
+              assert.isAtMost(reclaimedAt! - expiresAt, interval + 250)
+              const settled = yield* budget.settle(long, usd("0.5"))
+              assert.deepStrictEqual(settled, { charged: usd("0.5"), overrun: 0n })
+            }),
+          prefix
+        )
+      }),
+    { timeout: 60_000 }
+  )
 })

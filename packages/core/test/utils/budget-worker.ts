@@ -15,6 +15,7 @@ import * as Budget from "../../src/Budget.js"
 import * as BudgetSql from "../../src/Budget/Sql.js"
 import * as Llm from "../../src/Llm.js"
 import * as TestKit from "../../src/TestKit.js"
+import * as TestPrices from "./prices.js"
 
 export interface WorkerOptions {
   readonly store: { readonly sqlite: string } | { readonly pg: string }
@@ -43,9 +44,9 @@ const main = (options: WorkerOptions) => {
     Effect.map(BudgetSql.make({ tablePrefix: options.tablePrefix }), (store) =>
       Budget.BudgetStore.of({
         ...store,
-        settle: (id, amount, estimated, now) =>
-          Effect.tap(store.settle(id, amount, estimated, now), (settled) => {
-            if (settled && options.report) process.stdout.write(`settled ${id} ${amount}\n`)
+        settle: (id, amount, estimated) =>
+          Effect.tap(store.settle(id, amount, estimated), (settled) => {
+            if (settled !== undefined && options.report) process.stdout.write(`settled ${id} ${amount}\n`)
           })
       }))
   )
@@ -57,7 +58,7 @@ const main = (options: WorkerOptions) => {
   const scripted = TestKit.scripted([], {
     otherwise: () => Effect.delay(Effect.succeed(answer), options.delayMillis)
   })
-  const layer = Layer.provide(Llm.layer(), Layer.merge(scripted.layer, budget)).pipe(
+  const layer = Layer.provide(Llm.layer(), Layer.mergeAll(scripted.layer, TestPrices.layer(), budget)).pipe(
     Layer.provide(sqlLayer(options.store))
   )
   return Effect.gen(function*() {
