@@ -23,8 +23,14 @@
  *   (seeded by how often that exact body was seen), so retries can succeed and a run replays;
  * - unsupported: streaming (400), audio, logprobs (always null).
  *
- * Time is Effect's `Clock`: rate-limit windows, latency, outages and the serving capacity move
- * with `TestClock` when the simulator is started under it.
+ * Files and Batches (`/v1/files`: multipart upload, content, delete; `/v1/batches`: create, retrieve,
+ * cancel, list) run a real batch lifecycle (see `BatchOptions`): validation with OpenAI's per-line
+ * codes, lines answered like synchronous calls (same content and usage for the same body and seed)
+ * in a shuffled order, per-line faults, expiry with partial results, cancel, and an enqueued-token
+ * allowance per model (`token_limit_exceeded`). `Stats.batches` lists every batch created.
+ *
+ * Time is Effect's `Clock`: rate-limit windows, latency, outages, the serving capacity and batch
+ * lifecycles move with `TestClock` when the simulator is started under it.
  *
  * Endpoints plug in: `Options.routes` adds `HttpRouter` routes, which get the same Bearer auth and
  * common headers and can use `EndpointContext` (e.g. to answer chat requests of a batch). A route
@@ -44,6 +50,7 @@ import type * as HttpServer from "@effect/platform/HttpServer"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerRespondable from "@effect/platform/HttpServerRespondable"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as Multipart from "@effect/platform/Multipart"
 import * as Cause from "effect/Cause"
 import type * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
@@ -53,10 +60,13 @@ import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as Crypto from "node:crypto"
 import * as Http from "node:http"
+import { type Answer, BatchStore, LINE_FAULTS } from "./internal/simulator/batches.js"
 import { Engine, FAULTS, type Outcome, type Respond } from "./internal/simulator/engine.js"
 import { loadCounter } from "./internal/simulator/tokens.js"
+import { badJson } from "./internal/simulator/validate.js"
 
 /** A kind of injected fault. */
 export type Fault = typeof FAULTS[number]
@@ -113,6 +123,32 @@ export const defaultModels: ReadonlyArray<string> = [
   "gpt-5.5"
 ]
 
+/** A fault of one batch line: an HTTP error in its `response`, or a spoiled 200 answer. */
+export type LineFault = typeof LINE_FAULTS[number]
+
+/** Every batch line fault name. */
+export const lineFaultNames: ReadonlyArray<LineFault> = LINE_FAULTS
+
+/** The batch lifecycle; every duration is on the Effect clock. */
+export interface BatchOptions {
+  /** time in `validating`; default 1,000 ms */
+  readonly validatingMs?: number
+  /** time in `in_progress`, over which the lines finish one after another; default 10,000 ms */
+  readonly inProgressMs?: number
+  /** time in `finalizing`; default 1,000 ms */
+  readonly finalizingMs?: number
+  /** time in `cancelling`; default 1,000 ms */
+  readonly cancellingMs?: number
+  /** the completion window ("24h" on the wire): a batch not done by then expires with partial results; default 24 h */
+  readonly windowMs?: number
+  /** probability per line of each line fault; default none */
+  readonly lineFaults?: Partial<Record<LineFault, number>>
+  /** input tokens a model may have enqueued in unfinished batches (OpenAI's batch queue limit); default unlimited */
+  readonly enqueuedTokens?: number
+  /** the allowance for named models, instead of `enqueuedTokens` */
+  readonly enqueuedTokensByModel?: Readonly<Record<string, number>>
+}
+
 /** An endpoint plugged into the simulator (see `EndpointContext`). */
 export type Route = HttpRouter.Route<unknown, EndpointContext>
 
@@ -147,6 +183,8 @@ export interface Options {
   readonly outages?: ReadonlyArray<Outage>
   /** chat requests per second served; past it (a token bucket holding 100 ms of capacity) the answer is 503 "overloaded"; default unlimited */
   readonly capacityPerSecond?: number
+  /** the Batch API's lifecycle, line faults and enqueued-token allowance */
+  readonly batch?: BatchOptions
 }
 
 /** Counters for tests and the CLI. */
@@ -167,6 +205,20 @@ export interface Stats {
   readonly overloaded: number
   /** chat requests received per 100 ms: `counts[i]` covers [startMs + 100·i, startMs + 100·(i + 1)) ms after the start (the last hour is kept) */
   readonly arrivals: { readonly startMs: number; readonly counts: ReadonlyArray<number> }
+  /** every batch created, oldest first, as it is now (e.g. to check that a chunk's metadata has one batch) */
+  readonly batches: ReadonlyArray<BatchSummary>
+}
+
+/** A batch as the stats show it. */
+export interface BatchSummary {
+  readonly id: string
+  readonly status: string
+  readonly model: string | undefined
+  readonly metadata: Readonly<Record<string, string>>
+  readonly inputFileId: string
+  /** epoch ms on the simulator's clock */
+  readonly createdAt: number
+  readonly requestCounts: { readonly total: number; readonly completed: number; readonly failed: number }
 }
 
 /** The simulator could not start: bad options or the port could not be bound. */
@@ -255,6 +307,35 @@ const checkLimits = (limits: Limits, where: string): string | undefined => {
   return undefined
 }
 
+const checkBatch = (batch: BatchOptions): string | undefined => {
+  for (const name of ["validatingMs", "inProgressMs", "finalizingMs", "cancellingMs"] as const) {
+    const value = batch[name]
+    if (value !== undefined && !(Number.isFinite(value) && value >= 0)) return `batch.${name} must be ≥ 0`
+  }
+  if (batch.windowMs !== undefined && !(Number.isFinite(batch.windowMs) && batch.windowMs > 0)) {
+    return "batch.windowMs must be positive"
+  }
+  let sum = 0
+  for (const [name, rate] of Object.entries(batch.lineFaults ?? {})) {
+    if (!(LINE_FAULTS as ReadonlyArray<string>).includes(name)) {
+      return `batch.lineFaults: unknown line fault "${name}"; valid names: ${LINE_FAULTS.join(", ")}`
+    }
+    if (typeof rate !== "number" || !(rate >= 0 && rate <= 1)) return `batch.lineFaults.${name} must be in [0, 1]`
+    sum += rate
+  }
+  if (sum > 1 + 1e-9) return `batch.lineFaults: rates sum to ${sum}, more than 1`
+  const allowances = [
+    ["enqueuedTokens", batch.enqueuedTokens] as const,
+    ...Object.entries(batch.enqueuedTokensByModel ?? {}).map(([m, v]) => [`enqueuedTokensByModel.${m}`, v] as const)
+  ]
+  for (const [name, value] of allowances) {
+    if (value !== undefined && !(Number.isInteger(value) && value > 0)) {
+      return `batch.${name} must be a positive integer`
+    }
+  }
+  return undefined
+}
+
 const validate = (options: Options): string | undefined => {
   const checks = [
     checkRates(options.faults ?? {}, "faults"),
@@ -284,6 +365,7 @@ const validate = (options: Options): string | undefined => {
   if (options.capacityPerSecond !== undefined && !(options.capacityPerSecond > 0)) {
     checks.push("capacityPerSecond must be positive")
   }
+  checks.push(checkBatch(options.batch ?? {}))
   return checks.find((c) => c !== undefined)
 }
 
@@ -376,8 +458,64 @@ const serveChat = (engine: Engine, apiKey: string | undefined, clock: Clock.Cloc
   }
 }
 
+/** `/v1/files` and `/v1/batches` over the batch store. */
+const batchRoutes = (engine: Engine, store: BatchStore, endpoint: EndpointContext["Type"]): ReadonlyArray<Route> => {
+  const answer = (a: Answer): HttpServerResponse.HttpServerResponse => {
+    if (a._tag === "Json") return endpoint.json(a.status, a.body)
+    const r = engine.respond(200, a.text)
+    engine.recordStatus(200)
+    return HttpServerResponse.text(r.body, { status: 200, headers: r.headers, contentType: "application/octet-stream" })
+  }
+  const withParam = (name: string, f: (value: string) => Answer) =>
+    Effect.map(HttpRouter.params, (params) => answer(f(params[name] ?? "")))
+  const decoder = new TextDecoder()
+  const upload = Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    let purpose: string | undefined
+    let file: { readonly filename: string; readonly content: string } | undefined
+    yield* Stream.runForEach(request.multipartStream, (part) => {
+      if (part._tag === "Field") {
+        if (part.key === "purpose") purpose = part.value
+        if (part.key === "file") file = { filename: "file", content: part.value }
+        return Effect.void
+      }
+      return Effect.map(part.contentEffect, (bytes) => {
+        if (part.key === "file") file = { filename: part.name, content: decoder.decode(bytes) }
+      })
+    }).pipe(Multipart.withFieldMimeTypes([]))
+    return answer(store.upload(purpose, file))
+  }).pipe(Effect.catchTag("MultipartError", (e) =>
+    Effect.succeed(
+      endpoint.error(
+        400,
+        `The body could not be read as multipart/form-data (${e.reason}): send the fields 'file' and 'purpose'.`,
+        "invalid_request_error"
+      )
+    )))
+  const create = Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+    Effect.match(request.json, {
+      onFailure: () => toResponse(engine, engine.error(400, badJson.message, badJson.type, null, null)),
+      onSuccess: (body) => answer(store.create(body))
+    }))
+  const first = (value: string | ReadonlyArray<string> | undefined) => typeof value === "string" ? value : value?.[0]
+  const list = Effect.map(
+    HttpServerRequest.ParsedSearchParams,
+    (params) => answer(store.list(first(params.after), first(params.limit)))
+  )
+  return [
+    HttpRouter.makeRoute("POST", "/v1/files", upload),
+    HttpRouter.makeRoute("GET", "/v1/files/:file_id", withParam("file_id", (id) => store.file(id))),
+    HttpRouter.makeRoute("GET", "/v1/files/:file_id/content", withParam("file_id", (id) => store.content(id))),
+    HttpRouter.makeRoute("DELETE", "/v1/files/:file_id", withParam("file_id", (id) => store.deleteFile(id))),
+    HttpRouter.makeRoute("POST", "/v1/batches", create),
+    HttpRouter.makeRoute("GET", "/v1/batches", list),
+    HttpRouter.makeRoute("GET", "/v1/batches/:batch_id", withParam("batch_id", (id) => store.retrieve(id))),
+    HttpRouter.makeRoute("POST", "/v1/batches/:batch_id/cancel", withParam("batch_id", (id) => store.cancel(id)))
+  ]
+}
+
 /** The plugged-in routes behind Bearer auth, with OpenAI-style 404 and 500 answers. */
-const makeApp = (engine: Engine, options: Options, endpoint: EndpointContext["Type"]) => {
+const makeApp = (engine: Engine, store: BatchStore, options: Options, endpoint: EndpointContext["Type"]) => {
   const internalError = (cause: Cause.Cause<unknown>) =>
     Cause.isInterruptedOnly(cause)
       ? Effect.interrupt
@@ -412,7 +550,9 @@ const makeApp = (engine: Engine, options: Options, endpoint: EndpointContext["Ty
     )
   ]
 
-  return HttpRouter.fromIterable([...models, ...(options.routes ?? [])].map(guard)).pipe(
+  return HttpRouter.fromIterable(
+    [...models, ...batchRoutes(engine, store, endpoint), ...(options.routes ?? [])].map(guard)
+  ).pipe(
     Effect.catchTag("RouteNotFound", (e) =>
       Effect.succeed(
         endpoint.error(404, `Invalid URL (${e.request.method} ${e.request.url})`, "invalid_request_error")
@@ -430,10 +570,11 @@ export const make = (options: Options = {}): Effect.Effect<Simulator["Type"], St
     const latency = options.latency ?? {}
     const seed = options.seed ?? 0
     const clock = yield* Effect.clock
+    const nonce = Crypto.randomBytes(4).readUInt32LE(0)
     const engine = new Engine({
       seed,
       now: () => clock.unsafeCurrentTimeMillis(),
-      nonce: Crypto.randomBytes(4).readUInt32LE(0),
+      nonce,
       models: options.models ?? defaultModels,
       outages: (options.outages ?? []).map((o) => ({ ...o, status: o.status ?? 503 })),
       capacityPerSecond: options.capacityPerSecond,
@@ -456,7 +597,30 @@ export const make = (options: Options = {}): Effect.Effect<Simulator["Type"], St
       requestId: () => engine.requestId()
     })
 
-    const routes = yield* NodeHttpServer.makeHandler(makeApp(engine, options, endpoint)).pipe(
+    const batch = options.batch ?? {}
+    const store = new BatchStore(
+      {
+        validatingMs: batch.validatingMs ?? 1_000,
+        inProgressMs: batch.inProgressMs ?? 10_000,
+        finalizingMs: batch.finalizingMs ?? 1_000,
+        cancellingMs: batch.cancellingMs ?? 1_000,
+        windowMs: batch.windowMs ?? 24 * 60 * 60 * 1_000,
+        lineFaults: batch.lineFaults ?? {},
+        enqueuedTokens: batch.enqueuedTokens,
+        enqueuedTokensByModel: batch.enqueuedTokensByModel ?? {}
+      },
+      seed,
+      nonce,
+      {
+        now: () => clock.unsafeCurrentTimeMillis(),
+        serves: (model) => engine.serves(model),
+        promptTokens: (body) => engine.promptTokens(body),
+        complete: (body, mode) => engine.complete(body, mode),
+        requestId: () => engine.requestId()
+      }
+    )
+
+    const routes = yield* NodeHttpServer.makeHandler(makeApp(engine, store, options, endpoint)).pipe(
       Effect.locally(HttpMiddleware.currentTracerDisabledWhen, () => true)
     )
     const chat = serveChat(engine, options.apiKey, clock)
@@ -481,7 +645,7 @@ export const make = (options: Options = {}): Effect.Effect<Simulator["Type"], St
     return Simulator.of({
       url: `http://127.0.0.1:${address.port}/v1`,
       port: address.port,
-      stats: Effect.sync(() => engine.stats())
+      stats: Effect.sync(() => ({ ...engine.stats(), batches: store.summaries() }))
     })
   })
 

@@ -211,8 +211,22 @@ export class Engine {
     return fault === "cut" ? { ...respond, _tag: "Cut", sent: Math.floor(out.length / 2) } : respond
   }
 
-  /** The answer to a valid chat request without faults or limits, e.g. for a batch line. */
-  complete(body: unknown): { readonly status: number; readonly body: unknown } {
+  /** Whether `model` is served. */
+  serves(model: string): boolean {
+    return this.models.has(model)
+  }
+
+  /** The prompt tokens of a valid chat request body (undefined when invalid), without changing later answers. */
+  promptTokens(body: unknown): number | undefined {
+    const checked = this.validator.prepare(body, false)
+    return checked._tag === "Valid" ? checked.value.promptTokens : undefined
+  }
+
+  /**
+   * The answer to a chat request without limits, latency or HTTP faults, e.g. for a batch line: the same content
+   * and usage as `chat` gives the same body, spoiled when `mode` says so.
+   */
+  complete(body: unknown, mode: Mode = "ok"): { readonly status: number; readonly body: unknown } {
     const checked = this.validator.prepare(body)
     if (checked._tag === "Invalid") {
       const r = checked.refusal
@@ -221,7 +235,7 @@ export class Engine {
     const hash = hashString(json(body))
     const answer = completion(
       checked.value,
-      "ok",
+      mode,
       makeRng(this.options.seed ^ 0x5bd1e995, hash, 0),
       makeRng(this.options.seed, hash, 0x7fffffff),
       Math.floor(this.options.now() / 1000),

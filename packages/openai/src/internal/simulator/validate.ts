@@ -173,7 +173,8 @@ export class Validator {
 
   constructor(private readonly count: CountTokens, private readonly models: ReadonlySet<string>) {}
 
-  prepare(body: unknown): Checked {
+  /** Checks a body; with `remember` false its prompt prefix is not recorded (a count that must not change later answers). */
+  prepare(body: unknown, remember = true): Checked {
     const refuse = (refusal: Refusal): Checked => ({ _tag: "Invalid", refusal })
     if (!isObject(body)) return refuse(invalid("The request body must be a JSON object.", null))
     const model = body.model
@@ -252,7 +253,7 @@ export class Validator {
       }
       if (this.seenPrefixes.has(h)) {
         cachedTokens = CACHE_MIN_TOKENS + Math.floor((prefixTokens - CACHE_MIN_TOKENS) / CACHE_STEP) * CACHE_STEP
-      } else {
+      } else if (remember) {
         if (this.seenPrefixes.size >= SEEN_MAX_ENTRIES) this.seenPrefixes.clear()
         this.seenPrefixes.add(h)
       }
