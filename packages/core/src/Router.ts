@@ -10,7 +10,7 @@
  * 4. the `classifier`, when one is configured (any Effect, e.g. a call to a cheap model); if it fails
  *    or names no tier, the heuristics decide and the reason says so;
  * 5. the complexity heuristics: input tokens, reasoning markers, multi-step instructions, tools,
- *    requested output size and code add up to a score; at `heuristics.threshold` (default 3) or more
+ *    requested output size and code add up to a score; at `heuristics.threshold` (default 2) or more
  *    the call goes to the complex tier.
  *
  * Budget-aware downgrade (`downgrade`): when the share of a limit left in the call's budget scope (or
@@ -53,7 +53,7 @@ export interface ModelInfo {
 }
 
 export interface Heuristics {
-  /** A score at or above this routes to `complexTier`. Default 3. */
+  /** A score at or above this routes to `complexTier`. Default 2: two distinct signals (e.g. a reasoning ask and code). */
   readonly threshold?: number
   /** Default "simple". */
   readonly simpleTier?: string
@@ -301,7 +301,7 @@ export const make = (options: Options = {}): Effect.Effect<Router.Service, Route
     }
     const simpleTier = yield* tierField("heuristics.simpleTier", options.heuristics?.simpleTier, "simple")
     const complexTier = yield* tierField("heuristics.complexTier", options.heuristics?.complexTier, "complex")
-    const threshold = options.heuristics?.threshold ?? 3
+    const threshold = options.heuristics?.threshold ?? 2
     if (!Number.isFinite(threshold) || threshold <= 0) {
       return yield* fail("heuristics.threshold", `${threshold}: must be a score above 0`)
     }

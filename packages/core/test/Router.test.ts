@@ -96,12 +96,12 @@ describe("Router: choosing", () => {
       assert.strictEqual(log.records[0]!.tier, "complex")
       assert.strictEqual(
         log.records[0]!.route.reason,
-        "heuristics: score 5 ≥ 3 (input 2,600 tokens; reasoning: step by step, prove, analyse, compare, reason, plan; 4 numbered steps)"
+        "heuristics: score 5 ≥ 2 (input 2,600 tokens; reasoning: step by step, prove, analyse, compare, reason, plan; 4 numbered steps)"
       )
       const short = pipeline(model, {}, fixedTokenizer(40))
       yield* Llm.generate({ messages: [classification] }).pipe(Effect.provide(short.layer))
       assert.strictEqual(model.requests[1]!.model, "gpt-4o-mini")
-      assert.strictEqual(short.log.records[0]!.route.reason, "heuristics: score 0 < 3")
+      assert.strictEqual(short.log.records[0]!.route.reason, "heuristics: score 0 < 2")
     }))
 
   it("the heuristics score tools, output size and code", () => {
@@ -132,7 +132,7 @@ describe("Router: choosing", () => {
       const broken = pipeline(model, { classifier: () => Effect.fail("classifier model down") })
       yield* Llm.generate({ messages: [classification] }).pipe(Effect.provide(broken.layer))
       assert.strictEqual(model.requests[1]!.model, "gpt-4o-mini")
-      assert.strictEqual(broken.log.records[0]!.route.reason, "classifier did not decide; heuristics: score 0 < 3")
+      assert.strictEqual(broken.log.records[0]!.route.reason, "classifier did not decide; heuristics: score 0 < 2")
 
       const confused = pipeline(model, { classifier: () => Effect.succeed({ tier: "medium" }) })
       yield* Llm.generate({ messages: [classification] }).pipe(Effect.provide(confused.layer))
