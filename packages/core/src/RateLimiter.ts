@@ -1,0 +1,574 @@
+/**
+ * Client-side admission per model, at the attempt level of `Llm`: requests/min, tokens/min (estimated
+ * with the `Tokenizer` before an attempt, corrected with the billed usage after) and a concurrency cap,
+ * plus a retry budget and slow start. Provide a layer of it to `Llm.layer` and every attempt passes
+ * through it.
+ *
+ * It learns from the provider. Until a model's limits are known (configured, or read from the
+ * `x-ratelimit-*` snapshot of an answer) its attempts go one at a time; then they are paced to 97% of
+ * the limit. Every snapshot brings the local bucket down to what the provider says remains, and every
+ * 429 empties it and pauses the model for the hint, so one fiber's 429 slows every fiber on that model.
+ *
+ * Retry budget: retries to a model may add at most `retryBudget` (20%) of its first attempts over the
+ * last 10 s, plus `minRetriesPerSecond`. Past that the model is taken as down: its attempts wait in an
+ * admission queue, and a retryable failure that cannot have been billed waits there again instead of
+ * retrying; one probe goes out per `probeInterval`. When a probe succeeds, admission ramps back up (slow
+ * start) from `slowStartRate` per second, doubling every 100 ms, to the model's known rate (halving on a
+ * failure and then growing linearly), until the queue is empty. No wait runs past the call's deadline:
+ * the call's last real error (or a call `Timeout`) ends it instead.
+ *
+ * The requests and tokens buckets are `@effect/experimental`'s `RateLimiter` (token bucket, "delay")
+ * over its `RateLimiterStore`: the memory store (`layerMemory`), or a shared one such as Redis
+ * (`RateLimiter/Redis`) so several processes share one provider quota. Learned limits, pauses, the
+ * retry budget and the admission queue are per process. When the store fails, the limiter keeps
+ * limiting in process memory and logs it once (and once when the store answers again).
+ */
+import * as ExperimentalLimiter from "@effect/experimental/RateLimiter"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import * as LlmError from "./LlmError.js"
+import type { LlmResponse, RateLimitSnapshot } from "./LlmResponse.js"
+
+export class RateLimiter extends Context.Tag("@keel/core/RateLimiter")<RateLimiter, RateLimiter.Service>() {}
+
+/** Limits of one model; an unset one is learned from the provider's headers, or does not bind. */
+export interface ModelLimits {
+  readonly requestsPerMinute?: number
+  readonly tokensPerMinute?: number
+  /** Attempts in flight at once, in this process. */
+  readonly maxConcurrent?: number
+}
+
+export interface Options {
+  /** Limits for every model (each model has its own buckets). */
+  readonly limits?: ModelLimits
+  /** Limits for named models, instead of `limits`. */
+  readonly limitsByModel?: Readonly<Record<string, ModelLimits>>
+  /** The share of a model's recent first attempts that retries may add, in (0, 1]. Default 0.2. */
+  readonly retryBudget?: number
+  /** Retries per second always allowed on top of the share, so a quiet model can still retry. Default 10. */
+  readonly minRetriesPerSecond?: number
+  /** While a model is down, one probe per this interval. Default 200 ms. */
+  readonly probeInterval?: Duration.DurationInput
+  /** Admissions per second when a model comes back, doubling every 100 ms. Default 20. */
+  readonly slowStartRate?: number
+  /** Prefix of the store's keys. Default "keel:ratelimit:". */
+  readonly prefix?: string
+}
+
+/** Where a model stands. */
+export type Phase = "learning" | "open" | "down" | "recovering"
+
+/** What the limiter knows about a model, for logs and tests. */
+export interface ModelState {
+  readonly phase: Phase
+  /** The requests/min paced to (configured, or 97% of the learned limit), when known. */
+  readonly requestsPerMinute: number | undefined
+  readonly tokensPerMinute: number | undefined
+  /** Epoch ms until which the model is paused after a 429; 0 when it never was. */
+  readonly pausedUntil: number
+  /** Attempts waiting in the admission queue. */
+  readonly waiting: number
+  /** Admissions per second while recovering. */
+  readonly rate: number | undefined
+}
+
+export declare namespace RateLimiter {
+  export interface Service {
+    /** Runs one attempt once it is admitted, and learns from its outcome. */
+    readonly admit: (
+      attempt: Attempt,
+      self: Effect.Effect<LlmResponse, LlmError.LlmError>
+    ) => Effect.Effect<LlmResponse, LlmError.LlmError>
+    readonly state: (model: string) => Effect.Effect<ModelState>
+    /** Named in the line `Llm` logs when it is built. */
+    readonly description: string
+  }
+
+  export interface Attempt {
+    readonly model: string
+    /** Whether this attempt retries an earlier one of the same round. */
+    readonly retry: boolean
+    /** The attempt's tokens for tokens/min: input plus the output allowance (read only when a tokens limit applies). */
+    readonly tokens: Effect.Effect<number>
+    /** Epoch ms of the call's deadline: no wait runs past it. */
+    readonly deadlineAt: number
+    /** The error that ends the call when no wait fits: its last real error, or a call `Timeout`. */
+    readonly onDeadline: () => LlmError.LlmError
+  }
+}
+
+/** A limiter option that cannot work, found when the layer is built. */
+export class RateLimiterConfigError extends Schema.TaggedError<RateLimiterConfigError>(
+  "@keel/core/RateLimiter/RateLimiterConfigError"
+)("RateLimiterConfigError", { field: Schema.String, reason: Schema.String }) {
+  override get message() {
+    return `RateLimiter: ${this.field}: ${this.reason}`
+  }
+}
+
+/** Pacing stays this far under a learned limit, so clock skew and in-flight requests do not earn a 429. */
+const HEADROOM = 0.97
+const BUDGET_SLOTS = 10
+const SLOT_MS = 1_000
+const TICK_MS = 10
+/** Health failures in a row that send a recovering model back down. */
+const DOWN_AGAIN_AFTER = 5
+
+const validate = (options: Options): RateLimiterConfigError | undefined => {
+  const positive = (field: string, value: number | undefined) =>
+    value !== undefined && !(Number.isFinite(value) && value > 0)
+      ? new RateLimiterConfigError({ field, reason: `must be a positive number, got ${value}` })
+      : undefined
+  const limits = (prefix: string, l: ModelLimits | undefined) =>
+    l === undefined ? undefined : positive(`${prefix}.requestsPerMinute`, l.requestsPerMinute) ??
+      positive(`${prefix}.tokensPerMinute`, l.tokensPerMinute) ??
+      (l.maxConcurrent !== undefined && !(Number.isInteger(l.maxConcurrent) && l.maxConcurrent > 0)
+        ? new RateLimiterConfigError({
+          field: `${prefix}.maxConcurrent`,
+          reason: `must be a positive whole number, got ${l.maxConcurrent}`
+        })
+        : undefined)
+  if (options.retryBudget !== undefined && !(options.retryBudget > 0 && options.retryBudget <= 1)) {
+    return new RateLimiterConfigError({
+      field: "retryBudget",
+      reason: `is a share of recent requests and must be in (0, 1], got ${options.retryBudget}`
+    })
+  }
+  if (
+    options.minRetriesPerSecond !== undefined &&
+    !(Number.isFinite(options.minRetriesPerSecond) && options.minRetriesPerSecond >= 0)
+  ) {
+    return new RateLimiterConfigError({
+      field: "minRetriesPerSecond",
+      reason: `must be zero or more, got ${options.minRetriesPerSecond}`
+    })
+  }
+  const probe = options.probeInterval === undefined
+    ? undefined
+    : Duration.decodeUnknown(options.probeInterval)
+  if (options.probeInterval !== undefined && (probe?._tag !== "Some" || Duration.toMillis(probe.value) <= 0)) {
+    return new RateLimiterConfigError({ field: "probeInterval", reason: "must be a positive duration" })
+  }
+  return positive("slowStartRate", options.slowStartRate) ?? limits("limits", options.limits) ??
+    Object.entries(options.limitsByModel ?? {}).reduce<RateLimiterConfigError | undefined>(
+      (found, [model, l]) => found ?? limits(`limitsByModel.${model}`, l),
+      undefined
+    )
+}
+
+/** The provider failed to serve (not the request's fault), so admission should slow down. */
+const isHealthFailure = (error: LlmError.LlmError): boolean =>
+  error.retryable &&
+  (error._tag === "ProviderUnavailable" || (error._tag === "Transport" && error.afterResponse !== true) ||
+    (error._tag === "Timeout" && error.scope === "attempt"))
+
+/** Fails with `onDeadline()` if `self` would run past `deadlineAt`. */
+const beforeDeadline = <A>(
+  self: Effect.Effect<A, LlmError.LlmError>,
+  attempt: RateLimiter.Attempt
+): Effect.Effect<A, LlmError.LlmError> =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    const left = attempt.deadlineAt - now
+    if (left <= 0) return Effect.fail(attempt.onDeadline())
+    return Effect.timeoutFail(self, { duration: Duration.millis(left), onTimeout: attempt.onDeadline })
+  })
+
+/** Sleeps until `at` (epoch ms), or fails with `onDeadline()` when that is at or past the deadline. */
+const sleepUntil = (at: number, attempt: RateLimiter.Attempt): Effect.Effect<boolean, LlmError.LlmError> =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    if (at <= now) return Effect.succeed(false)
+    if (at >= attempt.deadlineAt) return Effect.fail(attempt.onDeadline())
+    return Effect.as(Effect.sleep(Duration.millis(at - now)), true)
+  })
+
+/**
+ * The limiter over the `RateLimiterStore` in context (memory, or shared): buckets in the store, the rest
+ * in this process. Fails with `RateLimiterConfigError` naming a field that cannot work.
+ */
+export const make = (
+  options: Options = {}
+): Effect.Effect<
+  RateLimiter.Service,
+  RateLimiterConfigError,
+  ExperimentalLimiter.RateLimiterStore | Scope.Scope
+> =>
+  Effect.gen(function*() {
+    const invalid = validate(options)
+    if (invalid !== undefined) return yield* invalid
+    const share = options.retryBudget ?? 0.2
+    const minRetries = (options.minRetriesPerSecond ?? 10) * (BUDGET_SLOTS * SLOT_MS / 1000)
+    const probeMs = Duration.toMillis(options.probeInterval ?? Duration.millis(200))
+    const slowStartRate = options.slowStartRate ?? 20
+    const prefix = options.prefix ?? "keel:ratelimit:"
+    const scope = yield* Effect.scope
+
+    // The store, falling back to one in process memory while it fails (logged once each way).
+    const shared = yield* ExperimentalLimiter.RateLimiterStore
+    const local = yield* Effect.provide(ExperimentalLimiter.RateLimiterStore, ExperimentalLimiter.layerStoreMemory)
+    let storeFailing = false
+    const store = ExperimentalLimiter.RateLimiterStore.of({
+      fixedWindow: (o) => shared.fixedWindow(o),
+      tokenBucket: (o) =>
+        shared.tokenBucket(o).pipe(
+          Effect.tap(() => {
+            if (!storeFailing) return Effect.void
+            storeFailing = false
+            return Effect.logInfo("RateLimiter: the shared store answers again; limits are shared again")
+          }),
+          Effect.catchAll((error) => {
+            const fallback = Effect.orDie(local.tokenBucket(o))
+            if (storeFailing) return fallback
+            storeFailing = true
+            return Effect.zipRight(
+              Effect.logWarning(
+                `RateLimiter: the shared store failed (${error.message}); limiting in this process only until it answers again`
+              ),
+              fallback
+            )
+          })
+        )
+    })
+    const buckets = yield* Effect.provideService(ExperimentalLimiter.make, ExperimentalLimiter.RateLimiterStore, store)
+
+    /** Takes `tokens` from a bucket holding `limit` per minute; the delay before they are there. */
+    const take = (key: string, limit: number, tokens: number) =>
+      buckets.consume({ algorithm: "token-bucket", onExceeded: "delay", window: "1 minute", limit, key, tokens }).pipe(
+        Effect.map((result) => Duration.toMillis(result.delay)),
+        Effect.orElseSucceed(() => 0)
+      )
+    /** Brings a bucket down to `remaining` (read with a zero take, then take the difference). */
+    const lower = (key: string, limit: number, remaining: number) =>
+      buckets.consume({ algorithm: "token-bucket", onExceeded: "delay", window: "1 minute", limit, key, tokens: 0 })
+        .pipe(
+          Effect.flatMap((result) =>
+            result.remaining > remaining ? take(key, limit, result.remaining - Math.max(0, remaining)) : Effect.void
+          ),
+          Effect.ignore
+        )
+
+    const models = new Map<string, Model>()
+
+    class Model {
+      readonly configured: ModelLimits
+      readonly requestsKey: string
+      readonly tokensKey: string
+      learnedRequests: number | undefined = undefined
+      learnedTokens: number | undefined = undefined
+      /** An answer came without a snapshot: the provider sends none, so nothing more is to be learned first. */
+      headerless = false
+      learning = false
+      readonly learners: Array<Deferred.Deferred<void>> = []
+      pausedUntil = 0
+      readonly semaphore: Effect.Semaphore | undefined
+      phase: "open" | "down" | "recovering" = "open"
+      readonly queue: Array<Deferred.Deferred<void>> = []
+      pacing = false
+      rate = 0
+      congested = false
+      /** Health failures since the last answer. */
+      streak = 0
+      readonly firstAttempts = new Array<number>(BUDGET_SLOTS).fill(0)
+      readonly retries = new Array<number>(BUDGET_SLOTS).fill(0)
+      slot = 0
+
+      constructor(readonly name: string) {
+        this.configured = options.limitsByModel?.[name] ?? options.limits ?? {}
+        this.requestsKey = `${prefix}${name}:requests`
+        this.tokensKey = `${prefix}${name}:tokens`
+        this.semaphore = this.configured.maxConcurrent === undefined
+          ? undefined
+          : Effect.unsafeMakeSemaphore(this.configured.maxConcurrent)
+      }
+
+      get requestsPerMinute(): number | undefined {
+        return min(this.configured.requestsPerMinute, paced(this.learnedRequests))
+      }
+      get tokensPerMinute(): number | undefined {
+        return min(this.configured.tokensPerMinute, paced(this.learnedTokens))
+      }
+      get known(): boolean {
+        return this.headerless || this.requestsPerMinute !== undefined || this.tokensPerMinute !== undefined
+      }
+
+      /** Moves the budget's window to `now`, emptying slots that fell out of it. */
+      advance(now: number) {
+        const slot = Math.floor(now / SLOT_MS)
+        for (let s = Math.max(this.slot + 1, slot - BUDGET_SLOTS + 1); s <= slot; s++) {
+          this.firstAttempts[s % BUDGET_SLOTS] = 0
+          this.retries[s % BUDGET_SLOTS] = 0
+        }
+        this.slot = Math.max(this.slot, slot)
+      }
+      /** Counts an attempt; false when it is a retry past the budget. */
+      count(now: number, retry: boolean): boolean {
+        this.advance(now)
+        const index = this.slot % BUDGET_SLOTS
+        if (!retry) {
+          this.firstAttempts[index]!++
+          return true
+        }
+        const firsts = this.firstAttempts.reduce((a, b) => a + b, 0)
+        const retries = this.retries.reduce((a, b) => a + b, 0)
+        if (retries + 1 > share * firsts + minRetries) return false
+        this.retries[index]!++
+        return true
+      }
+      resetBudget() {
+        this.firstAttempts.fill(0)
+        this.retries.fill(0)
+      }
+    }
+
+    const model = (name: string) => {
+      let found = models.get(name)
+      if (found === undefined) {
+        found = new Model(name)
+        models.set(name, found)
+      }
+      return found
+    }
+
+    /** The releasing loop of a model's admission queue: probes while down, a growing rate while recovering. */
+    const pace = (m: Model): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        let allowance = 0
+        while (m.queue.length > 0 && m.phase !== "open") {
+          if (m.phase === "down") {
+            yield* Deferred.succeed(m.queue.shift()!, void 0)
+            yield* Effect.sleep(Duration.millis(probeMs))
+            continue
+          }
+          allowance = Math.min(allowance + (m.rate * TICK_MS) / 1000, Math.max(1, m.rate * 0.1))
+          while (allowance >= 1 && m.queue.length > 0) {
+            allowance--
+            yield* Deferred.succeed(m.queue.shift()!, void 0)
+          }
+          yield* Effect.sleep(Duration.millis(TICK_MS))
+          const ceiling = m.requestsPerMinute === undefined ? Infinity : m.requestsPerMinute / 60
+          m.rate = Math.min(
+            ceiling,
+            m.congested ? m.rate + slowStartRate * (TICK_MS / 100) : m.rate * 2 ** (TICK_MS / 100)
+          )
+        }
+        if (m.phase === "recovering") {
+          m.phase = "open"
+          m.resetBudget()
+          yield* Effect.logInfo(`RateLimiter: ${m.name} is open again`)
+        }
+        for (const waiter of m.queue.splice(0)) yield* Deferred.succeed(waiter, void 0)
+        m.pacing = false
+      })
+
+    /** Waits for a place in the admission queue while the model is down or recovering. */
+    const enqueue = (m: Model, attempt: RateLimiter.Attempt): Effect.Effect<void, LlmError.LlmError> =>
+      Effect.suspend(() => {
+        if (m.phase === "open") return Effect.void
+        const waiter = Deferred.unsafeMake<void>(undefined as never)
+        m.queue.push(waiter)
+        const start = m.pacing ? Effect.void : Effect.asVoid(Effect.forkIn(pace(m), scope))
+        m.pacing = true
+        return Effect.zipRight(
+          start,
+          beforeDeadline(Deferred.await(waiter), attempt).pipe(
+            Effect.onExit((exit) =>
+              Exit.isSuccess(exit) ? Effect.void : Effect.sync(() => {
+                const index = m.queue.indexOf(waiter)
+                if (index >= 0) m.queue.splice(index, 1)
+              })
+            )
+          )
+        )
+      })
+
+    /** While a model's limits are unknown, one attempt at a time learns them. */
+    const learn = (m: Model, attempt: RateLimiter.Attempt): Effect.Effect<boolean, LlmError.LlmError> =>
+      Effect.suspend(() => {
+        if (m.known) return Effect.succeed(false)
+        if (!m.learning) {
+          m.learning = true
+          return Effect.succeed(true)
+        }
+        const waiter = Deferred.unsafeMake<void>(undefined as never)
+        m.learners.push(waiter)
+        return Effect.zipRight(beforeDeadline(Deferred.await(waiter), attempt), learn(m, attempt))
+      })
+
+    const learned = (m: Model) =>
+      Effect.suspend(() => {
+        m.learning = false
+        const release = m.known ? m.learners.splice(0) : m.learners.splice(0, 1)
+        return Effect.forEach(release, (waiter) => Deferred.succeed(waiter, void 0), { discard: true })
+      })
+
+    /** Learns from an answer's snapshot: the limits, and what remains. */
+    const observe = (m: Model, snapshot: RateLimitSnapshot | undefined) => {
+      if (snapshot === undefined) {
+        m.headerless = true
+        return Effect.void
+      }
+      if (snapshot.limitRequests !== undefined && snapshot.limitRequests > 0) m.learnedRequests = snapshot.limitRequests
+      if (snapshot.limitTokens !== undefined && snapshot.limitTokens > 0) m.learnedTokens = snapshot.limitTokens
+      const rpm = m.requestsPerMinute
+      const tpm = m.tokensPerMinute
+      return Effect.zipRight(
+        rpm === undefined || snapshot.remainingRequests === undefined
+          ? Effect.void
+          : lower(m.requestsKey, Math.floor(rpm), snapshot.remainingRequests),
+        tpm === undefined || snapshot.remainingTokens === undefined
+          ? Effect.void
+          : lower(m.tokensKey, Math.floor(tpm), snapshot.remainingTokens)
+      )
+    }
+
+    const onSuccess = (m: Model, response: LlmResponse, estimate: number | undefined) =>
+      Effect.gen(function*() {
+        m.streak = 0
+        yield* observe(m, response.rateLimit)
+        const tpm = m.tokensPerMinute
+        if (estimate !== undefined && tpm !== undefined) {
+          const billed = response.usage.inputTokens + response.usage.outputTokens
+          if (billed !== estimate) yield* take(m.tokensKey, Math.floor(tpm), billed - estimate)
+        }
+        if (m.phase === "down") {
+          m.phase = "recovering"
+          m.rate = slowStartRate
+          m.congested = false
+          const ceiling = m.requestsPerMinute
+          yield* Effect.logInfo(
+            `RateLimiter: ${m.name} answers again; admitting from ${slowStartRate}/s, doubling every 100ms${
+              ceiling === undefined ? "" : ` up to ${Math.round(ceiling / 60)}/s`
+            }`
+          )
+        }
+      })
+
+    const onFailure = (m: Model, error: LlmError.LlmError) =>
+      Effect.gen(function*() {
+        if (error._tag === "RateLimited") {
+          const now = yield* Clock.currentTimeMillis
+          const hint = error.retryAfter === undefined ? 1_000 : Duration.toMillis(error.retryAfter)
+          m.pausedUntil = Math.max(m.pausedUntil, now + hint)
+          const rpm = m.requestsPerMinute
+          if (rpm !== undefined) yield* lower(m.requestsKey, Math.floor(rpm), 0)
+        } else if (isHealthFailure(error)) {
+          m.streak++
+          if (m.phase !== "recovering") return
+          if (m.streak >= DOWN_AGAIN_AFTER) {
+            m.phase = "down"
+            yield* Effect.logWarning(`RateLimiter: ${m.name} failed again while recovering; holding its attempts`)
+          } else {
+            m.rate = Math.max(slowStartRate, m.rate / 2)
+            m.congested = true
+          }
+        }
+      })
+
+    /** Waits out a 429's pause, the concurrency cap and the buckets, then runs the attempt and learns from it. */
+    const run = (
+      m: Model,
+      attempt: RateLimiter.Attempt,
+      self: Effect.Effect<LlmResponse, LlmError.LlmError>
+    ): Effect.Effect<LlmResponse, LlmError.LlmError> =>
+      Effect.gen(function*() {
+        let waited = yield* sleepUntil(m.pausedUntil, attempt)
+        const rpm = m.requestsPerMinute
+        if (rpm !== undefined) {
+          const delay = yield* take(m.requestsKey, Math.floor(rpm), 1)
+          if (delay > 0) waited = (yield* sleepUntil((yield* Clock.currentTimeMillis) + delay, attempt)) || waited
+        }
+        const tpm = m.tokensPerMinute
+        let estimate: number | undefined
+        if (tpm !== undefined) {
+          estimate = yield* attempt.tokens
+          if (estimate <= tpm) {
+            const delay = yield* take(m.tokensKey, Math.floor(tpm), estimate)
+            if (delay > 0) waited = (yield* sleepUntil((yield* Clock.currentTimeMillis) + delay, attempt)) || waited
+          }
+        }
+        // A wait may have eaten into the deadline the attempt's own timeout was computed from.
+        const bounded = waited ? beforeDeadline(self, attempt) : self
+        const limited = m.semaphore === undefined ? bounded : m.semaphore.withPermits(1)(bounded)
+        return yield* Effect.tapBoth(limited, {
+          onSuccess: (response) => onSuccess(m, response, estimate),
+          onFailure: (error) => onFailure(m, error)
+        })
+      })
+
+    const admit = (
+      attempt: RateLimiter.Attempt,
+      self: Effect.Effect<LlmResponse, LlmError.LlmError>
+    ): Effect.Effect<LlmResponse, LlmError.LlmError> =>
+      Effect.gen(function*() {
+        const m = model(attempt.model)
+        const now = yield* Clock.currentTimeMillis
+        if (!m.count(now, attempt.retry) && m.phase === "open") {
+          m.phase = "down"
+          yield* Effect.logWarning(
+            `RateLimiter: ${m.name}: retries passed ${
+              Math.round(share * 100)
+            }% of recent requests; holding its attempts, one probe every ${probeMs}ms`
+          )
+        }
+        while (true) {
+          yield* enqueue(m, attempt)
+          const probe = yield* learn(m, attempt)
+          const exit = yield* Effect.exit(
+            probe ? Effect.ensuring(run(m, attempt, self), learned(m)) : run(m, attempt, self)
+          )
+          if (Exit.isSuccess(exit)) return exit.value
+          // While the model is held, a failure that was not billed waits for admission again instead of retrying.
+          const failure = failureOf(exit.cause)
+          if (
+            failure === undefined || m.phase === "open" || !isHealthFailure(failure) ||
+            LlmError.mayHaveBeenBilled(failure)
+          ) {
+            return yield* exit
+          }
+        }
+      })
+
+    return RateLimiter.of({
+      admit,
+      state: (name) =>
+        Effect.sync(() => {
+          const m = model(name)
+          return {
+            phase: m.phase === "open" && !m.known ? "learning" : m.phase,
+            requestsPerMinute: m.requestsPerMinute,
+            tokensPerMinute: m.tokensPerMinute,
+            pausedUntil: m.pausedUntil,
+            waiting: m.queue.length,
+            rate: m.phase === "recovering" ? m.rate : undefined
+          }
+        }),
+      description: `rate limiter (retry budget ${Math.round(share * 100)}%, slow start from ${slowStartRate}/s)`
+    })
+  })
+
+const min = (a: number | undefined, b: number | undefined) => a === undefined ? b : b === undefined ? a : Math.min(a, b)
+
+const paced = (limit: number | undefined) => limit === undefined ? undefined : limit * HEADROOM
+
+/** The error an attempt failed with; undefined when it was interrupted or died. */
+const failureOf = (cause: Cause.Cause<LlmError.LlmError>): LlmError.LlmError | undefined =>
+  Cause.isInterrupted(cause) ? undefined : Option.getOrUndefined(Cause.failureOption(cause))
+
+/** A limiter over the `RateLimiterStore` in context (e.g. `RateLimiter/Redis`'s). */
+export const layer = (
+  options: Options = {}
+): Layer.Layer<RateLimiter, RateLimiterConfigError, ExperimentalLimiter.RateLimiterStore> =>
+  Layer.scoped(RateLimiter, make(options))
+
+/** A limiter for one process: its buckets in memory. */
+export const layerMemory = (options: Options = {}): Layer.Layer<RateLimiter, RateLimiterConfigError> =>
+  layer(options).pipe(Layer.provide(ExperimentalLimiter.layerStoreMemory))
