@@ -56,6 +56,24 @@ describe("Sqlite", () => {
       assert.strictEqual(again.length, 3)
     }).pipe(Effect.provide(Sqlite.layer({ filename: freshFile() }))))
 
+  it.effect("commits reach the disk at checkpoints under WAL by default, at every commit when asked", () =>
+    Effect.gen(function*() {
+      const synchronous = (options: Partial<Sqlite.Options>) =>
+        Effect.scoped(Effect.flatMap(
+          open({ filename: freshFile(), ...options }),
+          (sql) => sql<{ synchronous: number }>`PRAGMA synchronous`
+        ))
+      const NORMAL = 1, FULL = 2
+      assert.deepStrictEqual(yield* synchronous({}), [{ synchronous: NORMAL }])
+      assert.deepStrictEqual(yield* synchronous({ synchronous: "full" }), [{ synchronous: FULL }])
+      assert.deepStrictEqual(yield* synchronous({ disableWAL: true }), [{ synchronous: FULL }])
+      const [mode] = yield* Effect.scoped(Effect.flatMap(
+        open({ filename: freshFile() }),
+        (sql) => sql<{ journal_mode: string }>`PRAGMA journal_mode`
+      ))
+      assert.strictEqual(mode!.journal_mode, "wal")
+    }))
+
   it.effect("reads 64-bit integers exactly under SafeIntegers", () =>
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
