@@ -85,7 +85,7 @@ const invalid = (response: LlmResponse, reason: string, path: string, raw: strin
   })
 
 /** The decoded value of an answer, or `OutputInvalid` with the path of the first problem and the raw text. */
-const read = <A>(prepared: Prepared<A>, response: LlmResponse): Either.Either<A, OutputInvalid> => {
+export const read = <A>(prepared: Prepared<A>, response: LlmResponse): Either.Either<A, OutputInvalid> => {
   let raw: string
   if (prepared.mode === "tool") {
     const calls = response.toolCalls
