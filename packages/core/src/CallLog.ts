@@ -177,7 +177,7 @@ export const memory = (options: { readonly content?: boolean } = {}): Memory => 
 
 /**
  * A sink that logs each record with the Effect logger: the message names model and outcome, and
- * every field is a log annotation (`route.reason` flattened), so structured loggers (`Logger.json`,
+ * every field is a log annotation (`route.reason`, `route.models` and `route.hops` flattened), so structured loggers (`Logger.json`,
  * OTLP logs) carry them as attributes. Successful calls log at `level` (default Info), failed ones
  * at `errorLevel` (default Warning).
  */
@@ -191,6 +191,8 @@ export const logger = (
     write: (record) => {
       const { output: _output, prompt: _prompt, route, ...fields } = record
       const annotations: Record<string, unknown> = { ...fields, "route.reason": route.reason }
+      if (route.models !== undefined) annotations["route.models"] = route.models
+      if (route.hops !== undefined) annotations["route.hops"] = route.hops
       if (record.prompt !== undefined) annotations.prompt = record.prompt
       if (record.output !== undefined) annotations.output = record.output
       const error = record.outcome === "error"

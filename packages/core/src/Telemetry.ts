@@ -73,6 +73,8 @@ export const Attributes = {
   errorType: "error.type",
   costUsd: "keel.cost_usd",
   routeReason: "keel.route.reason",
+  routeModels: "keel.route.models",
+  routeHops: "keel.route.hops",
   budgetScope: "keel.budget.scope",
   attempts: "keel.attempts",
   attempt: "keel.attempt",

@@ -51,8 +51,6 @@ const failureOf = (exit: Exit.Exit<unknown, unknown>): Failure | undefined => {
 }
 
 /** Span attributes of a routed call: the models it was sent to, and each model passed over with why. */
-const routeModels = "keel.route.models"
-const routeHops = "keel.route.hops"
 
 const routeOf = (state: CallState): CallRecord.CallRecord["route"] => {
   const route = state.route
@@ -108,9 +106,9 @@ export const make = (options: Options): Stage | undefined => {
       span.attribute(A.attempts, state.attempts)
       if (failure !== undefined) span.attribute(A.errorType, failure.tag)
       if (state.route !== undefined) {
-        span.attribute(routeModels, state.route.tried)
+        span.attribute(A.routeModels, state.route.tried)
         if (state.route.hops.length > 0) {
-          span.attribute(routeHops, state.route.hops.map((hop) => `${hop.model}: ${hop.reason}`))
+          span.attribute(A.routeHops, state.route.hops.map((hop) => `${hop.model}: ${hop.reason}`))
         }
       }
     }
