@@ -5,7 +5,8 @@
  * path, about a third of the CPU per call of the other; see BENCHMARKS.md). Every other endpoint goes
  * through `http`, an `HttpClient` with the base URL, bearer auth, `User-Agent` and the error mapping already
  * applied (for `layerUndici`, on the same undici dispatcher), and `requestJson`, which decodes an answer
- * with a Schema: `listModels` is one line of it. Every request carries `User-Agent: keel/<version>`, the
+ * with a Schema: `listModels` is one line of it, and so are Files (multipart upload, content, delete) and
+ * Batches (create, retrieve, cancel, list), which `OpenAiBatch` builds on. Every request carries `User-Agent: keel/<version>`, the
  * `onRequest` hook's headers and, when a span is active, a W3C `traceparent`. Every failure leaves here as
  * an `LlmError`, mapped once in `internal/errors.ts` and scrubbed of the API key. Any OpenAI-compatible
  * server (vLLM, Ollama, a LiteLLM proxy, OpenRouter, keel's simulator) works by base URL.
@@ -14,7 +15,7 @@ import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as HttpClient from "@effect/platform/HttpClient"
 import * as HttpClientError from "@effect/platform/HttpClientError"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
-import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
+import * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import type * as LlmError from "@keel/core/LlmError"
 import type * as RetryPolicy from "@keel/core/RetryPolicy"
 import * as Clock from "effect/Clock"
@@ -27,6 +28,8 @@ import * as ParseResult from "effect/ParseResult"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as Crypto from "node:crypto"
 import { createRequire } from "node:module"
 import { decode } from "./internal/decode.js"
 import * as Errors from "./internal/errors.js"
@@ -135,6 +138,102 @@ export type Model = typeof Model.Type
 /** The body of `GET /models`. */
 export const ModelList = Schema.Struct({ data: Schema.Array(Model) }).annotations({ identifier: "ModelList" })
 
+/** Why a file is uploaded; keel uploads batch input files (`batch`). */
+export type FilePurpose = "assistants" | "batch" | "fine-tune" | "vision" | "user_data" | "evals"
+
+/** An uploaded file (`OpenAIFile`), the fields keel reads. */
+export const FileObject = Schema.Struct({
+  id: Schema.String,
+  bytes: Schema.optionalWith(Schema.Number, { nullable: true }),
+  created_at: Schema.optionalWith(Schema.Number, { nullable: true }),
+  filename: Schema.optionalWith(Schema.String, { nullable: true }),
+  purpose: Schema.optionalWith(Schema.String, { nullable: true })
+}).annotations({ identifier: "FileObject" })
+export type FileObject = typeof FileObject.Type
+
+/** The body of `DELETE /files/{file_id}`. */
+export const FileDeleted = Schema.Struct({ id: Schema.String, deleted: Schema.Boolean }).annotations({
+  identifier: "FileDeleted"
+})
+export type FileDeleted = typeof FileDeleted.Type
+
+/** Where a batch is in its life. */
+export const BatchStatus = Schema.Literal(
+  "validating",
+  "failed",
+  "in_progress",
+  "finalizing",
+  "completed",
+  "expired",
+  "cancelling",
+  "cancelled"
+)
+
+/** Why a batch failed (validation errors, `token_limit_exceeded`); `line` is 1-based in the input file. */
+export const BatchError = Schema.Struct({
+  code: Schema.optionalWith(Schema.String, { nullable: true }),
+  message: Schema.optionalWith(Schema.String, { nullable: true }),
+  param: Schema.optionalWith(Schema.String, { nullable: true }),
+  line: Schema.optionalWith(Schema.Number, { nullable: true })
+}).annotations({ identifier: "BatchError" })
+
+/** A batch (`Batch`), the fields keel reads; timestamps are Unix seconds. */
+export const Batch = Schema.Struct({
+  id: Schema.String,
+  endpoint: Schema.String,
+  input_file_id: Schema.String,
+  completion_window: Schema.String,
+  status: BatchStatus,
+  created_at: Schema.Number,
+  model: Schema.optionalWith(Schema.String, { nullable: true }),
+  errors: Schema.optionalWith(
+    Schema.Struct({ data: Schema.optionalWith(Schema.Array(BatchError), { nullable: true }) }),
+    { nullable: true }
+  ),
+  output_file_id: Schema.optionalWith(Schema.String, { nullable: true }),
+  error_file_id: Schema.optionalWith(Schema.String, { nullable: true }),
+  in_progress_at: Schema.optionalWith(Schema.Number, { nullable: true }),
+  expires_at: Schema.optionalWith(Schema.Number, { nullable: true }),
+  finalizing_at: Schema.optionalWith(Schema.Number, { nullable: true }),
+  completed_at: Schema.optionalWith(Schema.Number, { nullable: true }),
+  failed_at: Schema.optionalWith(Schema.Number, { nullable: true }),
+  expired_at: Schema.optionalWith(Schema.Number, { nullable: true }),
+  cancelling_at: Schema.optionalWith(Schema.Number, { nullable: true }),
+  cancelled_at: Schema.optionalWith(Schema.Number, { nullable: true }),
+  request_counts: Schema.optionalWith(
+    Schema.Struct({ total: Schema.Number, completed: Schema.Number, failed: Schema.Number }),
+    { nullable: true }
+  ),
+  metadata: Schema.optionalWith(Schema.Record({ key: Schema.String, value: Schema.String }), { nullable: true })
+}).annotations({ identifier: "Batch" })
+export type Batch = typeof Batch.Type
+
+/** The body of `GET /batches`: newest first; pass `last_id` as `after` for the next page while `has_more`. */
+export const BatchList = Schema.Struct({
+  data: Schema.Array(Batch),
+  last_id: Schema.optionalWith(Schema.String, { nullable: true }),
+  has_more: Schema.Boolean
+}).annotations({ identifier: "BatchList" })
+export type BatchList = typeof BatchList.Type
+
+/** The body of `POST /batches`. */
+export interface CreateBatchRequest {
+  readonly input_file_id: string
+  /** e.g. `/v1/chat/completions`: every line's `url` */
+  readonly endpoint: string
+  /** `24h`, the only window OpenAI offers */
+  readonly completion_window: string
+  /** up to 16 pairs, keys ≤ 64 and values ≤ 512 characters */
+  readonly metadata?: Readonly<Record<string, string>>
+}
+
+/** A file to upload: its bytes (or text), its name and its purpose. */
+export interface FileUpload {
+  readonly content: string | Uint8Array
+  readonly filename: string
+  readonly purpose: FilePurpose
+}
+
 /** An answer with its response headers (lower-case names): `x-request-id`, `x-ratelimit-*`. */
 export interface ChatCompletionResult {
   readonly body: ChatCompletion
@@ -171,6 +270,22 @@ export declare namespace OpenAiClient {
     ) => Effect.Effect<A, LlmError.LlmError>
     /** `GET /models`: the models the key can use (also a cheap "is it up, is the key right?"). */
     readonly listModels: Effect.Effect<ReadonlyArray<Model>, LlmError.LlmError>
+    /** `POST /files` (multipart/form-data): uploads a file, e.g. a batch's JSONL input with purpose `batch`. */
+    readonly uploadFile: (file: FileUpload) => Effect.Effect<FileObject, LlmError.LlmError>
+    /** `GET /files/{file_id}/content`: a file's bytes as they arrive; a cut is a `Transport` error after the answer. */
+    readonly fileContent: (fileId: string) => Stream.Stream<Uint8Array, LlmError.LlmError>
+    /** `DELETE /files/{file_id}`. */
+    readonly deleteFile: (fileId: string) => Effect.Effect<FileDeleted, LlmError.LlmError>
+    /** `POST /batches`. */
+    readonly createBatch: (body: CreateBatchRequest) => Effect.Effect<Batch, LlmError.LlmError>
+    /** `GET /batches/{batch_id}`. */
+    readonly retrieveBatch: (batchId: string) => Effect.Effect<Batch, LlmError.LlmError>
+    /** `POST /batches/{batch_id}/cancel`: the batch goes `cancelling`, then `cancelled` with the lines it finished. */
+    readonly cancelBatch: (batchId: string) => Effect.Effect<Batch, LlmError.LlmError>
+    /** `GET /batches?after=&limit=`: one page, newest first (`limit` 1..100, default 20). */
+    readonly listBatches: (
+      page?: { readonly after?: string | undefined; readonly limit?: number | undefined }
+    ) => Effect.Effect<BatchList, LlmError.LlmError>
   }
 }
 
@@ -411,8 +526,83 @@ const fromTransport = (
   }
   const requestJson = jsonRequester(http, apiKey)
   const listModels = Effect.map(requestJson(listModelsRequest, ModelList), (list) => list.data)
-  return OpenAiClient.of({ baseUrl, createChatCompletion, http, requestJson, listModels })
+  return OpenAiClient.of({
+    baseUrl,
+    createChatCompletion,
+    http,
+    requestJson,
+    listModels,
+    ...filesAndBatches(http, requestJson, apiKey)
+  })
 }
+
+/** A path segment for an id (`file-…`, `batch_…`), escaped so an odd id cannot reach another endpoint. */
+const segment = (id: string): string => encodeURIComponent(id)
+
+/**
+ * A file upload as `multipart/form-data` bytes. Written here rather than as a `FormData` body because undici's
+ * `request` takes only its own `FormData` class, not the global one, so one body serves both transports.
+ */
+const multipart = (file: FileUpload): { readonly body: Uint8Array; readonly contentType: string } => {
+  const boundary = `keel-${Crypto.randomBytes(16).toString("hex")}`
+  const name = file.filename.replace(/["\r\n]/g, "_")
+  const head = `--${boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n${file.purpose}\r\n` +
+    `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${name}"\r\n` +
+    "Content-Type: application/octet-stream\r\n\r\n"
+  const body = Buffer.concat([
+    Buffer.from(head),
+    typeof file.content === "string" ? Buffer.from(file.content) : file.content,
+    Buffer.from(`\r\n--${boundary}--\r\n`)
+  ])
+  return { body, contentType: `multipart/form-data; boundary=${boundary}` }
+}
+
+/** Files and Batches, all through `http` and `requestJson`. */
+const filesAndBatches = (
+  http: HttpClient.HttpClient.With<LlmError.LlmError>,
+  requestJson: OpenAiClient.Service["requestJson"],
+  apiKey: Redacted.Redacted
+): Pick<
+  OpenAiClient.Service,
+  "uploadFile" | "fileContent" | "deleteFile" | "createBatch" | "retrieveBatch" | "cancelBatch" | "listBatches"
+> => ({
+  uploadFile: (file) =>
+    Effect.suspend(() => {
+      const { body, contentType } = multipart(file)
+      return requestJson(
+        HttpClientRequest.bodyUint8Array(HttpClientRequest.post("/files"), body, contentType),
+        FileObject
+      )
+    }),
+  fileContent: (fileId) => {
+    const request = HttpClientRequest.get(`/files/${segment(fileId)}/content`, {
+      headers: { accept: "application/octet-stream" }
+    })
+    return Stream.catchTag(
+      HttpClientResponse.stream(http.execute(request)),
+      "ResponseError",
+      (error) =>
+        Stream.fail(Errors.transport({ apiKey }, error.cause ?? error, error.response.headers["x-request-id"], true))
+    )
+  },
+  deleteFile: (fileId) => requestJson(HttpClientRequest.del(`/files/${segment(fileId)}`), FileDeleted),
+  createBatch: (body) =>
+    Effect.flatMap(
+      Effect.mapError(
+        HttpClientRequest.bodyJson(HttpClientRequest.post("/batches"), body),
+        (error) => Errors.invalidBody({ apiKey }, error.reason._tag === "JsonError" ? error.reason.error : error)
+      ),
+      (request) => requestJson(request, Batch)
+    ),
+  retrieveBatch: (batchId) => requestJson(HttpClientRequest.get(`/batches/${segment(batchId)}`), Batch),
+  cancelBatch: (batchId) => requestJson(HttpClientRequest.post(`/batches/${segment(batchId)}/cancel`), Batch),
+  listBatches: (page = {}) => {
+    const urlParams: Record<string, string> = {}
+    if (page.after !== undefined) urlParams.after = page.after
+    if (page.limit !== undefined) urlParams.limit = String(page.limit)
+    return requestJson(HttpClientRequest.get("/batches", { urlParams }), BatchList)
+  }
+})
 
 /** Builds the client over the `HttpClient` in context; fails with a `ConfigError` naming a bad setting. */
 export const make = (
