@@ -172,14 +172,16 @@ export const make = ({ budget, policy, pricing, tokenizer }: Options): Stage => 
                 const cost = billed.cost + BigInt(billed.unanswered) * worst
                 const estimated = billed.unanswered > 0
                 record(state, cost, estimated, price)
-                if (cost > reservation.amount) state.overrun += cost - reservation.amount
                 const done = billed.billed
-                  ? budget.settle(reservation, cost, { estimated })
+                  ? Effect.map(budget.settle(reservation, cost, { estimated }), (settled) => {
+                    state.overrun += settled.overrun
+                  })
                   : budget.release(reservation)
-                // The reservation stays open if the store fails now; its lease expiry charges it in full.
+                // A close the store refuses now is retried by the Budget until it lands; a reservation
+                // reclaimed meanwhile was charged in full, never less.
                 return Effect.catchAll(done, (error) =>
                   Effect.logWarning(
-                    "Budget: settling failed; the reservation will be reclaimed at its full amount when its lease expires",
+                    "Budget: closing the call's reservation failed",
                     error,
                     Exit.isSuccess(exit) ? "call succeeded" : "call failed"
                   ))
