@@ -57,7 +57,7 @@ const setup = (
     Layer.provideMerge(storeLayer)
   )
   const scripted = TestKit.scripted([], {
-    otherwise: (request) =>
+    otherwise: () =>
       Effect.succeed(TestKit.response({
         model,
         text: undefined,
@@ -262,7 +262,7 @@ describe("Batch.generateObjects", () => {
   it.effect("per-line errors: final ones are reported, invalid output is OutputInvalid, retryable ones go again", () => {
     let calls = 0
     const { layer } = setup({
-      respond: (line, index) => {
+      respond: (line) => {
         calls++
         if (line.customId === "item-1") {
           return Either.left(new LlmError.InvalidRequest({ reason: "context_length_exceeded", status: 400 }))
