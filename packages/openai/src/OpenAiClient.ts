@@ -575,9 +575,8 @@ const filesAndBatches = (
       )
     }),
   fileContent: (fileId) => {
-    const request = HttpClientRequest.get(`/files/${segment(fileId)}/content`, {
-      headers: { accept: "application/octet-stream" }
-    })
+    // JSONL, not JSON (the spec says `application/json`; the official SDK asks for `application/binary`): take any
+    const request = HttpClientRequest.get(`/files/${segment(fileId)}/content`, { headers: { accept: "*/*" } })
     return Stream.catchTag(
       HttpClientResponse.stream(http.execute(request)),
       "ResponseError",

@@ -1,7 +1,8 @@
 /**
  * Contract: every request shape the OpenAI client can build is sent to Stoplight Prism serving
  * OpenAI's own OpenAPI spec (`test/fixtures/openai-openapi/openapi.patched.json`, a copy kept in the repository), which answers 422
- * `application/problem+json` listing each violation. Zero violations allowed.
+ * `application/problem+json` listing each violation. Zero violations allowed. Files and Batches too: the
+ * multipart upload of a batch input file, batch create (with metadata), retrieve, cancel and list (with `after`).
  */
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as HttpClient from "@effect/platform/HttpClient"
@@ -11,10 +12,12 @@ import type * as LlmRequest from "@keel/core/LlmRequest"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
+import * as Stream from "effect/Stream"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Path from "node:path"
+import * as OpenAiBatch from "../src/OpenAiBatch.js"
 import * as OpenAiClient from "../src/OpenAiClient.js"
 import * as OpenAiLanguageModel from "../src/OpenAiLanguageModel.js"
 
@@ -266,4 +269,79 @@ describe("contract: requests against OpenAI's OpenAPI spec (Prism)", () => {
         for (const m of models) assert.isString(m.id)
       }
     }))
+})
+
+describe("contract: Files and Batches requests against OpenAI's OpenAPI spec (Prism)", () => {
+  const options = () => ({ apiKey: Redacted.make("sk-contract-test"), baseUrl })
+  const clients = () =>
+    [
+      ["HttpClient (layer)", OpenAiClient.layer(options()).pipe(Layer.provide(recording))],
+      ["undici (layerUndici)", OpenAiClient.layerUndici(options())]
+    ] as const
+
+  /** Runs `f` with a client on each transport; Prism must report nothing. */
+  const onBothTransports = <A>(f: (client: OpenAiClient.OpenAiClient["Type"]) => Effect.Effect<A, unknown>) =>
+    Effect.gen(function*() {
+      for (const [name, layer] of clients()) {
+        violations.clear()
+        const result = yield* Effect.either(Effect.flatMap(OpenAiClient.OpenAiClient, f).pipe(Effect.provide(layer)))
+        assert.strictEqual([...violations.values()].join("\n"), "", `Prism reported violations (${name})`)
+        assert(result._tag === "Right", `${name}: ${result._tag === "Left" ? String(result.left) : ""}`)
+      }
+    })
+
+  it.effect("file upload: multipart/form-data with purpose batch and a JSONL file of the request builder's lines", () =>
+    onBothTransports((client) =>
+      Effect.gen(function*() {
+        const content = shapes.slice(0, 3).map(([name, request]) =>
+          JSON.stringify({
+            custom_id: name,
+            method: "POST",
+            url: OpenAiBatch.endpoint,
+            body: OpenAiLanguageModel.toWire(request)
+          })
+        ).join("\n") + "\n"
+        const file = yield* client.uploadFile({ content, filename: "keel-batch.jsonl", purpose: "batch" })
+        assert.isString(file.id)
+      })
+    ))
+
+  it.effect("the check has teeth for multipart: a purpose outside the spec's enum is rejected", () =>
+    Effect.gen(function*() {
+      violations.clear()
+      const error = yield* Effect.flip(
+        Effect.flatMap(
+          OpenAiClient.OpenAiClient,
+          (client) => client.uploadFile({ content: "{}\n", filename: "x.jsonl", purpose: "nonsense" as "batch" })
+        ).pipe(Effect.provide(OpenAiClient.layer(options()).pipe(Layer.provide(recording))))
+      )
+      assert.strictEqual(error._tag, "InvalidRequest")
+      assert.include([...violations.values()].join("\n"), "purpose")
+    }))
+
+  it.effect("batch create (with metadata), retrieve, cancel and list (with after and limit)", () =>
+    onBothTransports((client) =>
+      Effect.gen(function*() {
+        const created = yield* client.createBatch({
+          input_file_id: "file-abc123",
+          endpoint: OpenAiBatch.endpoint,
+          completion_window: "24h",
+          metadata: { run: "2026-11-29T05:00Z", chunk: "0" }
+        })
+        assert.isString(created.id)
+        yield* client.retrieveBatch("batch_abc123")
+        yield* client.cancelBatch("batch_abc123")
+        const page = yield* client.listBatches({ after: "batch_abc123", limit: 100 })
+        assert.isArray(page.data)
+        yield* client.listBatches()
+      })
+    ))
+
+  it.effect("file content and delete", () =>
+    onBothTransports((client) =>
+      Effect.gen(function*() {
+        yield* Stream.runDrain(client.fileContent("file-abc123"))
+        yield* client.deleteFile("file-abc123")
+      })
+    ))
 })
