@@ -267,7 +267,7 @@ describe("OpenAiBatch results", () => {
       }
       // a 400 whose error hides in response.body.error (openai-openapi issue #302)
       const tooLong = left("d")
-      assert.strictEqual(tooLong._tag, "InvalidRequest")
+      assert(tooLong._tag === "InvalidRequest", tooLong._tag)
       assert.include(tooLong.message, "maximum context length")
       assert.strictEqual(tooLong.requestId, "req_d")
       // a 200 status with an error body is still an error
