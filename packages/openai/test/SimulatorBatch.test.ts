@@ -7,6 +7,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as TestClock from "effect/TestClock"
+import OpenAI, { toFile } from "openai"
 import { FormData, request } from "undici"
 import * as Simulator from "../src/Simulator.js"
 
@@ -346,6 +347,33 @@ describe("Simulator batches", () => {
           completion_window: "1h"
         })
         assert.strictEqual(window.json.error.param, "completion_window")
+      })))
+
+  it.effect("the official openai SDK uploads, creates, follows, lists and downloads a batch", () =>
+    withSim({ batch: timing }, (sim) =>
+      Effect.gen(function*() {
+        const client = new OpenAI({ apiKey: "sk-sdk-test", baseURL: sim.url, maxRetries: 0 })
+        const input = Array.from({ length: 4 }, (_, i) => line(i))
+        const file = yield* Effect.promise(async () =>
+          client.files.create({ file: await toFile(Buffer.from(jsonl(input)), "input.jsonl"), purpose: "batch" })
+        )
+        assert.strictEqual(file.purpose, "batch")
+        const batch = yield* Effect.promise(() =>
+          client.batches.create({
+            input_file_id: file.id,
+            endpoint: "/v1/chat/completions",
+            completion_window: "24h",
+            metadata: { run: "sdk" }
+          })
+        )
+        yield* TestClock.adjust("12 seconds")
+        const done = yield* Effect.promise(() => client.batches.retrieve(batch.id))
+        assert.strictEqual(done.status, "completed")
+        assert.deepStrictEqual(done.request_counts, { total: 4, completed: 4, failed: 0 })
+        const listed = yield* Effect.promise(() => client.batches.list({ limit: 10 }))
+        assert.deepStrictEqual(listed.data.map((b) => b.id), [batch.id])
+        const text = yield* Effect.promise(async () => (await client.files.content(done.output_file_id!)).text())
+        assert.strictEqual(text.trim().split("\n").length, 4)
       })))
 
   it.effect("bad batch options fail at start, naming the option", () =>
