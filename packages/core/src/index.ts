@@ -23,6 +23,8 @@ export * as Money from "./Money.js"
 
 export * as Pricing from "./Pricing.js"
 
+export * as RateLimiter from "./RateLimiter.js"
+
 export * as RetryPolicy from "./RetryPolicy.js"
 
 export * as Router from "./Router.js"
