@@ -10,13 +10,11 @@
 
 /** Module → [source, test files]. */
 const modules = {
-  RetryPolicy: ["packages/core/src/RetryPolicy.ts", [
-    "packages/core/test/RetryPolicy.test.ts",
-    "packages/core/test/LlmLayer.test.ts"
-  ]],
+  RetryPolicy: ["packages/core/src/RetryPolicy.ts", ["packages/core/test/RetryPolicy.test.ts"]],
+  // RetryPolicy.test.ts also exercises the hints and retryability, but its herds of 500–1,000 fibers make
+  // every mutant they cover cost a minute; LlmError.test.ts checks the same predicates directly.
   LlmError: ["packages/core/src/LlmError.ts", [
     "packages/core/test/LlmError.test.ts",
-    "packages/core/test/RetryPolicy.test.ts",
     "packages/core/test/Metering.test.ts"
   ]],
   Money: ["packages/core/src/Money.ts", [
@@ -24,11 +22,8 @@ const modules = {
     "packages/core/test/MoneyEdges.test.ts",
     "packages/core/test/Metering.test.ts"
   ]],
-  metering: ["packages/core/src/internal/metering.ts", [
-    "packages/core/test/Metering.test.ts",
-    "packages/core/test/CallLogLlm.test.ts",
-    "packages/core/test/LlmLayer.test.ts"
-  ]],
+  // CallLogLlm.test.ts also covers it, but its 1,000-call run makes each mutant it covers cost a minute.
+  metering: ["packages/core/src/internal/metering.ts", ["packages/core/test/Metering.test.ts"]],
   Pricing: ["packages/core/src/Pricing.ts", [
     "packages/core/test/Pricing.test.ts",
     "packages/core/test/Metering.test.ts"
@@ -69,13 +64,17 @@ export default {
   testFiles: [...new Set(selected.flatMap((name) => modules[name][1]))],
   // Each mutant runs only the tests that covered it in the dry run.
   coverageAnalysis: "perTest",
+  // Static mutants (module-level code: class tags, constants) were never activated under this vitest
+  // setup (none was killed, even "isRetryable = () => undefined", which LlmError.test.ts asserts), so they
+  // are left out rather than counted as survivors.
+  ignoreStatic: true,
   concurrency: 1,
   timeoutMS: 60_000,
   reporters: ["clear-text", "progress", "html", "json"],
   htmlReporter: { fileName: `coverage/mutation/${selected.join("-")}.html` },
   jsonReporter: { fileName: `coverage/mutation/${selected.join("-")}.json` },
   // The sandbox needs only the workspace sources and configuration (node_modules is linked).
-  ignorePatterns: ["coverage", "bench", "examples", "docs", "packages/cli", "**/dist", ".keel"],
-  tempDirName: ".stryker-tmp",
+  ignorePatterns: ["coverage", "bench", "examples", "docs", "packages/cli", "**/dist", ".keel", ".stryker-tmp*"],
+  tempDirName: process.env.KEEL_MUTATE === undefined ? ".stryker-tmp" : `.stryker-tmp-${selected.join("-")}`,
   cleanTempDir: "always"
 }

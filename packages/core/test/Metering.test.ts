@@ -32,15 +32,12 @@ const statusOf = (statuses: ReadonlyArray<Budget.Status>, scope: string) => {
 
 /** A store that works until `down` is set, then fails every operation as an unreachable database would. */
 const flakyStore = () => {
-  const state = { down: false, calls: 0 }
+  const state = { down: false }
   const memory = Budget.makeMemoryStore()
   const fail = (operation: string) =>
     Effect.fail(new Budget.BudgetStoreError({ operation, reason: "connection refused" }))
   const guard = <A, E>(operation: string, run: () => Effect.Effect<A, E>) =>
-    Effect.suspend(() => {
-      state.calls++
-      return state.down ? fail(operation) : run()
-    })
+    Effect.suspend((): Effect.Effect<A, E | Budget.BudgetStoreError> => state.down ? fail(operation) : run())
   const store = Budget.BudgetStore.of({
     reserve: (request) => guard("reserve", () => memory.reserve(request)),
     extend: (request) => guard("extend", () => memory.extend(request)),
