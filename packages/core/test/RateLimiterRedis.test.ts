@@ -4,6 +4,7 @@
  * process memory, and says so once.
  */
 import { assert, describe, it } from "@effect/vitest"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
@@ -20,7 +21,7 @@ const attempt = (model: string): RateLimiter.RateLimiter.Attempt => ({
   retry: false,
   tokens: Effect.succeed(1),
   deadlineAt: Date.now() + 60_000,
-  onDeadline: () => new LlmError.Timeout({ after: "60 seconds", scope: "call" })
+  onDeadline: () => new LlmError.Timeout({ after: Duration.seconds(60), scope: "call" })
 })
 const answer = Effect.succeed(TestKit.response())
 
