@@ -109,7 +109,8 @@ describe("Batch.generateObjects", () => {
         assert.strictEqual(result.mode, "batch")
       }
       assert.strictEqual(env.fake.batches.length, 3)
-      assert.deepStrictEqual(env.fake.batches.map((b) => env.fake.files.get(b.fileId)!.length), [10, 10, 5])
+      assert.strictEqual(env.fake.deleted.length, 3)
+      assert.deepStrictEqual(env.fake.batches.map((b) => b.lines), [10, 10, 5])
       const balance = yield* spent(env.store)
       assert.strictEqual(balance.reserved, 0n)
       assert.strictEqual(balance.spent, 25n * Pricing.costOf(price, perLine, "batch"))
@@ -142,7 +143,7 @@ describe("Batch.generateObjects", () => {
       assert.strictEqual(map.size, 10)
       for (const result of map.values()) assert.isTrue(Either.isRight(result.result))
       assert.strictEqual(env.fake.batches.length, 2)
-      assert.strictEqual(env.fake.files.get(env.fake.batches[1]!.fileId)!.length, 6)
+      assert.strictEqual(env.fake.batches[1]!.lines, 6)
       const first = env.fake.batches[0]!.id
       assert.strictEqual([...map.values()].filter((r) => r.batchId === first).length, 4)
       const balance = yield* spent(env.store)
@@ -234,7 +235,7 @@ describe("Batch.generateObjects", () => {
         assert.deepStrictEqual(map.get(`item-${i}`)!.result, Either.right({ id: `item-${i}`, score: 7 }))
       }
       assert.strictEqual(env.fake.batches.length, 2)
-      assert.strictEqual(env.fake.files.get(env.fake.batches[1]!.fileId)!.length, 1)
+      assert.strictEqual(env.fake.batches[1]!.lines, 1)
       // What the provider billed is charged, the unknown and duplicate lines included.
       const balance = yield* spent(env.store)
       assert.strictEqual(balance.spent, 8n * Pricing.costOf(price, perLine, "batch"))

@@ -3,13 +3,15 @@
  * simulator (a process of its own) holds one batch per chunk and try, every item ends exactly once,
  * and the SQLite ledger charges each chunk once, exactly what the items' call records add up to.
  */
+import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, it } from "@effect/vitest"
-import Database from "better-sqlite3"
+import * as Effect from "effect/Effect"
 import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Readline from "node:readline"
+import * as Sqlite from "../src/Sqlite.js"
 import type { KillAt, WorkerOptions } from "./utils/batchWorker.js"
 
 const here = Path.dirname(new URL(import.meta.url).pathname)
@@ -132,11 +134,13 @@ describe("Batch after kill -9", () => {
         for (const batch of batches) assert.strictEqual(batch.status, "completed")
 
         // The ledger: each chunk settled once, for what its items' records say they cost.
-        const db = new Database(options.budgetDb, { readonly: true })
-        const rows = db.prepare("SELECT id, status, charged FROM keel_budget_reservations").all() as Array<
-          { id: string; status: string; charged: number | bigint }
-        >
-        db.close()
+        const rows = await Effect.runPromise(
+          Effect.flatMap(SqlClient.SqlClient, (sql) =>
+            sql<{ id: string; status: string; charged: number | bigint }>`
+              SELECT id, status, charged FROM keel_budget_reservations`).pipe(
+              Effect.provide(Sqlite.layer({ filename: options.budgetDb, readonly: true }))
+            )
+        )
         assert.deepStrictEqual(rows.map((row) => row.id).sort(), [0, 1, 2].map((c) => `keel-batch:${runId}:c${c}`))
         for (const row of rows) assert.strictEqual(row.status, "settled")
         const charged = rows.reduce((sum, row) => sum + BigInt(row.charged), 0n)

@@ -43,6 +43,8 @@ export interface Stored {
   readonly metadata: Readonly<Record<string, string>>
   readonly createdAt: number
   readonly tokens: number
+  /** Lines in its input file. */
+  readonly lines: number
   readonly expireAt: number | undefined
   readonly partial: number
   readonly failed?: ReadonlyArray<{ readonly code: string; readonly message: string; readonly line?: number }>
@@ -55,6 +57,8 @@ export interface Fake {
   readonly batches: Array<Stored>
   readonly files: Map<string, ReadonlyArray<BatchProvider.Line>>
   readonly creates: { count: number }
+  /** Input files deleted once their batch was settled. */
+  readonly deleted: ReadonlyArray<string>
 }
 
 export const answer = (line: BatchProvider.Line): LlmResponse => ({
@@ -73,6 +77,7 @@ export const make = (options: FakeOptions = {}): Fake => {
   const fileTokens = new Map<string, number>()
   const batches: Array<Stored> = []
   const creates = { count: 0 }
+  const deleted: Array<string> = []
   let lostCreate = false
 
   const statusOf = (batch: Stored, now: number): BatchProvider.Status => {
@@ -85,7 +90,7 @@ export const make = (options: FakeOptions = {}): Fake => {
 
   const view = (batch: Stored, now: number): BatchProvider.Batch => {
     const status = statusOf(batch, now)
-    const lines = files.get(batch.fileId)!.length
+    const lines = batch.lines
     const done = status === "completed" ? lines : status === "expired" || status === "cancelled" ? batch.partial : 0
     return {
       id: batch.id,
@@ -140,6 +145,7 @@ export const make = (options: FakeOptions = {}): Fake => {
           metadata,
           createdAt: now,
           tokens,
+          lines: files.get(fileId)!.length,
           expireAt: expires ? now + options.expireAfterMs! : undefined,
           partial: options.partial ?? 0,
           cancelled: false,
@@ -167,7 +173,7 @@ export const make = (options: FakeOptions = {}): Fake => {
       }),
     results: (batch) =>
       Effect.sync(() => {
-        const lines = files.get(batch.inputFileId)!
+        const lines = files.get(batch.inputFileId) ?? []
         const count = batch.status === "completed" ? lines.length : batch.requestCounts.completed
         const results: Array<BatchProvider.Result> = lines.slice(0, count).map((line, index) => ({
           customId: line.customId,
@@ -187,7 +193,11 @@ export const make = (options: FakeOptions = {}): Fake => {
         }
         return { results: results.reverse(), unreadable }
       }),
-    deleteFile: () => Effect.void
+    deleteFile: (fileId) =>
+      Effect.sync(() => {
+        deleted.push(fileId)
+        files.delete(fileId)
+      })
   })
-  return { layer: Layer.succeed(BatchProvider.BatchProvider, service), service, batches, files, creates }
+  return { layer: Layer.succeed(BatchProvider.BatchProvider, service), service, batches, files, creates, deleted }
 }
