@@ -129,6 +129,7 @@ export type StageName =
   | "retryPolicy"
   | "router"
   | "circuitBreaker"
+  | "rateLimiter"
 
 /** `Llm.layer` was built without a stage the app requires, or with stages that cannot work together. */
 export class LlmConfigError extends Schema.TaggedError<LlmConfigError>("@keel/core/Llm/LlmConfigError")(
@@ -151,7 +152,11 @@ const stageTags: Record<StageName, { readonly key: string; readonly provide: str
     provide: "a RetryPolicy (Layer.succeed(RetryPolicy.RetryPolicy, …))"
   },
   router: { key: Router.Router.key, provide: "a Router layer (Router.layer)" },
-  circuitBreaker: { key: CircuitBreaker.CircuitBreaker.key, provide: "a CircuitBreaker layer (CircuitBreaker.layer)" }
+  circuitBreaker: { key: CircuitBreaker.CircuitBreaker.key, provide: "a CircuitBreaker layer (CircuitBreaker.layer)" },
+  rateLimiter: {
+    key: RateLimiter.RateLimiter.key,
+    provide: "a RateLimiter layer (RateLimiter.layerMemory, or RateLimiter.layer with RateLimiter/Redis.layerStore)"
+  }
 }
 
 /**

@@ -14,10 +14,10 @@ import * as CallRecord from "../src/CallRecord.js"
 import * as Llm from "../src/Llm.js"
 import { ProtocolError, ProviderUnavailable, QuotaExhausted, RateLimited } from "../src/LlmError.js"
 import * as Money from "../src/Money.js"
-import * as TestPrices from "./utils/prices.js"
 import * as RetryPolicy from "../src/RetryPolicy.js"
 import * as TestKit from "../src/TestKit.js"
 import * as Usage from "../src/Usage.js"
+import * as TestPrices from "./utils/prices.js"
 
 const user = (content: string) => ({ role: "user" as const, content })
 
@@ -133,7 +133,9 @@ describe("Llm with a CallLog", () => {
       }).pipe(
         Effect.provide(
           Llm.layer({ defaultModel: "log-model" }).pipe(
-            Layer.provide(Layer.mergeAll(model.layer, log.layer, TestPrices.layer({ fallback: { input: 1, output: 1 } })))
+            Layer.provide(
+              Layer.mergeAll(model.layer, log.layer, TestPrices.layer({ fallback: { input: 1, output: 1 } }))
+            )
           )
         )
       )

@@ -16,10 +16,10 @@ import * as Budget from "../src/Budget.js"
 import * as Llm from "../src/Llm.js"
 import { QuotaExhausted, RateLimited } from "../src/LlmError.js"
 import * as Money from "../src/Money.js"
-import * as TestPrices from "./utils/prices.js"
 import * as RetryPolicy from "../src/RetryPolicy.js"
 import * as Telemetry from "../src/Telemetry.js"
 import * as TestKit from "../src/TestKit.js"
+import * as TestPrices from "./utils/prices.js"
 
 const user = (content: string) => ({ role: "user" as const, content })
 
