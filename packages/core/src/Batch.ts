@@ -51,7 +51,16 @@ import * as BatchBudget from "./internal/batchBudget.js"
 import * as Gate from "./internal/batchGate.js"
 import * as StructuredOutput from "./internal/structuredOutput.js"
 import * as Llm from "./Llm.js"
-import { InvalidRequest, isRetryable, LlmError, OutputInvalid, PricingUnknown, Refused, Truncated } from "./LlmError.js"
+import {
+  BudgetUnavailable,
+  InvalidRequest,
+  isRetryable,
+  LlmError,
+  OutputInvalid,
+  PricingUnknown,
+  Refused,
+  Truncated
+} from "./LlmError.js"
 import * as LlmRequest from "./LlmRequest.js"
 import type { LlmResponse } from "./LlmResponse.js"
 import * as Money from "./Money.js"
@@ -331,7 +340,7 @@ export const make = (
                 Effect.mapError((error) =>
                   error._tag === "BudgetExceeded"
                     ? error
-                    : new InvalidRequest({ field: "budget", reason: error.message })
+                    : new BudgetUnavailable({ model, operation: error.operation, reason: error.reason })
                 )
               )
             }
@@ -597,8 +606,7 @@ export const make = (
             schema: run.schema,
             mode: format,
             ...(run.name === undefined ? {} : { name: run.name }),
-            ...(run.description === undefined ? {} : { description: run.description }),
-            repair: 0
+            ...(run.description === undefined ? {} : { description: run.description })
           }).pipe(
             Effect.either,
             Effect.map((result) => ({ id: line.customId, result, mode: "sync" as const }))

@@ -24,7 +24,6 @@ export interface Gate {
    * Returns whether other batches were enqueued (so waiting for them may help).
    */
   readonly refused: (model: string, key: string, tokens: number) => boolean
-  readonly allowance: (model: string) => number | undefined
 }
 
 export const make = (configured: (model: string) => number | undefined): Gate => {
@@ -76,7 +75,6 @@ export const make = (configured: (model: string) => number | undefined): Gate =>
       state.enqueued.delete(key)
       announce()
       return before > 0
-    },
-    allowance: (model) => modelOf(model).allowance
+    }
   }
 }
