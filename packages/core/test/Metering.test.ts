@@ -5,8 +5,10 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
+import * as TestClock from "effect/TestClock"
 import * as Budget from "../src/Budget.js"
 import * as CallLog from "../src/CallLog.js"
 import * as Llm from "../src/Llm.js"
@@ -245,6 +247,34 @@ describe("the estimate of an attempt that may have been billed without an answer
       // 2 × 1,100,000,000 + (800 × $1 + 100 × $0.5 + 20 × $2)/M = 2,200,000,000 + 890,000,000
       assert.strictEqual(statusOf(status, "run:hang").spent, 3_090_000_000n)
       assert.strictEqual(log.records[0]!.costUsd, "0.00309")
+      assert.strictEqual(log.records[0]!.estimated, true)
+    }))
+})
+
+describe("an interrupted call", () => {
+  it.effect("is charged one worst case for the attempt in flight, marked estimated", () =>
+    Effect.gen(function*() {
+      const pricing = TestPrices.layer({ models: { "log-model": { input: "1", cachedInput: "0.5", output: "2" } } })
+      const model = TestKit.scripted([TestKit.hang])
+      const log = CallLog.memory()
+      const llm = Llm.layer().pipe(
+        Layer.provide(Layer.mergeAll(model.layer, log.layer, pricing, fixedTokenizer(1_000))),
+        Layer.provideMerge(Budget.layerMemory())
+      )
+      const status = yield* Effect.gen(function*() {
+        const fiber = yield* Effect.fork(
+          Llm.generate({ model: "log-model", scope: "run:cut", messages: [user("hi")], maxOutputTokens: 50 })
+        )
+        yield* TestClock.adjust("1 second")
+        yield* Fiber.interrupt(fiber)
+        return yield* Budget.status("run:cut")
+      }).pipe(Effect.provide(llm))
+      // The request went out and may have been billed: 1,000 × $1/M + 50 × $2/M.
+      assert.strictEqual(model.requests.length, 1)
+      assert.deepStrictEqual([statusOf(status, "run:cut").spent, statusOf(status, "run:cut").reserved], [
+        1_100_000_000n,
+        0n
+      ])
       assert.strictEqual(log.records[0]!.estimated, true)
     }))
 })
