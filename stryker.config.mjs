@@ -23,7 +23,10 @@ const modules = {
     "packages/core/test/Metering.test.ts"
   ]],
   // CallLogLlm.test.ts also covers it, but its 1,000-call run makes each mutant it covers cost a minute.
-  metering: ["packages/core/src/internal/metering.ts", ["packages/core/test/Metering.test.ts"]],
+  metering: ["packages/core/src/internal/metering.ts", [
+    "packages/core/test/Metering.test.ts",
+    "packages/core/test/GenerateObject.test.ts"
+  ]],
   Pricing: ["packages/core/src/Pricing.ts", [
     "packages/core/test/Pricing.test.ts",
     "packages/core/test/Metering.test.ts"
