@@ -1,12 +1,10 @@
 /**
- * The `keel` command. Today it has `keel simulate`, which serves the OpenAI-compatible simulator
- * with chosen limits and faults; `demo`, `run`, `report`, `batch` and `budget` come as subcommands
- * of the same root. `main` runs it as the binary does: a bad flag or configuration prints one line
- * on stderr naming what to fix and gives exit status 2.
+ * The `keel` command: the root and its subcommands, one module each (`DemoCommand`, `RunCommand`,
+ * `ReportCommand`, `BudgetCommand`, `BatchCommand`, `SimulateCommand`), each providing its own
+ * layers so that `keel --help` needs no API key. `main` runs it as the binary does: a bad flag or
+ * configuration prints one line on stderr naming what to fix and gives exit status 2.
  */
 import * as Command from "@effect/cli/Command"
-import * as HelpDoc from "@effect/cli/HelpDoc"
-import * as Options from "@effect/cli/Options"
 import * as ValidationError from "@effect/cli/ValidationError"
 import * as Budget from "@keel/core/Budget"
 import * as Pricing from "@keel/core/Pricing"
@@ -14,79 +12,27 @@ import * as Simulator from "@keel/openai/Simulator"
 import * as ConfigError from "effect/ConfigError"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
-import * as Option from "effect/Option"
-import * as Schema from "effect/Schema"
+import * as BatchCommand from "./BatchCommand.js"
+import * as BudgetCommand from "./BudgetCommand.js"
+import * as DemoCommand from "./DemoCommand.js"
+import * as Flags from "./Flags.js"
+import * as ReportCommand from "./ReportCommand.js"
+import * as RunCommand from "./RunCommand.js"
+import * as SimulateCommand from "./SimulateCommand.js"
 
-/** A configuration the command cannot run with (a port in use, a bad file): what is wrong and what to do. */
-export class UsageError extends Schema.TaggedError<UsageError>("@keel/cli/Cli/UsageError")("UsageError", {
-  message: Schema.String
-}) {}
-
-const invalid = (reason: string) => ValidationError.invalidValue(HelpDoc.p(reason))
-
-const integer = (name: string, valid: (n: number) => boolean, expected: string) =>
-  Options.integer(name).pipe(
-    Options.mapEffect((n) =>
-      valid(n) ? Effect.succeed(n) : Effect.fail(invalid(`--${name} must be ${expected}, got ${n}`))
-    )
-  )
-
-const positive = (name: string) => integer(name, (n) => n > 0, "a positive integer").pipe(Options.optional)
-
-const simulate = Command.make("simulate", {
-  port: integer("port", (n) => n >= 0 && n <= 65535, "a TCP port in 0..65535 (0: any free port)").pipe(
-    Options.withDefault(8787),
-    Options.withDescription("TCP port on 127.0.0.1 (default 8787; 0 picks a free one)")
-  ),
-  seed: Options.integer("seed").pipe(
-    Options.withDefault(0),
-    Options.withDescription("seed of answers and faults: the same seed and requests give the same answers (default 0)")
-  ),
-  faults: Options.text("faults").pipe(
-    Options.withDescription(
-      `fault rates, e.g. rate_limit=0.05,500=0.02 (${Simulator.faultNames.join(", ")}; default none)`
-    ),
-    Options.mapEffect((spec) =>
-      Either.match(Simulator.parseFaults(spec), {
-        onLeft: (reason) => Effect.fail(invalid(`--faults: ${reason}`)),
-        onRight: Effect.succeed
-      })
-    ),
-    Options.withDefault({})
-  ),
-  rpm: positive("rpm").pipe(Options.withDescription("requests per minute per model (default no limit)")),
-  tpm: positive("tpm").pipe(Options.withDescription("tokens per minute per model (default no limit)")),
-  latencyMs: integer("latency-ms", (n) => n >= 0, "a non-negative integer").pipe(
-    Options.withDefault(0),
-    Options.withDescription("base latency of every answer, in milliseconds (default 0)")
-  )
-}, (options) =>
-  Effect.gen(function*() {
-    const simulator = yield* Simulator.make({
-      port: options.port,
-      seed: options.seed,
-      faults: options.faults,
-      limits: {
-        ...Option.match(options.rpm, { onNone: () => ({}), onSome: (requestsPerMinute) => ({ requestsPerMinute }) }),
-        ...Option.match(options.tpm, { onNone: () => ({}), onSome: (tokensPerMinute) => ({ tokensPerMinute }) })
-      },
-      latency: { baseMs: options.latencyMs }
-    }).pipe(Effect.mapError((error) =>
-      new UsageError({
-        message: error.reason.includes("EADDRINUSE")
-          ? `--port ${options.port}: 127.0.0.1:${options.port} is already in use; choose another port (0 picks a free one)`
-          : error.message
-      })
-    ))
-    yield* Console.log(`keel simulator listening on ${simulator.url} (any Bearer key; Ctrl-C stops it)`)
-    return yield* Effect.never
-  }).pipe(Effect.scoped)).pipe(Command.withDescription("Serve the OpenAI-compatible simulator on 127.0.0.1"))
+export { UsageError } from "./Flags.js"
 
 /** The root command, `keel`. */
 export const command = Command.make("keel").pipe(
   Command.withDescription("A reliability layer for LLM API calls"),
-  Command.withSubcommands([simulate])
+  Command.withSubcommands([
+    DemoCommand.command,
+    RunCommand.command,
+    ReportCommand.command,
+    BudgetCommand.command,
+    BatchCommand.command,
+    SimulateCommand.command
+  ])
 )
 
 // eslint-disable-next-line no-control-regex -- the escape character starts every ANSI colour code
@@ -143,7 +89,7 @@ export const run = (argv: ReadonlyArray<string>) =>
 /** True for an error the user fixes by changing flags or configuration: `keel` exits 2 on it. */
 export const isConfigurationError = (error: unknown): boolean =>
   ValidationError.isValidationError(error) || ConfigError.isConfigError(error) ||
-  error instanceof UsageError || error instanceof Simulator.StartError ||
+  error instanceof Flags.UsageError || error instanceof Simulator.StartError ||
   error instanceof Budget.BudgetConfigError || error instanceof Pricing.PricingConfigError
 
 const describe = (error: unknown): string =>

@@ -1,0 +1,46 @@
+/**
+ * What the commands share: `UsageError` (a configuration the command cannot run with, exit 2) and
+ * flag constructors that refuse bad values before anything starts, naming the flag.
+ */
+import * as HelpDoc from "@effect/cli/HelpDoc"
+import * as Options from "@effect/cli/Options"
+import * as ValidationError from "@effect/cli/ValidationError"
+import * as Simulator from "@keel/openai/Simulator"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Schema from "effect/Schema"
+
+/** A configuration the command cannot run with (a port in use, a bad file): what is wrong and what to do. */
+export class UsageError extends Schema.TaggedError<UsageError>("@keel/cli/Cli/UsageError")("UsageError", {
+  message: Schema.String
+}) {}
+
+export const invalid = (reason: string) => ValidationError.invalidValue(HelpDoc.p(reason))
+
+export const integer = (name: string, valid: (n: number) => boolean, expected: string) =>
+  Options.integer(name).pipe(
+    Options.mapEffect((n) =>
+      valid(n) ? Effect.succeed(n) : Effect.fail(invalid(`--${name} must be ${expected}, got ${n}`))
+    )
+  )
+
+export const positive = (name: string) => integer(name, (n) => n > 0, "a positive integer")
+
+export const nonNegative = (name: string) => integer(name, (n) => n >= 0, "a non-negative integer")
+
+/** `--faults rate_limit=0.05,500=0.02`, checked against the simulator's fault names. */
+export const faults = Options.text("faults").pipe(
+  Options.withDescription(`fault rates, e.g. rate_limit=0.05,500=0.02 (${Simulator.faultNames.join(", ")})`),
+  Options.mapEffect((spec) =>
+    Either.match(Simulator.parseFaults(spec), {
+      onLeft: (reason) => Effect.fail(invalid(`--faults: ${reason}`)),
+      onRight: Effect.succeed
+    })
+  )
+)
+
+/** `--out DIR`, the run's folder. */
+export const out = Options.directory("out").pipe(
+  Options.withDefault("keel-out"),
+  Options.withDescription("the output folder: results, errors, call log, ledger, summary (default ./keel-out)")
+)
