@@ -103,7 +103,7 @@ const openError = (filename: string, cause: unknown) =>
     } (check that the path's folder exists, is writable, and that the file is a SQLite database)`
   })
 
-const executeError = (cause: unknown) => new SqlError({ cause, message: `Failed to execute statement` })
+const executeError = (cause: unknown) => new SqlError({ cause, message: "Failed to execute statement" })
 
 /** Run on every new connection, in order (journal mode before synchronous, which depends on it). */
 const pragmas = (options: Options, busyTimeout: number): ReadonlyArray<string> => {
