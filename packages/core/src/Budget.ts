@@ -41,6 +41,7 @@
  * is settled after midnight. Configuration is validated up front: a negative or non-numeric limit,
  * an unknown window, an illegal scope name is a `BudgetConfigError` naming the field.
  */
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
@@ -413,6 +414,7 @@ export const make = (
     /** Completed (and replaced) whenever this process frees reserved money: wakes the waiting reservations. */
     let freed = Deferred.unsafeMake<void>(FiberId.none)
     const announceFreed = () => {
+      if (lines.size === 0) return // nobody waits: keep the signal
       const done = freed
       freed = Deferred.unsafeMake<void>(FiberId.none)
       Deferred.unsafeDone(done, Effect.void)
@@ -427,10 +429,19 @@ export const make = (
      * releases whatever may have been written, so an interrupted reserve holds nothing.
      */
     const write = (request: ReserveRequest) =>
-      Effect.interruptible(store.reserve(request)).pipe(
-        Effect.onInterrupt(() => Effect.ignore(closeOrRetryLater(request.id, () => store.release(request.id)))),
-        Effect.tap(() => held.add(request.id))
-      )
+      Effect.matchCauseEffect(Effect.interruptible(store.reserve(request)), {
+        onFailure: (cause) =>
+          Cause.isInterrupted(cause)
+            ? Effect.zipRight(
+              Effect.ignore(closeOrRetryLater(request.id, () => store.release(request.id))),
+              Effect.failCause(cause)
+            )
+            : Effect.failCause(cause),
+        onSuccess: () => {
+          held.add(request.id)
+          return Effect.void
+        }
+      })
 
     /** The refusal stands until some reservation settles: spent alone plus the request still fits. */
     const blockedByReservations = (error: BudgetExceeded, amount: Money.Money): boolean =>
@@ -440,25 +451,19 @@ export const make = (
     const pause = (signal: Deferred.Deferred<void>, millis: number) =>
       Effect.interruptible(Effect.ignore(Effect.timeout(Deferred.await(signal), millis)))
 
-    // Uninterruptible but for the store calls and the waits, so that a reservation once written
-    // always reaches the caller, even when an interruption arrives just after.
-    const reserve: Budget.Service["reserve"] = (scope, amount, reserveOptions) =>
-      Effect.uninterruptible(Effect.gen(function*() {
-        const path = scope ?? root
-        if (templatesOf(path) === undefined) return yield* invalid("reserve", `illegal scope "${path}"`)
-        if (amount < 0n) return yield* invalid("reserve", `negative amount ${Money.format(amount)}`)
-        const maxWait = reserveOptions?.maxWait === undefined ? defaultMaxWait : millisOf(reserveOptions.maxWait)
-        const id = `${owner}:${++sequence}`
-        const attempt = Effect.flatMap(Clock.currentTimeMillis, (now) => {
-          const counters = countersOf(path, now)!
-          return Effect.as(write({ id, owner, amount, counters, lease }), { id, scope: path, amount, counters })
-        })
-        const first = yield* Effect.either(attempt)
-        if (Either.isRight(first)) return first.right
-        let refusal = first.left
-        if (refusal._tag !== "BudgetExceeded" || maxWait <= 0 || !blockedByReservations(refusal, amount)) {
-          return yield* refusal
-        }
+    /**
+     * The slow path of `reserve`: the first try was refused only because of other reservations.
+     * One waiting line per counter that refused; its head asks the store again at once, then each
+     * time this process frees money or `pollEvery` passes, until `maxWait` is spent.
+     */
+    const waitForRoom = (
+      attempt: Effect.Effect<Reservation, BudgetExceeded | BudgetStoreError>,
+      amount: Money.Money,
+      first: BudgetExceeded,
+      maxWait: number
+    ) =>
+      Effect.gen(function*() {
+        let refusal = first
         const deadline = (yield* Clock.currentTimeMillis) + maxWait
         const lineKey = `${refusal.scope}|${refusal.window}`
         let line = lines.get(lineKey)
@@ -470,7 +475,6 @@ export const make = (
         myLine.waiters++
         const untilDeadline = Effect.map(Clock.currentTimeMillis, (now) => deadline - now)
         const headOfLine = Effect.gen(function*() {
-          // The head asks again at once (the one before it may have left room), then after each wait.
           let waited = yield* untilDeadline
           while (waited > 0) {
             const signal = freed
@@ -494,6 +498,27 @@ export const make = (
         }).pipe(Effect.ensuring(Effect.sync(() => {
           if (--myLine.waiters === 0) lines.delete(lineKey)
         })))
+      })
+
+    // Uninterruptible but for the store calls and the waits, so that a reservation once written is
+    // handed to a caller that cannot be interrupted (the pipeline reserves in `acquireUseRelease`)
+    // while the call's timeout can still stop the store work and the waiting. The usual case, a
+    // reservation that fits at once, is one store call and no generator.
+    const reserve: Budget.Service["reserve"] = (scope, amount, reserveOptions) =>
+      Effect.uninterruptible(Effect.suspend(() => {
+        const path = scope ?? root
+        if (templatesOf(path) === undefined) return invalid("reserve", `illegal scope "${path}"`)
+        if (amount < 0n) return invalid("reserve", `negative amount ${Money.format(amount)}`)
+        const id = `${owner}:${++sequence}`
+        const attempt = Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          const counters = countersOf(path, now)!
+          return Effect.as(write({ id, owner, amount, counters, lease }), { id, scope: path, amount, counters })
+        })
+        return Effect.catchAll(attempt, (refusal) => {
+          if (refusal._tag !== "BudgetExceeded" || !blockedByReservations(refusal, amount)) return Effect.fail(refusal)
+          const maxWait = reserveOptions?.maxWait === undefined ? defaultMaxWait : millisOf(reserveOptions.maxWait)
+          return maxWait > 0 ? waitForRoom(attempt, amount, refusal, maxWait) : Effect.fail(refusal)
+        })
       }))
 
     const extend: Budget.Service["extend"] = (reservation, amount) => {
@@ -510,7 +535,7 @@ export const make = (
 
     /** Runs a close; when the store fails, keeps it to retry with the renewals and fails with the error. */
     const closeOrRetryLater = <A>(id: string, close: () => Effect.Effect<A, BudgetStoreError>) =>
-      Effect.tapError(Effect.suspend(close), () => Effect.sync(() => pendingCloses.set(id, Effect.suspend(close))))
+      Effect.tapError(close(), () => Effect.sync(() => pendingCloses.set(id, Effect.suspend(close))))
 
     const settle: Budget.Service["settle"] = (reservation, cost, settleOptions) =>
       Effect.suspend(() => {

@@ -143,7 +143,7 @@ describe("Budget (memory store)", () => {
   it.effect("a dead owner's reservation is charged in full when its lease expires; its late settle fails typed", () =>
     Effect.gen(function*() {
       const store = Budget.makeMemoryStore()
-      const options = { limits, lease: "1 minute", reclaimEvery: "30 seconds" }
+      const options: Budget.Options = { limits, lease: "1 minute", reclaimEvery: "30 seconds" }
       // The owner "dies": its scope closes, so its leases are no longer renewed.
       const dying = yield* Scope.make()
       const owner = yield* Budget.make(options).pipe(
@@ -169,7 +169,7 @@ describe("Budget (memory store)", () => {
   it.effect("a live owner's leases are renewed: a call held for hours keeps its reservation", () =>
     Effect.gen(function*() {
       const store = Budget.makeMemoryStore()
-      const options = { limits, lease: "10 minutes", reclaimEvery: "5 minutes" }
+      const options: Budget.Options = { limits, lease: "10 minutes", reclaimEvery: "5 minutes" }
       const owner = yield* Budget.make(options).pipe(Effect.provideService(Budget.BudgetStore, store))
       const other = yield* Budget.make(options).pipe(Effect.provideService(Budget.BudgetStore, store))
       const held = yield* owner.reserve("tenant:acme", usd("0.30"))
@@ -222,7 +222,7 @@ describe("Budget (memory store)", () => {
       )
       yield* TestClock.adjust("0 millis")
       const refusedAtOnce = cannot.unsafePoll()
-      assert.isTrue(refusedAtOnce !== undefined && Exit.isSuccess(refusedAtOnce), "refused without waiting")
+      assert.isTrue(refusedAtOnce !== null && Exit.isSuccess(refusedAtOnce), "refused without waiting")
       const waiting = yield* Effect.fork(
         Effect.flip(budget.reserve("tenant:acme/run:2", usd("0.30"), { maxWait: "10 seconds" }))
       )
@@ -243,7 +243,7 @@ describe("Budget (memory store)", () => {
       )
       yield* TestClock.adjust("50 millis")
       const exit = timed.unsafePoll()
-      assert.isTrue(exit !== undefined && Exit.isFailure(exit), "the timeout took effect at 50 ms")
+      assert.isTrue(exit !== null && Exit.isFailure(exit), "the timeout took effect at 50 ms")
       assert.strictEqual(total(yield* budget.status("tenant:acme"), "tenant:acme").reserved, usd("0.90"))
     }).pipe(Effect.provide(Budget.layerMemory({ limits }))))
 

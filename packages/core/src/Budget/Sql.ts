@@ -18,8 +18,11 @@
  * it touches counters, so a reservation is charged exactly once, even when a reclaim races its owner.
  *
  * At most `concurrency` budget operations of this process use the client at once; the rest queue
- * in the process. Reclaiming and lease renewal bypass that queue, so the calls they serve never
- * starve them (give the client a connection more than `concurrency`).
+ * in the process, first come first served. Reclaiming and lease renewal are never starved by the
+ * calls they serve: on Postgres they bypass that queue (give the client a connection more than
+ * `concurrency`); on SQLite, whose one connection every statement shares, they go ahead of it. SQLite
+ * statements run synchronously, so a busy store lets the event loop turn every 10 ms (timers and
+ * I/O keep running).
  *
  * Amounts are pico-dollar BIGINTs (SQLite INTEGER: up to ~9.2 million USD per counter). Every
  * failure is a `BudgetStoreError`. A ledger that cannot be opened or read (corrupt, locked,
@@ -32,7 +35,10 @@ import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
 import * as Schedule from "effect/Schedule"
 import * as Fs from "node:fs"
@@ -195,6 +201,48 @@ const checkFits = (
     }
     return Effect.void
   })
+
+/**
+ * A first-come, first-served gate of `permits`, with a lane that goes ahead of the queue. A freed
+ * permit is handed to the next waiter, never taken by whoever asks next (Effect's `Semaphore` lets a
+ * running fiber take it before the waiters it wakes, which on a busy store starves them).
+ */
+const makeGate = (permits: number) => {
+  let free = permits
+  const urgent: Array<Deferred.Deferred<void>> = []
+  const waiting: Array<Deferred.Deferred<void>> = []
+  const release = Effect.sync(() => {
+    const next = urgent.shift() ?? waiting.shift()
+    if (next === undefined) free++
+    else Deferred.unsafeDone(next, Exit.void)
+  })
+  const take = (first: boolean): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      if (free > 0) {
+        free--
+        return Effect.void
+      }
+      const turn = Deferred.unsafeMake<void>(FiberId.none)
+      const queue = first ? urgent : waiting
+      queue.push(turn)
+      return Effect.onInterrupt(Deferred.await(turn), () =>
+        Effect.suspend(() => {
+          const index = queue.indexOf(turn)
+          if (index >= 0) {
+            queue.splice(index, 1)
+            return Effect.void
+          }
+          return release // handed the permit as it was interrupted: pass it on
+        }))
+    })
+  return {
+    /** Runs `effect` holding a permit; `first` goes ahead of the calls waiting. */
+    withPermit: (first: boolean) => <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.zipRight(restore(take(first)), Effect.ensuring(restore(effect), release))
+      )
+  }
+}
 
 /** Builds the store over the `SqlClient` in context, migrating its tables first. */
 export const make = (
@@ -470,16 +518,51 @@ export const make = (
         }
       )
 
-    const gate = yield* Effect.makeSemaphore(concurrency)
+    const gate = makeGate(concurrency)
     const traced = options.traceStatements === true
       ? <A, E>(effect: Effect.Effect<A, E>) => effect
       : <A, E>(effect: Effect.Effect<A, E>) => Effect.withTracerEnabled(effect, false)
+    /**
+     * SQLite runs statements synchronously, and Effect's scheduler drains fibers in microtasks: calls
+     * that keep the store busy would never let the event loop turn, so no timer (periodic reclaim,
+     * lease renewal, a caller's timeout) and no I/O would run. When the loop has not turned for
+     * `turnAfter` ms, an operation that has its permit lets it turn first (the calls queued behind it
+     * wait too, so each turn of the loop runs at most `turnAfter` ms of budget work).
+     */
+    const turnAfter = 10
+    let turnedAt = performance.now()
+    /** Completed on the event loop's next turn (one `setImmediate` at a time, shared by every waiter). */
+    let nextTurn: Deferred.Deferred<void> | undefined
+    const watchTurn = () => {
+      if (nextTurn !== undefined) return nextTurn
+      const turn = Deferred.unsafeMake<void>(FiberId.none)
+      nextTurn = turn
+      setImmediate(() => {
+        nextTurn = undefined
+        turnedAt = performance.now()
+        Deferred.unsafeDone(turn, Exit.void)
+      })
+      return turn
+    }
+    const turning = <A, E>(effect: Effect.Effect<A, E>) =>
+      Effect.suspend(() => {
+        const turn = watchTurn()
+        return performance.now() - turnedAt > turnAfter ? Effect.zipRight(Deferred.await(turn), effect) : effect
+      })
     /** A call's operation: through the gate, retried on a Postgres deadlock, every failure typed. */
     const operation = (name: string) => <A, E>(effect: Effect.Effect<A, E>) =>
-      gate.withPermits(1)(effect).pipe(retryTransient, typed(name), traced)
-    /** Maintenance: not behind the calls' gate. */
+      gate.withPermit(false)(isPg ? effect : turning(effect)).pipe(
+        retryTransient,
+        typed(name),
+        traced
+      )
+    /**
+     * Maintenance (reclaim, renewal) is never starved by the calls it serves: on Postgres it does not
+     * queue behind them (it takes a connection of its own); on SQLite, where every statement shares the
+     * one connection, it goes ahead of every waiting call.
+     */
     const maintenance = (name: string) => <A, E>(effect: Effect.Effect<A, E>) =>
-      effect.pipe(retryTransient, typed(name), traced)
+      (isPg ? effect : gate.withPermit(true)(turning(effect))).pipe(retryTransient, typed(name), traced)
 
     return Budget.BudgetStore.of({
       reserve: (request) => (isPg ? reservePg(request) : reserveSqlite(request)).pipe(operation("reserve")),
