@@ -4,9 +4,9 @@
  * to try them); `keel batch resume --out DIR` runs the folder's recorded command again, which
  * re-attaches to its batches through the durable engine in the folder and skips finished items.
  */
+import * as Args from "@effect/cli/Args"
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
-import * as Args from "@effect/cli/Args"
 import * as BatchProvider from "@keel/core/BatchProvider"
 import * as OpenAiBatch from "@keel/openai/OpenAiBatch"
 import * as Config from "effect/Config"
@@ -40,9 +40,15 @@ const provider = (baseUrl: Option.Option<string>) =>
 const baseUrl = RunCommand.shared.baseUrl
 
 const describe = (batch: BatchProvider.Batch) =>
-  `${batch.id}  ${batch.status.padEnd(11)} ${batch.requestCounts.completed}/${batch.requestCounts.total} done, ${batch.requestCounts.failed} failed  created ${
+  `${batch.id}  ${
+    batch.status.padEnd(11)
+  } ${batch.requestCounts.completed}/${batch.requestCounts.total} done, ${batch.requestCounts.failed} failed  created ${
     new Date(batch.createdAt * (batch.createdAt < 1e12 ? 1000 : 1)).toISOString()
-  }${batch.metadata.keel_run === undefined ? "" : `  run ${batch.metadata.keel_run} chunk ${batch.metadata.keel_chunk ?? "?"}`}`
+  }${
+    batch.metadata.keel_run === undefined
+      ? ""
+      : `  run ${batch.metadata.keel_run} chunk ${batch.metadata.keel_chunk ?? "?"}`
+  }`
 
 const list = Command.make("list", {
   baseUrl,
@@ -50,7 +56,9 @@ const list = Command.make("list", {
 }, (options) =>
   Effect.gen(function*() {
     const service = yield* BatchProvider.BatchProvider
-    const batches = yield* service.find(Option.match(options.run, { onNone: () => ({}), onSome: (run) => ({ keel_run: run }) }))
+    const batches = yield* service.find(
+      Option.match(options.run, { onNone: () => ({}), onSome: (run) => ({ keel_run: run }) })
+    )
     yield* Console.log(batches.length === 0 ? "no batches" : batches.map(describe).join("\n"))
   }).pipe(Effect.provide(provider(options.baseUrl)))).pipe(Command.withDescription("List the provider's batches"))
 
@@ -62,7 +70,9 @@ const show = Command.make("show", { baseUrl, batchId }, (options) =>
     const batch = yield* service.retrieve(options.batchId)
     yield* Console.log([
       describe(batch),
-      ...batch.errors.map((error) => `  ${error.code}${error.line === undefined ? "" : ` (line ${error.line})`}: ${error.message}`)
+      ...batch.errors.map((error) =>
+        `  ${error.code}${error.line === undefined ? "" : ` (line ${error.line})`}: ${error.message}`
+      )
     ].join("\n"))
   }).pipe(Effect.provide(provider(options.baseUrl)))).pipe(Command.withDescription("Show one batch"))
 
@@ -91,7 +101,9 @@ const resume = Command.make("resume", { out: Flags.out }, (options) =>
         { command: "demo", count }
       )
     }
-    const task = yield* Task.load(recorded.task ?? "").pipe(Effect.mapError((e) => new Flags.UsageError({ message: e.message })))
+    const task = yield* Task.load(recorded.task ?? "").pipe(
+      Effect.mapError((e) => new Flags.UsageError({ message: e.message }))
+    )
     return yield* RunCommand.execute(task, { _tag: "File", path: recorded.input ?? "" }, settings, recorded)
   })).pipe(Command.withDescription("Run an output folder's recorded command again: finished items are skipped"))
 

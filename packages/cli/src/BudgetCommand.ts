@@ -5,10 +5,10 @@
  */
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
+import * as SqlClient from "@effect/sql/SqlClient"
 import * as Budget from "@keel/core/Budget"
 import * as BudgetSql from "@keel/core/Budget/Sql"
 import * as Money from "@keel/core/Money"
-import * as SqlClient from "@effect/sql/SqlClient"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -20,7 +20,13 @@ import * as RunCommand from "./RunCommand.js"
 const ledgerOf = (out: string) =>
   Fs.existsSync(Live.ledgerFile(out))
     ? Effect.void
-    : Effect.fail(new Flags.UsageError({ message: `--out ${out}: no ledger there (${Live.ledgerFile(out)}): run keel demo or keel run with this --out first` }))
+    : Effect.fail(
+      new Flags.UsageError({
+        message: `--out ${out}: no ledger there (${
+          Live.ledgerFile(out)
+        }): run keel demo or keel run with this --out first`
+      })
+    )
 
 const limitsOf = (out: string): ReadonlyArray<typeof Budget.Limit.Encoded> => {
   try {
@@ -37,14 +43,19 @@ const usd = (money: Money.Money) => `$${Money.format(money)}`
 
 const show = Command.make("show", {
   out: Flags.out,
-  scope: Options.text("scope").pipe(Options.optional, Options.withDescription("one scope and its ancestors (default all)"))
+  scope: Options.text("scope").pipe(
+    Options.optional,
+    Options.withDescription("one scope and its ancestors (default all)")
+  )
 }, (options) =>
   Effect.gen(function*() {
     yield* ledgerOf(options.out)
     const sql = yield* SqlClient.SqlClient
     const scopes = options.scope._tag === "Some"
       ? [options.scope.value]
-      : (yield* sql<{ scope: string }>`SELECT DISTINCT scope FROM keel_budget_counters ORDER BY scope`).map((r) => r.scope)
+      : (yield* sql<{ scope: string }>`SELECT DISTINCT scope FROM keel_budget_counters ORDER BY scope`).map((r) =>
+        r.scope
+      )
     const seen = new Set<string>()
     const lines: Array<string> = []
     for (const scope of scopes) {
@@ -53,9 +64,11 @@ const show = Command.make("show", {
         if (seen.has(key)) continue
         seen.add(key)
         lines.push(
-          `${status.scope.padEnd(24)} ${`${status.window} ${status.period}`.padEnd(16)} spent ${usd(status.spent)}, reserved ${
-            usd(status.reserved)
-          }, overrun ${usd(status.overrun)}, ${status.limit === undefined ? "no limit" : `limit ${usd(status.limit)}`}`
+          `${status.scope.padEnd(24)} ${`${status.window} ${status.period}`.padEnd(16)} spent ${
+            usd(status.spent)
+          }, reserved ${usd(status.reserved)}, overrun ${usd(status.overrun)}, ${
+            status.limit === undefined ? "no limit" : `limit ${usd(status.limit)}`
+          }`
         )
       }
     }
@@ -78,10 +91,14 @@ const reset = Command.make("reset", {
     const [open] = yield* sql<{ n: number }>`SELECT COUNT(*) AS n FROM keel_budget_reservations WHERE status = 'open'`
     if ((open?.n ?? 0) > 0 && !options.force) {
       return yield* new Flags.UsageError({
-        message: `${open!.n} reservations are open (a run may be going, or died less than a lease ago): wait, or pass --force`
+        message: `${
+          open!.n
+        } reservations are open (a run may be going, or died less than a lease ago): wait, or pass --force`
       })
     }
-    yield* sql.withTransaction(Effect.all([sql`DELETE FROM keel_budget_counters`, sql`DELETE FROM keel_budget_reservations`]))
+    yield* sql.withTransaction(
+      Effect.all([sql`DELETE FROM keel_budget_counters`, sql`DELETE FROM keel_budget_reservations`])
+    )
     yield* Console.log(`reset the ledger ${Live.ledgerFile(options.out)}: every scope now has spent $0`)
   }).pipe(Effect.provide(BudgetSql.layerSqliteClient({ filename: Live.ledgerFile(options.out) })))).pipe(
     Command.withDescription("Empty an output folder's ledger (spent and reservations)")

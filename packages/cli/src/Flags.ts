@@ -40,7 +40,7 @@ export const faults = Options.text("faults").pipe(
 )
 
 /** `--out DIR`, the run's folder. */
-export const out = Options.directory("out").pipe(
+export const out = Options.text("out").pipe(
   Options.withDefault("keel-out"),
   Options.withDescription("the output folder: results, errors, call log, ledger, summary (default ./keel-out)")
 )

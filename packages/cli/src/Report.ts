@@ -201,7 +201,9 @@ export class CallLogReadError extends Schema.TaggedError<CallLogReadError>("@kee
 const decodeRecord = Schema.decodeUnknownEither(Schema.parseJson(CallRecord.CallRecord))
 
 /** Reads a call log line by line into an accumulator; lines that are not call records are counted and skipped. */
-export const read = (path: string): Effect.Effect<{ readonly stats: Accumulator; readonly skipped: number }, CallLogReadError> =>
+export const read = (
+  path: string
+): Effect.Effect<{ readonly stats: Accumulator; readonly skipped: number }, CallLogReadError> =>
   Effect.suspend(() => {
     if (!Fs.existsSync(path)) {
       return Effect.fail(new CallLogReadError({ path, reason: "no such file: give the calls.jsonl of a run" }))
@@ -265,7 +267,11 @@ export const text = (stats: Accumulator, comparison: Comparison): string => {
     ? `routing    ${tiers}`
     : `routing    ${tiers}; all on ${allComplex.model} would have cost ${usd(allComplex.cost)}: routing saved ${
       usd(allComplex.cost - stats.cost)
-    }${allComplex.cost > 0n ? ` (${(Number(allComplex.cost - stats.cost) * 100 / Number(allComplex.cost)).toFixed(0)}%)` : ""}`
+    }${
+      allComplex.cost > 0n
+        ? ` (${(Number(allComplex.cost - stats.cost) * 100 / Number(allComplex.cost)).toFixed(0)}%)`
+        : ""
+    }`
   const batchSaving = stats.batchSaving(comparison)
   const errors = [...stats.errorsByTag].sort(([, a], [, b]) => b - a).map(([tag, n]) => `${tag} ${int(n)}`)
   return [
@@ -273,7 +279,9 @@ export const text = (stats: Accumulator, comparison: Comparison): string => {
     "",
     routing,
     ...(batchSaving > 0n ? [`batch      batch prices saved ${usd(batchSaving)} against sync`] : []),
-    `retries    ${int(stats.retries)} retries over ${int(stats.retriedCalls)} calls; ${int(stats.repairs)} repair re-asks`,
+    `retries    ${int(stats.retries)} retries over ${int(stats.retriedCalls)} calls; ${
+      int(stats.repairs)
+    } repair re-asks`,
     `failures   ${errors.length === 0 ? "none" : errors.join(", ")}`,
     `latency    p50 ${ms(stats.percentile(50))}, p95 ${ms(stats.percentile(95))}, p99 ${ms(stats.percentile(99))}`,
     ...(stats.costUnknown > 0 ? [`unpriced   ${int(stats.costUnknown)} calls had no known price`] : [])
@@ -381,9 +389,10 @@ const latencyHistogram = (stats: Accumulator) => {
     bins.map((n, i) => [ms(i * width), n] as const),
     () => palette[0]!,
     (v) => int(Math.round(v))
-  ) + `<p class="note">p50 ${ms(stats.percentile(50))} · p95 ${ms(stats.percentile(95))} · p99 ${
-    ms(stats.percentile(99))
-  } (the last bar holds everything slower)</p>`
+  ) +
+    `<p class="note">p50 ${ms(stats.percentile(50))} · p95 ${ms(stats.percentile(95))} · p99 ${
+      ms(stats.percentile(99))
+    } (the last bar holds everything slower)</p>`
 }
 
 /** The report as one HTML page with inline SVG charts and no external resources. */
@@ -425,16 +434,33 @@ td:first-child,th:first-child{text-align:left}
   }</div>
 <div class="figures">
 ${figure("calls", int(summary.calls))}${figure("failed", int(summary.failed))}${figure("cost", usd(stats.cost))}${
-    summary.routingSavingUsd === undefined ? "" : figure("saved by routing", `$${Number(summary.routingSavingUsd).toFixed(4)}`)
+    summary.routingSavingUsd === undefined
+      ? ""
+      : figure("saved by routing", `$${Number(summary.routingSavingUsd).toFixed(4)}`)
   }${figure("retries", int(summary.retries))}${figure("p95 latency", ms(summary.latencyMs.p95))}
 </div>
 <div class="grid">
 ${card("Spend over time by model (cumulative)", spendChart(stats))}
 ${card("Latency", latencyHistogram(stats))}
 ${card("Errors by tag", bars(errors, () => palette[1]!, (v) => int(Math.round(v))))}
-${card("Attempts per call (retries)", bars(attempts.map(([a, n]) => [`${a}`, n] as const), () => palette[3]!, (v) => int(Math.round(v))))}
-${card("Routing split (calls by tier)", bars(tiers, (i) => palette[(i + 4) % palette.length]!, (v) => int(Math.round(v))))}
-${card("By model", `<table><tr><th>model</th><th>calls</th><th>failed</th><th>input</th><th>output</th><th>cost</th></tr>${rows}</table>`)}
+${
+    card(
+      "Attempts per call (retries)",
+      bars(attempts.map(([a, n]) => [`${a}`, n] as const), () => palette[3]!, (v) => int(Math.round(v)))
+    )
+  }
+${
+    card(
+      "Routing split (calls by tier)",
+      bars(tiers, (i) => palette[(i + 4) % palette.length]!, (v) => int(Math.round(v)))
+    )
+  }
+${
+    card(
+      "By model",
+      `<table><tr><th>model</th><th>calls</th><th>failed</th><th>input</th><th>output</th><th>cost</th></tr>${rows}</table>`
+    )
+  }
 </div>
 </body></html>
 `

@@ -33,7 +33,12 @@ export class RunStopped extends Schema.TaggedError<RunStopped>("@keel/cli/RunCom
 /** The flags `keel run` and `keel demo` share. */
 export const shared = {
   out: Flags.out,
-  mode: Options.choice("mode", ["sync", "batch", "auto"]).pipe(
+  mode: Options.text("mode").pipe(
+    Options.mapEffect((mode) =>
+      mode === "sync" || mode === "batch" || mode === "auto"
+        ? Effect.succeed(mode)
+        : Effect.fail(Flags.invalid(`--mode must be sync, batch or auto, got ${mode}`))
+    ),
     Options.withDefault("sync" as const),
     Options.withDescription("sync calls, the Batch API at half price, or auto (batch above 100 items)")
   ),
@@ -53,7 +58,9 @@ export const shared = {
   faults: Flags.faults.pipe(
     Options.optional,
     Options.withDescription(
-      `the simulator's fault rates, e.g. rate_limit=0.1,500=0.05 (${Simulator.faultNames.join(", ")}); default a light mix`
+      `the simulator's fault rates, e.g. rate_limit=0.1,500=0.05 (${
+        Simulator.faultNames.join(", ")
+      }); default a light mix`
     )
   ),
   seed: Options.integer("seed").pipe(
@@ -142,7 +149,8 @@ export const execute = (
       Effect.mapError((e) => new Flags.UsageError({ message: `--out ${out}: cannot write there (${e.reason})` }))
     )
     yield* Effect.try({
-      try: () => Fs.writeFileSync(recordFile(out), JSON.stringify({ ...recorded, settings: plain(settings) }, null, 2) + "\n"),
+      try: () =>
+        Fs.writeFileSync(recordFile(out), JSON.stringify({ ...recorded, settings: plain(settings) }, null, 2) + "\n"),
       catch: (error) => new Flags.UsageError({ message: `--out ${out}: cannot write there (${String(error)})` })
     })
     const backend = Live.backend({
@@ -204,7 +212,9 @@ export const command = Command.make("run", {
   )
 }, (options) =>
   Effect.gen(function*() {
-    const task = yield* Task.load(options.task).pipe(Effect.mapError((e) => new Flags.UsageError({ message: e.message })))
+    const task = yield* Task.load(options.task).pipe(
+      Effect.mapError((e) => new Flags.UsageError({ message: e.message }))
+    )
     yield* execute(task, { _tag: "File", path: options.input }, options, {
       command: "run",
       task: Path.resolve(options.task),

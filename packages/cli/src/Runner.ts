@@ -236,18 +236,29 @@ export const checkInput = (path: string): Effect.Effect<void, InputError> =>
   })
 
 const numbered = (input: Input): Stream.Stream<readonly [string, number], InputError, FileSystem.FileSystem> =>
-  (input._tag === "Lines" ? input.lines : Stream.unwrap(Effect.map(FileSystem.FileSystem, (fs) =>
-    fs.stream(input.path, { chunkSize: FileSystem.KiB(64) }).pipe(
-      Stream.mapError((error) => new InputError({ path: input.path, reason: error.message })),
-      Stream.decodeText(),
-      Stream.splitLines
-    )))).pipe(Stream.zipWithIndex, Stream.map(([line, index]) => [line, index + 1] as const))
+  (input._tag === "Lines" ?
+    input.lines :
+    Stream.unwrap(
+      Effect.map(FileSystem.FileSystem, (fs) =>
+        fs.stream(input.path, { chunkSize: FileSystem.KiB(64) }).pipe(
+          Stream.mapError((error) => new InputError({ path: input.path, reason: error.message })),
+          Stream.decodeText(),
+          Stream.splitLines
+        ))
+    )).pipe(Stream.zipWithIndex, Stream.map(([line, index]) => [line, index + 1] as const))
 
 /** One item's end, as written. */
 type Ending =
   | { readonly _tag: "Result"; readonly id: string; readonly output: unknown }
-  | { readonly _tag: "Error"; readonly id?: string; readonly line?: number; readonly errorTag: string; readonly message: string }
+  | {
+    readonly _tag: "Error"
+    readonly id?: string
+    readonly line?: number
+    readonly errorTag: string
+    readonly message: string
+  }
   | { readonly _tag: "Stop"; readonly error: LlmError }
+  | { readonly _tag: "Dropped" }
 
 export interface Options {
   readonly task: Task.Any
@@ -300,6 +311,8 @@ export const run = (options: Options) =>
     const writeError = yield* appender(errorsFile(out))
     const stop = yield* Deferred.make<void>()
     let stopped: string | undefined
+    // Set at once when the run stops: items already pulled but not started are left for the next run.
+    let stopping = false
     const pricing = yield* Pricing.Pricing
 
     const end = (ending: Ending): Effect.Effect<void, OutputError> => {
@@ -313,7 +326,10 @@ export const run = (options: Options) =>
           const { _tag, ...line } = ending
           return writeError(line)
         }
+        case "Dropped":
+          return Effect.void
         case "Stop":
+          stopping = true
           if (stopped === undefined) {
             stopped = `${ending.error._tag}: ${ending.error.message}`
           }
@@ -322,7 +338,13 @@ export const run = (options: Options) =>
     }
 
     type Parsed =
-      | { readonly _tag: "Item"; readonly id: string; readonly input: unknown; readonly raw: unknown; readonly tier: string }
+      | {
+        readonly _tag: "Item"
+        readonly id: string
+        readonly input: unknown
+        readonly raw: unknown
+        readonly tier: string
+      }
       | Extract<Ending, { _tag: "Error" }>
     const decode = Schema.decodeUnknownEither(task.input)
     const parse = ([line, number]: readonly [string, number]): Parsed | undefined => {
@@ -331,16 +353,32 @@ export const run = (options: Options) =>
       try {
         raw = JSON.parse(line)
       } catch (error) {
-        return { _tag: "Error", line: number, errorTag: "InputInvalid", message: `line ${number}: not JSON (${reasonOf(error)})` }
+        return {
+          _tag: "Error",
+          line: number,
+          errorTag: "InputInvalid",
+          message: `line ${number}: not JSON (${reasonOf(error)})`
+        }
       }
       const decoded = decode(raw)
       if (Either.isLeft(decoded)) {
-        return { _tag: "Error", line: number, errorTag: "InputInvalid", message: `line ${number}: ${decodeError(decoded.left)}` }
+        return {
+          _tag: "Error",
+          line: number,
+          errorTag: "InputInvalid",
+          message: `line ${number}: ${decodeError(decoded.left)}`
+        }
       }
       const id = task.id(decoded.right)
       const tier = task.tier(decoded.right)
       if (!(tier in task.outputs)) {
-        return { _tag: "Error", id, line: number, errorTag: "InputInvalid", message: `line ${number}: the task's tier rule gave "${tier}", which has no output Schema` }
+        return {
+          _tag: "Error",
+          id,
+          line: number,
+          errorTag: "InputInvalid",
+          message: `line ${number}: the task's tier rule gave "${tier}", which has no output Schema`
+        }
       }
       return { _tag: "Item", id, input: decoded.right, raw, tier }
     }
@@ -363,19 +401,21 @@ export const run = (options: Options) =>
 
     const syncOne = (parsed: Parsed): Effect.Effect<Ending, never, Llm.Llm> => {
       if (parsed._tag === "Error") return Effect.succeed(parsed)
-      return Llm.generateObject({
-        ...task.prompt(parsed.input, parsed.tier),
-        schema: task.outputs[parsed.tier]!,
-        tier: parsed.tier,
-        task: task.name,
-        scope: options.scope
-      }).pipe(
-        Effect.map((output): Ending => ({ _tag: "Result", id: parsed.id, output })),
-        Effect.catchAll((error): Effect.Effect<Ending> =>
-          Effect.succeed(
-            stopsTheRun.has(error._tag)
-              ? { _tag: "Stop", error }
-              : { _tag: "Error", id: parsed.id, errorTag: error._tag, message: error.message }
+      return Effect.suspend(() =>
+        stopping ? Effect.succeed<Ending>({ _tag: "Dropped" }) : Llm.generateObject({
+          ...task.prompt(parsed.input, parsed.tier),
+          schema: task.outputs[parsed.tier]!,
+          tier: parsed.tier,
+          task: task.name,
+          scope: options.scope
+        }).pipe(
+          Effect.map((output): Ending => ({ _tag: "Result", id: parsed.id, output })),
+          Effect.catchAll((error): Effect.Effect<Ending> =>
+            Effect.succeed(
+              stopsTheRun.has(error._tag)
+                ? { _tag: "Stop", error }
+                : { _tag: "Error", id: parsed.id, errorTag: error._tag, message: error.message }
+            )
           )
         )
       )
@@ -462,6 +502,7 @@ export const run = (options: Options) =>
       interrupts++
       if (interrupts === 1) {
         stopped = stopped ?? "interrupted (Ctrl-C): the same command resumes"
+        stopping = true
         options.stderr.write(`\nkeel: stopping: no new items; the calls in flight finish (Ctrl-C again cancels them)\n`)
         Runtime.runFork(runtime)(Deferred.succeed(stop, undefined))
       } else {
@@ -493,7 +534,9 @@ export const run = (options: Options) =>
       catch: (error) => new OutputError({ path: summaryFile(out), reason: reasonOf(error) })
     }).pipe(Effect.catchAll((error) => Effect.sync(() => options.stderr.write(`keel: ${error.message}\n`))))
     const text = [
-      `keel: ${(progress.results + progress.errors).toLocaleString("en-US")} items in ${(elapsedMs / 1000).toFixed(1)} s: ${progress.results} results, ${progress.errors} errors${
+      `keel: ${(progress.results + progress.errors).toLocaleString("en-US")} items in ${
+        (elapsedMs / 1000).toFixed(1)
+      } s: ${progress.results} results, ${progress.errors} errors${
         progress.skipped > 0 ? `, ${progress.skipped} skipped (already done)` : ""
       }; the folder holds ${items.results} results and ${items.errors} errors`,
       ...(stopped === undefined ? [] : [`stopped    ${stopped}`]),

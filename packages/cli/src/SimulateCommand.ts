@@ -20,19 +20,25 @@ const parseOutage = (spec: string): Simulator.Outage | undefined => {
 
 const outage = Options.text("outage").pipe(
   Options.repeated,
-  Options.withDescription("a scheduled outage, atMs:durationMs[:status] (status 500, 502, 503 or 504; default 503); repeatable"),
+  Options.withDescription(
+    "a scheduled outage, atMs:durationMs[:status] (status 500, 502, 503 or 504; default 503); repeatable"
+  ),
   Options.mapEffect((specs) =>
     Effect.forEach(specs, (spec) => {
       const parsed = parseOutage(spec)
       return parsed !== undefined ? Effect.succeed(parsed) : Effect.fail(
-        Flags.invalid(`--outage ${spec}: expected atMs:durationMs[:status], e.g. 5000:2000:503 (status 500, 502, 503 or 504)`)
+        Flags.invalid(
+          `--outage ${spec}: expected atMs:durationMs[:status], e.g. 5000:2000:503 (status 500, 502, 503 or 504)`
+        )
       )
     })
   )
 )
 
 const lineFaults = Options.text("batch-line-faults").pipe(
-  Options.withDescription(`batch line fault rates, e.g. 500=0.02,refusal=0.01 (${Simulator.lineFaultNames.join(", ")})`),
+  Options.withDescription(
+    `batch line fault rates, e.g. 500=0.02,refusal=0.01 (${Simulator.lineFaultNames.join(", ")})`
+  ),
   Options.mapEffect((spec) => {
     const rates: Record<string, number> = {}
     for (const part of spec.split(",").filter((p) => p !== "")) {
@@ -40,7 +46,9 @@ const lineFaults = Options.text("batch-line-faults").pipe(
       const rate = Number(value)
       if (!Simulator.lineFaultNames.includes(name as Simulator.LineFault)) {
         return Effect.fail(
-          Flags.invalid(`--batch-line-faults: unknown line fault "${name}" (known: ${Simulator.lineFaultNames.join(", ")})`)
+          Flags.invalid(
+            `--batch-line-faults: unknown line fault "${name}" (known: ${Simulator.lineFaultNames.join(", ")})`
+          )
         )
       }
       if (value === undefined || !(rate >= 0 && rate <= 1)) {
@@ -53,8 +61,7 @@ const lineFaults = Options.text("batch-line-faults").pipe(
   Options.optional
 )
 
-const ms = (name: string, what: string) =>
-  Flags.nonNegative(name).pipe(Options.withDescription(what), Options.optional)
+const ms = (name: string, what: string) => Flags.nonNegative(name).pipe(Options.withDescription(what), Options.optional)
 
 const some = <K extends string, A>(key: K, option: Option.Option<A>): { [P in K]?: A } =>
   Option.match(option, { onNone: () => ({}), onSome: (value) => ({ [key]: value }) as { [P in K]?: A } })
@@ -90,7 +97,9 @@ export const command = Command.make("simulate", {
     Options.withDescription("the model ids served, comma-separated (default OpenAI's chat models)"),
     Options.mapEffect((spec) => {
       const models = spec.split(",").map((m) => m.trim()).filter((m) => m !== "")
-      return models.length > 0 ? Effect.succeed(models) : Effect.fail(Flags.invalid("--models: name at least one model"))
+      return models.length > 0
+        ? Effect.succeed(models)
+        : Effect.fail(Flags.invalid("--models: name at least one model"))
     }),
     Options.optional
   ),

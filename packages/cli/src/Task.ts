@@ -79,7 +79,8 @@ export const load = (module: string): Effect.Effect<Any, TaskLoadError> =>
     return isTask(task) ? Effect.succeed(task) : Effect.fail(
       new TaskLoadError({
         module,
-        reason: "exports no task: export `task` (or a default) made with Task.make({ name, input, id, outputs, tier, prompt })"
+        reason:
+          "exports no task: export `task` (or a default) made with Task.make({ name, input, id, outputs, tier, prompt })"
       })
     )
   }))
