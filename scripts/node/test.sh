@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the Node-sensitive tests (SQLite, the undici transport, the simulator, the CLI) on other Node
+# Runs the Node-sensitive tests (SQLite: the client, the budget ledger and the batch engine's state;
+# the undici transport, the simulator, the CLI) on other Node
 # lines: installs each line with install.sh, puts its node first on PATH, points npm_config_nodedir
 # at its headers (so a native addon rebuilt there builds for it), and runs vitest under that node.
 # Prints one "Node <version>: N passed, N failed" line per Node; exits non-zero when anything failed.
@@ -18,6 +19,7 @@ if [ ${#files[@]} -eq 0 ]; then
   files=(
     packages/core/test/Sqlite.test.ts
     packages/core/test/BudgetSql.test.ts
+    packages/core/test/BatchDurability.test.ts
     packages/openai/test/transport.test.ts
     packages/openai/test/Simulator.test.ts
     packages/openai/test/SimulatorSdk.test.ts
