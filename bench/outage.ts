@@ -9,7 +9,9 @@
  * Reported: failed calls, requests, the busiest 100 ms after the outage ends (arrivals, answered or
  * not), 503 "overloaded" answers, and when the last call ended, counted from the outage's start.
  *
- *   npx tsx --conditions=@keel/source bench/outage.ts
+ *   npx tsx --conditions=@keel/source bench/outage.ts [--json FILE]
+ *
+ * `--json FILE` also writes the rows there (bench/lib/results.ts); `runCase` is exported for bench/load.ts.
  */
 import * as Llm from "@keel/core/Llm"
 import * as RateLimiter from "@keel/core/RateLimiter"
@@ -22,9 +24,11 @@ import * as Redacted from "effect/Redacted"
 import { fork } from "node:child_process"
 import * as Net from "node:net"
 import * as Os from "node:os"
+import * as Path from "node:path"
 import * as OpenAiClient from "../packages/openai/src/OpenAiClient.js"
 import * as OpenAiLanguageModel from "../packages/openai/src/OpenAiLanguageModel.js"
 import * as Simulator from "../packages/openai/src/Simulator.js"
+import * as Results from "./lib/results.js"
 
 const MODEL = "gpt-4.1-mini"
 const CAPACITY = 500
@@ -67,7 +71,7 @@ const client = async (url: string, calls: number, withLimiter: boolean) => {
   process.exit(0)
 }
 
-interface Row {
+export interface Row {
   readonly name: string
   readonly calls: number
   readonly failed: number
@@ -87,7 +91,8 @@ const freePort = () =>
     })
   })
 
-const runCase = (name: string, calls: number, withLimiter: boolean, announce: boolean) =>
+/** One case, for `bench/load.ts` (which puts the peers beside keel). */
+export const runCase = (name: string, calls: number, withLimiter: boolean, announce: boolean) =>
   Effect.gen(function*() {
     // The client is built first; the simulator (and with it the outage) starts when the calls go.
     const port = yield* Effect.promise(freePort)
@@ -126,6 +131,10 @@ const runCase = (name: string, calls: number, withLimiter: boolean, announce: bo
     )
   })
 
+const timer = Results.start("outage")
+/** `--json FILE`: the rows, machine-readable. */
+const writeJson = (rows: ReadonlyArray<Row>) => timer.finish({ rows })
+
 const main = async () => {
   const cases = [
     { name: "keel defaults + RateLimiter, 1,000 calls", calls: 1_000, limiter: true, announce: true },
@@ -150,6 +159,7 @@ const main = async () => {
     rows.push(await Effect.runPromise(runCase(c.name, c.calls, c.limiter, c.announce)))
     console.error(`done: ${c.name}`)
   }
+  writeJson(rows)
   console.log(
     `\nOutage (${Os.cpus().length} cores, shared machine; capacity ${CAPACITY} requests/s, a ${OUTAGE_MS} ms outage of 503s without a hint from the moment the calls start; ${
       new Date().toISOString().slice(0, 10)
@@ -175,6 +185,6 @@ const main = async () => {
 
 if (process.argv[2] === "--client") {
   client(process.argv[3]!, Number(process.argv[4]), process.argv[5] === "true")
-} else {
+} else if (Path.resolve(process.argv[1] ?? "") === import.meta.filename) {
   main().then(() => process.exit(0))
 }

@@ -8,7 +8,9 @@
  * Cases: 3,000/min with 2,000 calls; 6,000/min with 10,000 calls; 3,000/min with three processes of
  * 700 calls each sharing the quota through Redis (127.0.0.1:6379).
  *
- *   npx tsx --conditions=@keel/source bench/saturation.ts [case …]   (cases: 3000, 6000, redis; default all)
+ *   npx tsx --conditions=@keel/source bench/saturation.ts [case …] [--json FILE]   (cases: 3000, 6000, redis; default all)
+ *
+ * `--json FILE` also writes the rows there (bench/lib/results.ts); `runCase` is exported for bench/load.ts.
  */
 import * as Llm from "@keel/core/Llm"
 import * as RateLimiter from "@keel/core/RateLimiter"
@@ -21,10 +23,12 @@ import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Redacted from "effect/Redacted"
 import { fork } from "node:child_process"
 import * as Os from "node:os"
+import * as Path from "node:path"
 import { Agent, request } from "undici"
 import * as OpenAiClient from "../packages/openai/src/OpenAiClient.js"
 import * as OpenAiLanguageModel from "../packages/openai/src/OpenAiLanguageModel.js"
 import * as Simulator from "../packages/openai/src/Simulator.js"
+import * as Results from "./lib/results.js"
 
 const MODEL = "gpt-4.1-mini"
 const CONCURRENCY = 64
@@ -99,7 +103,7 @@ const drain = async (url: string) => {
   return sent
 }
 
-interface Row {
+export interface Row {
   readonly name: string
   readonly limit: number
   readonly calls: number
@@ -117,7 +121,8 @@ interface Row {
 const percentile = (sorted: ReadonlyArray<number>, p: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? 0
 
-const runCase = (name: string, limit: number, calls: number, processes: number, store: "memory" | "redis") =>
+/** One case, for `bench/load.ts` (which puts the peers beside keel). */
+export const runCase = (name: string, limit: number, calls: number, processes: number, store: "memory" | "redis") =>
   Effect.gen(function*() {
     const simulator = yield* Simulator.Simulator
     const prefix = `keel-bench-${process.pid}-${Date.now()}:`
@@ -159,8 +164,12 @@ const runCase = (name: string, limit: number, calls: number, processes: number, 
     } satisfies Row
   }).pipe(Effect.provide(Simulator.layer({ seed: 1, limits: { requestsPerMinute: limit } })))
 
+const timer = Results.start("saturation")
+/** `--json FILE`: the rows, machine-readable. */
+const writeJson = (rows: ReadonlyArray<Row>) => timer.finish({ rows })
+
 const main = async () => {
-  const wanted = process.argv.slice(2)
+  const wanted = process.argv.slice(2).filter((a, i, all) => a !== "--json" && all[i - 1] !== "--json")
   const cases = [
     { key: "3000", name: "3,000/min, 2,000 calls, 1 process", limit: 3_000, calls: 2_000, processes: 1 },
     { key: "6000", name: "6,000/min, 10,000 calls, 1 process", limit: 6_000, calls: 10_000, processes: 1 },
@@ -180,6 +189,7 @@ const main = async () => {
     rows.push(row)
     console.error(`done: ${c.name} in ${row.seconds.toFixed(1)} s`)
   }
+  writeJson(rows)
   console.log(
     `\nSaturation (${Os.cpus().length} cores, shared machine; simulator in-process, keel in child processes, concurrency 64 per process; ${
       new Date().toISOString().slice(0, 10)
@@ -206,6 +216,6 @@ const main = async () => {
 
 if (process.argv[2] === "--client") {
   client(process.argv[3]!, Number(process.argv[4]), process.argv[5] as "memory" | "redis", process.argv[6]!)
-} else {
+} else if (Path.resolve(process.argv[1] ?? "") === import.meta.filename) {
   main().then(() => process.exit(0))
 }
