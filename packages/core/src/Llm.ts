@@ -239,18 +239,16 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, LlmConfi
      * Without a budget, a call whose context holds one (provided beside the layer rather than to it)
      * fails closed instead of running unlimited.
      */
-    const guard = budget === undefined
-      ? Effect.contextWithEffect((context: Context.Context<never>) =>
-        context.unsafeMap.has(Budget.Budget.key)
-          ? Effect.fail(
-            new BudgetUnavailable({
-              operation: "configure",
-              reason:
-                "a Budget is provided where the call runs, but Llm.layer was built without one: provide the Budget to Llm.layer (Layer.provide), not merged beside it"
-            })
-          )
-          : Effect.void
-      )
+    /**
+     * Without a budget, a call whose context holds one (provided beside the layer rather than to it)
+     * fails closed instead of running unlimited.
+     */
+    const budgetBeside = budget === undefined
+      ? new BudgetUnavailable({
+        operation: "configure",
+        reason:
+          "a Budget is provided where the call runs, but Llm.layer was built without one: provide the Budget to Llm.layer (Layer.provide), not merged beside it"
+      })
       : undefined
 
     /**
@@ -261,9 +259,11 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, LlmConfi
       request: LlmRequest.LlmRequest
     ): Effect.Effect<
       { readonly request: LlmRequest.Resolved; readonly reason: string; readonly route?: Stage.RouteState },
-      InvalidRequest
+      InvalidRequest | BudgetUnavailable
     > =>
-      Effect.flatMap(ModelOverride, (override) => {
+      Effect.contextWithEffect((context: Context.Context<never>) => {
+        if (budgetBeside !== undefined && context.unsafeMap.has(Budget.Budget.key)) return Effect.fail(budgetBeside)
+        const override = Context.get(context, ModelOverride)
         if (routing !== undefined) {
           return routing.choose(
             request,
@@ -321,7 +321,7 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, LlmConfi
       input: LlmRequest.Input,
       body: (state: CallState, request: LlmRequest.Resolved) => Effect.Effect<A, LlmError>
     ): Effect.Effect<A, LlmError> => {
-      const run = LlmRequest.decode(input).pipe(
+      return LlmRequest.decode(input).pipe(
         Effect.flatMap(resolve),
         Effect.flatMap(({ reason, request, route }) => {
           const state: CallState = {
@@ -339,10 +339,11 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, LlmConfi
             route
           }
           // A call-level stage (a router) may replace the request before the body reads it.
-          return pipeline.call(state, Effect.suspend(() => body(state, state.request)))
+          return pipeline.wrapsCalls
+            ? pipeline.call(state, Effect.suspend(() => body(state, state.request)))
+            : body(state, request)
         })
       )
-      return guard === undefined ? run : Effect.zipRight(guard, run)
     }
 
     return Llm.of({

@@ -289,7 +289,8 @@ export type LlmError = typeof LlmError.Type
 const members: ReadonlyArray<new(...args: Array<any>) => unknown> = LlmError.members
 
 /** Whether a value is one of the `LlmError` family: an instance of one of the union's classes. */
-export const isLlmError = (u: unknown): u is LlmError => members.some((member) => u instanceof member)
+export const isLlmError = (u: unknown): u is LlmError =>
+  typeof u === "object" && u !== null && "_tag" in u && members.some((member) => u instanceof member)
 
 /** Whether retrying can help: a property of the error, not of the call site. */
 export const isRetryable = (error: LlmError): boolean => error.retryable

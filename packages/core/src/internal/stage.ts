@@ -81,6 +81,8 @@ export interface Composed {
   readonly call: Wrap
   readonly round: Wrap
   readonly attempt: WrapAttempt
+  /** Whether any stage wraps calls (else the call's body can run as it is). */
+  readonly wrapsCalls: boolean
 }
 
 const identity: Wrap = (_state, self) => self
@@ -95,6 +97,7 @@ const nest = <W extends Wrap | WrapAttempt>(wraps: ReadonlyArray<W>): W => {
 
 /** Composes stages once: the first stage of the list is the outermost at every level. */
 export const compose = (stages: ReadonlyArray<Stage>): Composed => ({
+  wrapsCalls: stages.some((stage) => stage.call !== undefined),
   call: nest(stages.flatMap((stage) => stage.call === undefined ? [] : [stage.call])),
   round: nest(stages.flatMap((stage) => stage.round === undefined ? [] : [stage.round])),
   attempt: nest(stages.flatMap((stage) => stage.attempt === undefined ? [] : [stage.attempt]))
