@@ -94,6 +94,6 @@ const numberText = (n: number): string => {
   const digits = whole! + fraction
   const point = whole!.length + Number(exp)
   if (point <= 0) return `${sign}0.${"0".repeat(-point)}${digits}`
-  if (point >= digits.length) return `${sign}${digits}${"0".repeat(point - digits.length)}`
-  return `${sign}${digits.slice(0, point)}.${digits.slice(point)}`
+  // JavaScript writes an exponent only below 1e-6 or from 1e21, where the point lies past every digit.
+  return `${sign}${digits}${"0".repeat(point - digits.length)}`
 }
