@@ -8,7 +8,9 @@
  *   reservations (spent + requested ≤ limit), it waits for them to settle, up to `maxWait` (default
  *   0: refuse at once), then fails with `BudgetExceeded`; when it could not fit even if every
  *   reservation settled, it fails at once. Waiting is interruptible and an interrupted `reserve`
- *   holds nothing. So spent + reserved never exceeds a limit through reservations.
+ *   holds nothing. So spent + reserved never exceeds a limit through reservations. Spent only grows
+ *   within a period, so once the store has reported a spent that leaves no room for a request, the
+ *   same request and larger ones are refused without asking it again.
  * - `settle` charges the actual cost and frees the rest of the reservation; `release` frees it all
  *   when nothing was billed. A charge that is partly guessed (an attempt that may have been billed
  *   returned no usage) is marked `estimated`. A cost above the reservation (an estimate that
@@ -447,6 +449,34 @@ export const make = (
     const blockedByReservations = (error: BudgetExceeded, amount: Money.Money): boolean =>
       Money.unsafeParse(error.spent) + amount <= Money.unsafeParse(error.limit)
 
+    /**
+     * Per limited counter, the spent and reserved sums the store last reported (in a refusal, or
+     * when the budget starts). Spent only grows within a counter's period, so a request that would
+     * pass the limit on top of that spent is refused without asking the store again: against an
+     * exhausted budget, refusals cost nothing.
+     */
+    const spentSeen = new Map<string, { readonly spent: Money.Money; readonly reserved: Money.Money }>()
+    const remember = (counters: ReadonlyArray<Counter>, refusal: BudgetExceeded) => {
+      const counter = counters.find((counter) =>
+        counter.scope === refusal.scope &&
+        (counter.window === "total" ? "total" : `${counter.window} ${counter.period}`) === refusal.window
+      )
+      if (counter === undefined) return
+      const spent = Money.unsafeParse(refusal.spent)
+      if ((spentSeen.get(counter.key)?.spent ?? -1n) > spent) return
+      if (spentSeen.size >= 10_000) spentSeen.clear()
+      spentSeen.set(counter.key, { spent, reserved: Money.unsafeParse(refusal.reserved) })
+    }
+    const certainRefusal = (counters: ReadonlyArray<Counter>, amount: Money.Money): BudgetExceeded | undefined => {
+      for (const counter of counters) {
+        const seen = counter.limit === undefined ? undefined : spentSeen.get(counter.key)
+        if (seen !== undefined && seen.spent + amount > counter.limit!) {
+          return exceeded(counter, seen.spent, seen.reserved, amount)
+        }
+      }
+      return undefined
+    }
+
     /** Waits, interruptibly, until this process frees money or `millis` pass. */
     const pause = (signal: Deferred.Deferred<void>, millis: number) =>
       Effect.interruptible(Effect.ignore(Effect.timeout(Deferred.await(signal), millis)))
@@ -510,14 +540,22 @@ export const make = (
         if (templatesOf(path) === undefined) return invalid("reserve", `illegal scope "${path}"`)
         if (amount < 0n) return invalid("reserve", `negative amount ${Money.format(amount)}`)
         const id = `${owner}:${++sequence}`
+        let counters: ReadonlyArray<Counter> = []
         const attempt = Effect.flatMap(Clock.currentTimeMillis, (now) => {
-          const counters = countersOf(path, now)!
+          counters = countersOf(path, now)!
+          const certain = spentSeen.size === 0 ? undefined : certainRefusal(counters, amount)
+          if (certain !== undefined) return Effect.fail(certain)
           return Effect.as(write({ id, owner, amount, counters, lease }), { id, scope: path, amount, counters })
         })
+        const rememberRefusal = (error: BudgetExceeded | BudgetStoreError) =>
+          Effect.sync(() => error._tag === "BudgetExceeded" && remember(counters, error))
         return Effect.catchAll(attempt, (refusal) => {
+          if (refusal._tag === "BudgetExceeded") remember(counters, refusal)
           if (refusal._tag !== "BudgetExceeded" || !blockedByReservations(refusal, amount)) return Effect.fail(refusal)
           const maxWait = reserveOptions?.maxWait === undefined ? defaultMaxWait : millisOf(reserveOptions.maxWait)
-          return maxWait > 0 ? waitForRoom(attempt, amount, refusal, maxWait) : Effect.fail(refusal)
+          return maxWait > 0
+            ? waitForRoom(Effect.tapError(attempt, rememberRefusal), amount, refusal, maxWait)
+            : Effect.fail(refusal)
         })
       }))
 
@@ -613,6 +651,22 @@ export const make = (
       )
 
     yield* reclaim
+    // What the limited counters have spent so far, so that a process started against an exhausted
+    // budget refuses at once (an optimisation only: a store that cannot say is asked per call).
+    yield* Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      const limited = new Map<string, Counter>()
+      for (const limit of limits) {
+        for (const counter of countersOf(limit.scope, now)!) {
+          if (counter.limit !== undefined) limited.set(counter.key, counter)
+        }
+      }
+      return Effect.map(store.balances(Array.from(limited.keys())), (balances) => {
+        for (const balance of balances) {
+          const key = `${balance.scope}|${balance.window}|${balance.period}`
+          if (balance.spent > 0n) spentSeen.set(key, { spent: balance.spent, reserved: balance.reserved })
+        }
+      })
+    }).pipe(Effect.when(() => limits.length > 0), Effect.ignore)
     yield* every(reclaimEvery, "reclaiming expired reservations", reclaim)
     yield* every(renewEvery, "renewing leases", maintain)
 

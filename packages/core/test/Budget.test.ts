@@ -247,6 +247,32 @@ describe("Budget (memory store)", () => {
       assert.strictEqual(total(yield* budget.status("tenant:acme"), "tenant:acme").reserved, usd("0.90"))
     }).pipe(Effect.provide(Budget.layerMemory({ limits }))))
 
+  it.effect("against an exhausted budget, refusals do not ask the store again; a fresh budget knows at start", () =>
+    Effect.gen(function*() {
+      const memory = Budget.makeMemoryStore()
+      let reserves = 0
+      const counting = Budget.BudgetStore.of({
+        ...memory,
+        reserve: (request) => Effect.suspend(() => (reserves++, memory.reserve(request)))
+      })
+      const budget = yield* Budget.make({ limits }).pipe(Effect.provideService(Budget.BudgetStore, counting))
+      yield* budget.settle(yield* budget.reserve("tenant:acme/run:2", usd("0.90")), usd("0.90"))
+      const first = yield* Effect.flip(budget.reserve("tenant:acme/run:2", usd("0.20")))
+      assert.isTrue(first._tag === "BudgetExceeded" && first.spent === "0.9")
+      const asked = reserves
+      const again = yield* Effect.flip(budget.reserve("tenant:acme/run:3", usd("0.15")))
+      assert.isTrue(again._tag === "BudgetExceeded" && again.scope === "tenant:acme" && again.spent === "0.9")
+      assert.strictEqual(reserves, asked, "refused from what the store last reported")
+      // What still fits on top of spent is asked, and reserved.
+      yield* budget.reserve("tenant:acme/run:3", usd("0.10"))
+      assert.strictEqual(reserves, asked + 1)
+      // Another process over the same store learns the spent when it starts.
+      const fresh = yield* Budget.make({ limits }).pipe(Effect.provideService(Budget.BudgetStore, counting))
+      const refused = yield* Effect.flip(fresh.reserve("tenant:acme", usd("0.20")))
+      assert.isTrue(refused._tag === "BudgetExceeded" && refused.spent === "0.9")
+      assert.strictEqual(reserves, asked + 1)
+    }).pipe(Effect.scoped))
+
   it.effect("a settle the store failed is retried with the renewals until it lands", () =>
     Effect.gen(function*() {
       const memory = Budget.makeMemoryStore()
@@ -399,6 +425,49 @@ describe("Llm with a Budget", () => {
       // It may have been billed: charged conservatively at its estimate, never left reserved.
       assert.deepStrictEqual([status.spent, status.reserved], [yield* worstCase("hang"), 0n])
     }).pipe(Effect.provide(withBudget(TestKit.scripted([TestKit.hang]), {}))))
+
+  it.effect("a lease shorter than a round: calls whose reservation was reclaimed end in BudgetUnavailable, the rest complete", () => {
+    // "slow" calls: the first attempt hangs until its 3 s timeout (it may have been billed), so the
+    // retry must extend a reservation whose 1 s lease ran out (no renewals) and was reclaimed.
+    const attempts = new Map<string, number>()
+    const scripted = TestKit.scripted([], {
+      otherwise: (request) => {
+        const content = String(request.messages[0]!.content)
+        const attempt = (attempts.get(content) ?? 0) + 1
+        attempts.set(content, attempt)
+        return content.startsWith("slow") && attempt === 1 ? Effect.never : Effect.succeed(answer)
+      }
+    })
+    const items = Array.from({ length: 20 }, (_, i) => `${i % 4 === 0 ? "slow" : "fast"} ${i}`)
+    return Effect.gen(function*() {
+      const exits = yield* TestKit.runWithTestClock(
+        Effect.forEach(items, (item) => Effect.exit(Llm.generate(request(item))), { concurrency: "unbounded" })
+      )
+      const outcomes = exits.map((exit) =>
+        Exit.isSuccess(exit)
+          ? "ok"
+          : Exit.isFailure(exit) && exit.cause._tag === "Fail"
+          ? exit.cause.error._tag
+          : "defect"
+      )
+      assert.deepStrictEqual(outcomes, items.map((item) => item.startsWith("slow") ? "BudgetUnavailable" : "ok"))
+      const unavailable = exits.find((exit) => Exit.isFailure(exit))!
+      assert.isTrue(
+        Exit.isFailure(unavailable) && unavailable.cause._tag === "Fail" &&
+          unavailable.cause.error._tag === "BudgetUnavailable" && /reclaimed/.test(unavailable.cause.error.reason)
+      )
+      // The retries were not sent; each reclaimed reservation was charged at its full amount.
+      for (const item of items.filter((item) => item.startsWith("slow"))) assert.strictEqual(attempts.get(item), 1)
+      const global = total(yield* Budget.status(), "global")
+      const slowWorst = yield* Effect.forEach(items.filter((item) => item.startsWith("slow")), worstCase)
+      assert.deepStrictEqual([global.spent, global.reserved], [answerCost * 15n + Money.sum(slowWorst), 0n])
+    }).pipe(
+      Effect.provide(
+        withBudget(scripted, { lease: "1 second", renewEvery: "1 hour", reclaimEvery: "500 millis" })
+      ),
+      RetryPolicy.withPolicy(RetryPolicy.make({ attemptTimeout: "3 seconds", jitter: "none", base: 0 }))
+    )
+  })
 
   it.effect("an unknown model is PricingUnknown before anything is sent", () =>
     Effect.gen(function*() {

@@ -1,0 +1,364 @@
+/**
+ * Budget under a burst: 4 OS processes × 2,500 concurrent `Llm.generate` calls (core's scripted
+ * model, answering after `--delay` ms) against one ledger — Postgres on 127.0.0.1, then a SQLite
+ * file — with a limit of 30% of the run's cost. Reports the overshoot (spent above the limit, and
+ * the peak of spent + reserved sampled during the run), the share of the limit spent at the end,
+ * defects, and whether the call log (the sum of the records' `costUsd`) equals the ledger. Then a
+ * second burst of 1,000 calls (4 × 250) against the exhausted budget: how many were refused and how
+ * fast. During the first burst, 40 reservations of a dead owner expire 2 s after the start; every
+ * worker reclaims every second, and the report lists when reclaim ran and what it took back.
+ *
+ * Each call reserves its worst case (input bytes as an upper bound of its tokens, and its whole
+ * `maxOutputTokens`), about 2.8× what it is then charged, and waits for other calls' reservations
+ * within the retry policy's deadline (10 minutes here), which the pipeline passes as `maxWait`.
+ *
+ *   npx tsx --conditions=@keel/source bench/budget-burst.ts [--calls 2500] [--workers 4] [--delay 20] [--only pg|sqlite]
+ */
+import * as PgClient from "@effect/sql-pg/PgClient"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as ChildProcess from "node:child_process"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import * as Readline from "node:readline"
+import * as Budget from "../packages/core/src/Budget.js"
+import * as BudgetSql from "../packages/core/src/Budget/Sql.js"
+import * as CallLog from "../packages/core/src/CallLog.js"
+import * as Llm from "../packages/core/src/Llm.js"
+import * as Money from "../packages/core/src/Money.js"
+import * as Pricing from "../packages/core/src/Pricing.js"
+import * as RetryPolicy from "../packages/core/src/RetryPolicy.js"
+import * as TestKit from "../packages/core/src/TestKit.js"
+
+const model = "gpt-4o-mini"
+const table = { [model]: { input: "0.15", cachedInput: "0.075", output: "0.60", maxOutputTokens: 16_384 } }
+const usage = { inputTokens: 10, outputTokens: 30 }
+const answer = TestKit.response({ model, usage })
+const maxOutputTokens = 80
+const limitScope = "tenant:acme"
+const answerCost = Pricing.costOf(Effect.runSync(Pricing.make({ table })).prices.get(model)!, answer.usage)
+const deadOwners = 40
+const deadLease = 2_000
+const reclaimEvery = 1_000
+
+type Store = { readonly pg: string } | { readonly sqlite: string }
+
+interface Job {
+  readonly store: Store
+  readonly tablePrefix: string
+  readonly calls: number
+  readonly limit: string
+  readonly delayMillis: number
+  readonly worker: number
+}
+
+/** What a worker prints when its burst is over (one JSON line). */
+interface Report {
+  readonly ok: number
+  readonly refused: number
+  readonly failed: Record<string, number>
+  readonly defects: number
+  readonly records: number
+  readonly recordedCost: string
+  /** Wall time of each refused call, ms. */
+  readonly refusedMillis: ReadonlyArray<number>
+  readonly okMillis: ReadonlyArray<number>
+  /** Reclaim runs: start (ms since go), duration, how many it reclaimed. */
+  readonly reclaims: ReadonlyArray<readonly [number, number, number]>
+}
+
+const pgLayer = (maxConnections: number) =>
+  PgClient.layer({ host: "127.0.0.1", port: 5432, database: "test", username: "postgres", maxConnections })
+
+// ---------------------------------------------------------------------------------------------- worker
+
+const worker = (job: Job) =>
+  Effect.gen(function*() {
+    let goAt = 0
+    const reclaims: Array<readonly [number, number, number]> = []
+    const options = { limits: [{ scope: limitScope, limit: job.limit }], reclaimEvery, tablePrefix: job.tablePrefix }
+    // The SQL store, with its reclaim runs timed.
+    const store = Layer.effect(
+      Budget.BudgetStore,
+      Effect.map(BudgetSql.make(options), (store) =>
+        Budget.BudgetStore.of({
+          ...store,
+          reclaim: Effect.suspend(() => {
+            const start = performance.now()
+            return Effect.tap(store.reclaim, (count) => {
+              if (goAt > 0) reclaims.push([Math.round(start - goAt), Math.round(performance.now() - start), count])
+            })
+          })
+        }))
+    )
+    const client = "pg" in job.store
+      ? pgLayer(8)
+      : BudgetSql.layerSqliteClient({ filename: job.store.sqlite })
+    const budget = Budget.layer(options).pipe(Layer.provide(store), Layer.provide(client))
+    const log = CallLog.memory()
+    const scripted = TestKit.scripted([], { otherwise: () => Effect.delay(Effect.succeed(answer), job.delayMillis) })
+    const policy = Layer.succeed(RetryPolicy.RetryPolicy, RetryPolicy.make({ deadline: "10 minutes" }))
+    const llm = Llm.layer({ require: ["budget"] }).pipe(
+      Layer.provide(Layer.mergeAll(scripted.layer, budget, Pricing.layer({ table }), log.layer, policy))
+    )
+    const context = yield* Layer.build(llm)
+    process.stdout.write("ready\n")
+    yield* Effect.async<void>((resume) => {
+      Readline.createInterface({ input: process.stdin }).once("line", () => resume(Effect.void))
+    })
+    goAt = performance.now()
+    const okMillis: Array<number> = []
+    const refusedMillis: Array<number> = []
+    const failed: Record<string, number> = {}
+    let defects = 0
+    yield* Effect.forEach(
+      Array.from({ length: job.calls }, (_, i) => i),
+      (i) =>
+        Effect.suspend(() => {
+          const start = performance.now()
+          return Effect.map(
+            Effect.exit(Llm.generate({
+              model,
+              messages: [{ role: "user", content: `Score listing #${job.worker}-${String(i).padStart(5, "0")}` }],
+              maxOutputTokens,
+              scope: `${limitScope}/run:${job.worker}`
+            })),
+            (exit) => {
+              const took = performance.now() - start
+              if (Exit.isSuccess(exit)) return okMillis.push(took)
+              const failure = Cause.failureOption(exit.cause)
+              if (failure._tag === "None") return defects++
+              if (failure.value._tag === "BudgetExceeded") return refusedMillis.push(took)
+              failed[failure.value._tag] = (failed[failure.value._tag] ?? 0) + 1
+              return undefined
+            }
+          )
+        }),
+      { concurrency: "unbounded", discard: true }
+    ).pipe(Effect.provide(context))
+    // Let a reclaim run after the burst finish being recorded.
+    const report: Report = {
+      ok: okMillis.length,
+      refused: refusedMillis.length,
+      failed,
+      defects,
+      records: log.records.length,
+      recordedCost: Money.format(Money.sum(log.records.map((r) => Money.unsafeParse(r.costUsd ?? "0")))),
+      refusedMillis: refusedMillis.map(Math.round),
+      okMillis: okMillis.map(Math.round),
+      reclaims
+    }
+    process.stdout.write(`report ${JSON.stringify(report)}\n`)
+  }).pipe(Effect.scoped)
+
+// ---------------------------------------------------------------------------------------------- parent
+
+const argument = (name: string, fallback: string) => {
+  const index = process.argv.indexOf(`--${name}`)
+  return index >= 0 ? process.argv[index + 1]! : fallback
+}
+
+interface Child {
+  readonly process: ChildProcess.ChildProcess
+  readonly ready: Promise<void>
+  readonly report: Promise<Report>
+}
+
+const spawn = (job: Job): Child => {
+  const child = ChildProcess.spawn(
+    process.execPath,
+    ["--import", "tsx", "--conditions=@keel/source", import.meta.filename, "worker", JSON.stringify(job)],
+    { stdio: ["pipe", "pipe", "inherit"] }
+  )
+  const lines = Readline.createInterface({ input: child.stdout! })
+  let readyResolve!: () => void
+  const ready = new Promise<void>((resolve) => (readyResolve = resolve))
+  const report = new Promise<Report>((resolve, reject) => {
+    lines.on("line", (line) => {
+      if (line === "ready") readyResolve()
+      else if (line.startsWith("report ")) resolve(JSON.parse(line.slice(7)) as Report)
+    })
+    child.on("exit", (code) => reject(new Error(`worker ${job.worker} exited ${code} without a report`)))
+  })
+  return { process: child, ready, report }
+}
+
+const percentile = (values: ReadonlyArray<number>, p: number) => {
+  if (values.length === 0) return Number.NaN
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!
+}
+
+const counterOf = (prefix: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.map(
+      sql.unsafe<{ spent: string; reserved: string }>(
+        `SELECT CAST(spent AS TEXT) AS spent, CAST(reserved AS TEXT) AS reserved FROM ${prefix}_counters WHERE key = '${limitScope}|total|total'`
+      ),
+      (rows) => ({ spent: BigInt(rows[0]?.spent ?? 0), reserved: BigInt(rows[0]?.reserved ?? 0) })
+    ))
+
+const ledgerOf = (prefix: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql.unsafe<{ status: string; n: string; charged: string | null }>(
+      `SELECT status, CAST(count(*) AS TEXT) AS n, CAST(sum(charged) AS TEXT) AS charged FROM ${prefix}_reservations GROUP BY status`
+    ))
+
+/** Runs `calls` per worker in `workers` processes started together; samples the ledger meanwhile. */
+const burst = (store: Store, prefix: string, calls: number, workers: number, limit: bigint, delayMillis: number) =>
+  Effect.gen(function*() {
+    const children = Array.from(
+      { length: workers },
+      (_, worker) =>
+        spawn({ store, tablePrefix: prefix, calls, limit: Money.format(limit), delayMillis, worker: worker + 1 })
+    )
+    yield* Effect.promise(() => Promise.all(children.map((child) => child.ready)))
+    return children
+  })
+
+const run = (name: string, store: Store, client: Layer.Layer<SqlClient.SqlClient, unknown>) =>
+  Effect.gen(function*() {
+    const calls = Number(argument("calls", "2500"))
+    const workers = Number(argument("workers", "4"))
+    const delayMillis = Number(argument("delay", "20"))
+    const prefix = `keel_burst_${process.pid}`
+    const limit = (answerCost * BigInt(calls * workers) * 3n) / 10n
+    const sql = yield* SqlClient.SqlClient
+    const storeService = yield* BudgetSql.make({ tablePrefix: prefix })
+    // The workers start together, once all are ready; the dead owner's reservations expire 2 s later.
+    const children = yield* burst(store, prefix, calls, workers, limit, delayMillis)
+    const chain = Budget.chain(`${limitScope}/run:dead`).map((scope) => ({
+      key: `${scope}|total|total`,
+      scope,
+      window: "total" as const,
+      period: "total",
+      limit: scope === limitScope ? limit : undefined
+    }))
+    for (let i = 0; i < deadOwners; i++) {
+      yield* storeService.reserve({
+        id: `dead:${i}`,
+        owner: "dead",
+        amount: answerCost,
+        counters: chain,
+        lease: deadLease
+      })
+    }
+    const start = performance.now()
+    for (const child of children) child.process.stdin!.write("go\n")
+    let done = false
+    const reports = Promise.all(children.map((child) => child.report)).finally(() => (done = true))
+    let peak = 0n
+    while (!done) {
+      const { reserved, spent } = yield* counterOf(prefix)
+      if (spent + reserved > peak) peak = spent + reserved
+      yield* Effect.sleep(20)
+    }
+    const wall = performance.now() - start
+    const results = yield* Effect.promise(() => reports)
+    for (const child of children) child.process.stdin!.end()
+    const final = yield* counterOf(prefix)
+    const ledger = yield* ledgerOf(prefix)
+    const reclaimed = ledger.find((row) => row.status === "reclaimed")
+    const open = ledger.find((row) => row.status === "open")
+    const ledgerCharged = Money.sum(ledger.map((row) => BigInt(row.charged ?? 0)))
+    const recorded = Money.sum(results.map((r) => Money.unsafeParse(r.recordedCost)))
+    const deadCharged = BigInt(reclaimed?.charged ?? 0)
+    const ok = results.reduce((n, r) => n + r.ok, 0)
+    const refused = results.reduce((n, r) => n + r.refused, 0)
+    const defects = results.reduce((n, r) => n + r.defects, 0)
+    const failed = results.flatMap((r) => Object.entries(r.failed).map(([tag, n]) => `${tag} ${n}`))
+    const records = results.reduce((n, r) => n + r.records, 0)
+    const okMillis = results.flatMap((r) => r.okMillis)
+    const refusedMillis = results.flatMap((r) => r.refusedMillis)
+    const reclaims = results.flatMap((r, index) =>
+      r.reclaims.map(([at, took, count]) => ({ worker: index + 1, at, took, count }))
+    )
+
+    // Second burst against the exhausted budget.
+    const second = yield* burst(store, prefix, 1000 / workers, workers, limit, delayMillis)
+    for (const child of second) child.process.stdin!.write("go\n")
+    const secondResults = yield* Effect.promise(() => Promise.all(second.map((child) => child.report)))
+    for (const child of second) child.process.stdin!.end()
+    const secondRefused = secondResults.flatMap((r) => r.refusedMillis)
+    const secondOther = secondResults.reduce(
+      (n, r) => n + r.ok + r.defects + Object.values(r.failed).reduce((a, b) => a + b, 0),
+      0
+    )
+    const afterSecond = yield* counterOf(prefix)
+
+    for (const table of ["counters", "reservations", "migrations"]) {
+      yield* sql.unsafe(`DROP TABLE IF EXISTS ${prefix}_${table}`)
+    }
+
+    const pct = (part: bigint, whole: bigint) => `${(Number((part * 100_000n) / whole) / 1000).toFixed(2)}%`
+    const lines = [
+      `### ${name}: ${workers} processes × ${calls} concurrent calls, limit $${Money.format(limit)} (30% of $${
+        Money.format(answerCost * BigInt(calls * workers))
+      })`,
+      "",
+      `- wall ${(wall / 1000).toFixed(1)} s; ok ${ok}, refused (BudgetExceeded) ${refused}, other errors ${
+        failed.length === 0 ? 0 : failed.join(", ")
+      }, defects ${defects}; call records ${records}`,
+      `- overshoot at the end $${
+        Money.format(final.spent > limit ? final.spent - limit : 0n)
+      }; peak spent + reserved sampled ${pct(peak, limit)} of the limit (${peak <= limit ? "never above" : "ABOVE"})`,
+      `- spent at the end $${Money.format(final.spent)} = **${
+        pct(final.spent, limit)
+      } of the limit**; still reserved $${Money.format(final.reserved)}; open reservations ${open?.n ?? 0}`,
+      `- call log $${Money.format(recorded)} + dead owner's reclaimed $${Money.format(deadCharged)} = $${
+        Money.format(recorded + deadCharged)
+      } vs ledger counter $${Money.format(final.spent)} and ledger rows $${Money.format(ledgerCharged)}: ${
+        recorded + deadCharged === final.spent && ledgerCharged === final.spent ? "equal" : "DIFFERENT"
+      }`,
+      `- latency ok p50 ${percentile(okMillis, 50)} ms, p99 ${percentile(okMillis, 99)} ms; refused p50 ${
+        percentile(refusedMillis, 50)
+      } ms, p99 ${percentile(refusedMillis, 99)} ms`,
+      `- reclaim (every ${reclaimEvery} ms per worker; ${deadOwners} dead reservations expiring at +${deadLease} ms): ${
+        reclaimed?.n ?? 0
+      } reclaimed; runs ${
+        reclaims.filter((r) => r.count > 0).map((r) =>
+          `w${r.worker} at +${r.at} ms took ${r.took} ms reclaimed ${r.count}`
+        ).join(", ")
+      }; per worker, largest gap between run starts ${
+        Array.from({ length: workers }, (_, w) => {
+          const starts = reclaims.filter((r) => r.worker === w + 1).map((r) => r.at)
+          return Math.max(0, ...starts.slice(1).map((at, i) => at - starts[i]!))
+        }).join(" / ")
+      } ms, runs ${
+        Array.from({ length: workers }, (_, w) => reclaims.filter((r) => r.worker === w + 1).length).join(" / ")
+      }`,
+      `- second burst, ${
+        secondRefused.length + secondOther
+      } calls against the exhausted budget: refused ${secondRefused.length}, anything else ${secondOther}; p50 ${
+        percentile(secondRefused, 50)
+      } ms, p99 ${percentile(secondRefused, 99)} ms, max ${percentile(secondRefused, 100)} ms; spent unchanged: ${
+        afterSecond.spent === final.spent && afterSecond.reserved === 0n
+      }`,
+      ""
+    ]
+    console.log(lines.join("\n"))
+  }).pipe(Effect.provide(client), Effect.scoped)
+
+if (process.argv[2] === "worker") {
+  await Effect.runPromise(worker(JSON.parse(process.argv[3]!) as Job))
+  process.exit(0)
+} else {
+  const only = argument("only", "")
+  console.log(
+    `Node ${process.version}, ${Os.cpus().length} cores, load average ${
+      Os.loadavg().map((n) => n.toFixed(1)).join(" ")
+    }\n`
+  )
+  if (only !== "sqlite") await Effect.runPromise(run("Postgres (127.0.0.1)", { pg: "test" }, pgLayer(2)))
+  if (only !== "pg") {
+    const filename = Path.join(Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-burst-")), "budget.db")
+    await Effect.runPromise(
+      run("SQLite (one file, WAL)", { sqlite: filename }, BudgetSql.layerSqliteClient({ filename }))
+    )
+  }
+  console.log(`load average after ${Os.loadavg().map((n) => n.toFixed(1)).join(" ")}`)
+}
