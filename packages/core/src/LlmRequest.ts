@@ -9,6 +9,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Schema from "effect/Schema"
 import { firstIssue } from "./internal/parseIssue.js"
+import * as StrictRules from "./internal/strictRules.js"
 import { InvalidRequest } from "./LlmError.js"
 
 /** A JSON Schema document, as sent to the provider. */
@@ -53,11 +54,7 @@ export type Message = typeof Message.Type
 
 /** A function the model may call. `parameters` is a JSON Schema object; `strict` asks for exact conformance. */
 export const ToolDefinition = Schema.Struct({
-  name: Schema.String.pipe(
-    Schema.pattern(/^[a-zA-Z0-9_-]{1,64}$/, {
-      message: () => "must be 1 to 64 letters, digits, underscores or dashes"
-    })
-  ),
+  name: Schema.String.pipe(Schema.pattern(StrictRules.namePattern, { message: () => StrictRules.nameReason })),
   description: Schema.optional(Schema.String),
   parameters: JsonSchema,
   strict: Schema.optionalWith(Schema.Boolean, { default: () => true })
@@ -76,7 +73,7 @@ export const ResponseFormat = Schema.Union(
   Schema.TaggedStruct("text", {}),
   Schema.TaggedStruct("json_object", {}),
   Schema.TaggedStruct("json_schema", {
-    name: Schema.String.pipe(Schema.pattern(/^[a-zA-Z0-9_-]{1,64}$/)),
+    name: Schema.String.pipe(Schema.pattern(StrictRules.namePattern)),
     description: Schema.optional(Schema.String),
     schema: JsonSchema,
     strict: Schema.optionalWith(Schema.Boolean, { default: () => true })
@@ -120,59 +117,22 @@ export type Resolved = LlmRequest & { readonly model: string }
 const decodeEither = Schema.decodeUnknownEither(LlmRequest, { errors: "first", onExcessProperty: "error" })
 
 // ---------------------------------------------------------------------------------------------------
-// Strict JSON Schema rules (OpenAI Structured Outputs guide; openai-node's `toStrictJsonSchema`), for
-// schemas given as raw JSON Schema. Schemas built by `StrictSchema`/`Tool.make` pass by construction.
+// Strict JSON Schema rules (`internal/strictRules`), for schemas given as raw JSON Schema. Schemas built
+// by `StrictSchema`/`Tool.make` pass by construction.
 // ---------------------------------------------------------------------------------------------------
 
-/** Keywords strict mode refuses (openai-node `JSON_SCHEMA_UNSUPPORTED_SCHEMA_KEYWORDS`). */
-const unsupportedKeywords: ReadonlyArray<string> = [
-  "$anchor",
-  "$dynamicAnchor",
-  "$dynamicRef",
-  "$recursiveAnchor",
-  "$recursiveRef",
-  "allOf",
-  "contains",
-  "contentEncoding",
-  "contentMediaType",
-  "contentSchema",
-  "dependentRequired",
-  "dependentSchemas",
-  "dependencies",
-  "else",
-  "if",
-  "maxContains",
-  "maxProperties",
-  "minContains",
-  "minProperties",
-  "not",
-  "patternProperties",
-  "prefixItems",
-  "propertyNames",
-  "then",
-  "unevaluatedItems",
-  "unevaluatedProperties",
-  "uniqueItems"
-]
-
-/** The documented size limits, as `StrictSchema.defaultLimits` has them (depth counted as openai-java counts it). */
-export const strictLimits = { maxDepth: 10, maxProperties: 5000, maxEnumValues: 1000 } as const
+/** The size limits a raw strict schema is held to, as `StrictSchema.defaultLimits` has them. */
+export const strictLimits: StrictRules.CountLimits = {
+  maxDepth: StrictRules.defaultLimits.maxDepth,
+  maxProperties: StrictRules.defaultLimits.maxProperties,
+  maxEnumValues: StrictRules.defaultLimits.maxEnumValues
+}
 
 /** Where a strict schema breaks a rule: the dotted path inside the schema ("" for the root) and the rule. */
 export interface StrictSchemaProblem {
   readonly path: string
   readonly reason: string
 }
-
-class Violation {
-  constructor(readonly path: ReadonlyArray<string>, readonly reason: string) {}
-}
-
-const isJsonObject = (u: unknown): u is Readonly<Record<string, unknown>> =>
-  typeof u === "object" && u !== null && !Array.isArray(u)
-
-const isObjectType = (schema: Readonly<Record<string, unknown>>): boolean =>
-  schema.type === "object" || (Array.isArray(schema.type) && schema.type.includes("object"))
 
 /**
  * The first rule of OpenAI's strict mode that a raw JSON Schema breaks, or `undefined` when it follows them: the
@@ -181,72 +141,8 @@ const isObjectType = (schema: Readonly<Record<string, unknown>>): boolean =>
  * properties and 1,000 enum values in all.
  */
 export const strictSchemaProblem = (schema: unknown): StrictSchemaProblem | undefined => {
-  let properties = 0
-  let enumValues = 0
-  const visit = (node: unknown, path: ReadonlyArray<string>, depth: number): void => {
-    if (!isJsonObject(node)) throw new Violation(path, "a schema must be a JSON object")
-    if (depth > strictLimits.maxDepth) {
-      throw new Violation(path, `nesting depth ${depth} exceeds the limit of ${strictLimits.maxDepth}`)
-    }
-    if (typeof node.$ref === "string") return
-    for (const keyword of unsupportedKeywords) {
-      if (keyword in node) throw new Violation(path, `"${keyword}" is not supported in strict mode`)
-    }
-    if (Array.isArray(node.enum)) {
-      enumValues += node.enum.length
-      if (enumValues > strictLimits.maxEnumValues) {
-        throw new Violation(path, `${enumValues} enum values in all exceed the limit of ${strictLimits.maxEnumValues}`)
-      }
-    }
-    if (isObjectType(node)) {
-      if (node.additionalProperties !== false) {
-        throw new Violation(path, "an object must have additionalProperties: false")
-      }
-      const props = node.properties ?? {}
-      if (!isJsonObject(props)) throw new Violation(path, "properties must be an object")
-      const names = Object.keys(props)
-      const required = Array.isArray(node.required) ? node.required : []
-      const missing = names.find((name) => !required.includes(name))
-      if (missing !== undefined) {
-        throw new Violation(path, `every property must be in required, and "${missing}" is not`)
-      }
-      const extra = required.find((name) => typeof name !== "string" || !names.includes(name))
-      if (extra !== undefined) {
-        throw new Violation(path, `required names ${JSON.stringify(extra)}, which is not a property`)
-      }
-      properties += names.length
-      if (properties > strictLimits.maxProperties) {
-        throw new Violation(
-          path,
-          `${properties} object properties in all exceed the limit of ${strictLimits.maxProperties}`
-        )
-      }
-      for (const name of names) visit(props[name], [...path, "properties", name], depth + 1)
-    }
-    if (node.items !== undefined) visit(node.items, [...path, "items"], depth + 1)
-    if (Array.isArray(node.anyOf)) {
-      node.anyOf.forEach((branch, i) => visit(branch, [...path, "anyOf", String(i)], depth + 1))
-    }
-    for (const table of ["$defs", "definitions"]) {
-      const defs = node[table]
-      if (isJsonObject(defs)) {
-        for (const name of Object.keys(defs)) visit(defs[name], [...path, table, name], depth + 1)
-      }
-    }
-  }
-  try {
-    if (!isJsonObject(schema) || schema.type !== "object" || schema.anyOf !== undefined) {
-      throw new Violation(
-        [],
-        `the root must be type: "object"${isJsonObject(schema) && schema.anyOf !== undefined ? ", not anyOf" : ""}`
-      )
-    }
-    visit(schema, [], 0)
-    return undefined
-  } catch (e) {
-    if (e instanceof Violation) return { path: e.path.join("."), reason: e.reason }
-    throw e
-  }
+  const violation = StrictRules.firstViolation(schema, strictLimits)
+  return violation === undefined ? undefined : { path: violation.path.join("."), reason: violation.reason }
 }
 
 /** Schema objects already found to follow the strict rules: a schema reused across calls is walked once. */

@@ -48,6 +48,7 @@ import type * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as AST from "effect/SchemaAST"
 import { firstIssue } from "./internal/parseIssue.js"
+import * as StrictRules from "./internal/strictRules.js"
 import type * as LlmRequest from "./LlmRequest.js"
 
 /** A schema that cannot be sent in strict mode; `path` names where (`orders[].sku`, or `(root)`). */
@@ -69,24 +70,9 @@ export interface Problem {
 }
 
 /** OpenAI's documented size limits for one strict schema (see the module header for the sources). */
-export interface Limits {
-  readonly maxDepth: number
-  readonly maxProperties: number
-  readonly maxEnumValues: number
-  readonly maxStringLength: number
-  /** A string enum with more values than `largeEnumValues` may hold at most `maxLargeEnumLength` characters. */
-  readonly largeEnumValues: number
-  readonly maxLargeEnumLength: number
-}
+export type Limits = StrictRules.Limits
 
-export const defaultLimits: Limits = {
-  maxDepth: 10,
-  maxProperties: 5000,
-  maxEnumValues: 1000,
-  maxStringLength: 120_000,
-  largeEnumValues: 250,
-  maxLargeEnumLength: 15_000
-}
+export const defaultLimits: Limits = StrictRules.defaultLimits
 
 /** The string formats strict mode accepts. */
 export const formats: ReadonlySet<string> = new Set([
@@ -423,65 +409,34 @@ const reference = (ast: AST.Suspend, path: ReadonlyArray<string>, ctx: Context):
   return describe({ $ref: `#/$defs/${name}` }, ownDescription(ast))
 }
 
-/** Checks the documented size limits on the final JSON Schema, counting as openai-java does. */
-const measure = (root: Json, limits: Limits): void => {
-  let properties = 0
-  let enumValues = 0
-  let stringLength = 0
-  const visit = (json: Json, depth: number, path: ReadonlyArray<string>): void => {
-    if (depth > limits.maxDepth) {
-      throw new Unsupported(
-        path,
-        `nesting depth ${depth} exceeds the limit of ${limits.maxDepth} (each property, array item and anyOf branch is a level)`
-      )
+/**
+ * A path inside the JSON Schema (`properties.a.items`) as a path in the value (`a[]`): `anyOf` branches are not a
+ * step, and a `$defs` entry is named by itself.
+ */
+const valuePath = (path: ReadonlyArray<string>): Array<string> => {
+  const out: Array<string> = []
+  for (let i = 0; i < path.length; i++) {
+    switch (path[i]) {
+      case "properties":
+      case "$defs":
+      case "definitions":
+        out.push(path[++i]!)
+        break
+      case "items":
+        out.push("[]")
+        break
+      case "anyOf":
+        i++
+        break
     }
-    if (json.$defs !== undefined) {
-      for (const [name, def] of Object.entries(json.$defs as Record<string, Json>)) {
-        stringLength += name.length
-        visit(def, depth + 1, [name])
-      }
-    }
-    if (json.properties !== undefined) {
-      for (const [name, property] of Object.entries(json.properties as Record<string, Json>)) {
-        properties++
-        stringLength += name.length
-        visit(property, depth + 1, [...path, name])
-      }
-    }
-    if (json.items !== undefined) visit(json.items as Json, depth + 1, [...path, "[]"])
-    if (Array.isArray(json.anyOf)) { for (const branch of json.anyOf) visit(branch as Json, depth + 1, path) }
-    if (Array.isArray(json.enum)) {
-      let length = 0
-      for (const value of json.enum) {
-        enumValues++
-        length += String(value).length
-      }
-      stringLength += length
-      if (
-        json.type === "string" && json.enum.length > limits.largeEnumValues && length > limits.maxLargeEnumLength
-      ) {
-        throw new Unsupported(
-          path,
-          `an enum of ${json.enum.length} strings totals ${length} characters, over the limit of ${limits.maxLargeEnumLength} ` +
-            `for enums of more than ${limits.largeEnumValues} values`
-        )
-      }
-    }
-    if (json.const !== undefined) stringLength += String(json.const).length
   }
-  visit(root, 0, [])
-  if (properties > limits.maxProperties) {
-    throw new Unsupported([], `${properties} object properties in all exceed the limit of ${limits.maxProperties}`)
-  }
-  if (enumValues > limits.maxEnumValues) {
-    throw new Unsupported([], `${enumValues} enum values in all exceed the limit of ${limits.maxEnumValues}`)
-  }
-  if (stringLength > limits.maxStringLength) {
-    throw new Unsupported(
-      [],
-      `property names, definition names and enum values total ${stringLength} characters, over the limit of ${limits.maxStringLength}`
-    )
-  }
+  return out
+}
+
+/** Holds the final JSON Schema to the strict rules and size limits (`internal/strictRules`). */
+const checkRules = (root: Json, limits: Limits): void => {
+  const violation = StrictRules.firstViolation(root, limits)
+  if (violation !== undefined) throw new Unsupported(valuePath(violation.path), violation.reason)
 }
 
 const toJsonSchema = (root: AST.AST, limits: Limits): Json => {
@@ -502,7 +457,7 @@ const toJsonSchema = (root: AST.AST, limits: Limits): Json => {
     )
   }
   const out = Object.keys(ctx.$defs).length === 0 ? json : { ...json, $defs: ctx.$defs }
-  measure(out, limits)
+  checkRules(out, limits)
   return out
 }
 

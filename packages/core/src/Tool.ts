@@ -8,6 +8,7 @@
 import type * as Either from "effect/Either"
 import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
+import * as StrictRules from "./internal/strictRules.js"
 import type * as LlmRequest from "./LlmRequest.js"
 import * as StrictSchema from "./StrictSchema.js"
 
@@ -39,7 +40,7 @@ export class InvalidTool extends Schema.TaggedError<InvalidTool>("@keel/core/Too
 }
 
 /** OpenAI's rule for function and response-format names. */
-export const namePattern = /^[a-zA-Z0-9_-]{1,64}$/
+export const namePattern: RegExp = StrictRules.namePattern
 
 /** Whether a value is a `Tool`. */
 export const isTool = (u: unknown): u is Tool<unknown, unknown> => Predicate.hasProperty(u, TypeId)
@@ -53,7 +54,7 @@ export const make = <A, I>(
     throw new InvalidTool({
       tool: name,
       path: "name",
-      reason: "must be 1 to 64 letters, digits, underscores or dashes"
+      reason: StrictRules.nameReason
     })
   }
   const converted = StrictSchema.makeEither(options.parameters)
