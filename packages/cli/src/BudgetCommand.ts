@@ -49,7 +49,6 @@ const show = Command.make("show", {
   )
 }, (options) =>
   Effect.gen(function*() {
-    yield* ledgerOf(options.out)
     const sql = yield* SqlClient.SqlClient
     const scopes = options.scope._tag === "Some"
       ? [options.scope.value]
@@ -78,7 +77,8 @@ const show = Command.make("show", {
       Live.budget(options.out, limitsOf(options.out)).pipe(
         Layer.provideMerge(BudgetSql.layerSqliteClient({ filename: Live.ledgerFile(options.out) }))
       )
-    )))
+    ))),
+    (run) => Effect.zipRight(ledgerOf(options.out), run)
   )).pipe(Command.withDescription("Show what each scope has spent and holds reserved in an output folder's ledger"))
 
 const reset = Command.make("reset", {
@@ -86,7 +86,6 @@ const reset = Command.make("reset", {
   force: Options.boolean("force").pipe(Options.withDescription("reset even while reservations are open"))
 }, (options) =>
   Effect.gen(function*() {
-    yield* ledgerOf(options.out)
     const sql = yield* SqlClient.SqlClient
     const [open] = yield* sql<{ n: number }>`SELECT COUNT(*) AS n FROM keel_budget_reservations WHERE status = 'open'`
     if ((open?.n ?? 0) > 0 && !options.force) {
@@ -100,7 +99,10 @@ const reset = Command.make("reset", {
       Effect.all([sql`DELETE FROM keel_budget_counters`, sql`DELETE FROM keel_budget_reservations`])
     )
     yield* Console.log(`reset the ledger ${Live.ledgerFile(options.out)}: every scope now has spent $0`)
-  }).pipe(Effect.provide(BudgetSql.layerSqliteClient({ filename: Live.ledgerFile(options.out) })))).pipe(
+  }).pipe(
+    Effect.provide(BudgetSql.layerSqliteClient({ filename: Live.ledgerFile(options.out) })),
+    (run) => Effect.zipRight(ledgerOf(options.out), run)
+  )).pipe(
     Command.withDescription("Empty an output folder's ledger (spent and reservations)")
   )
 

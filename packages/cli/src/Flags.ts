@@ -30,7 +30,6 @@ export const nonNegative = (name: string) => integer(name, (n) => n >= 0, "a non
 
 /** `--faults rate_limit=0.05,500=0.02`, checked against the simulator's fault names. */
 export const faults = Options.text("faults").pipe(
-  Options.withDescription(`fault rates, e.g. rate_limit=0.05,500=0.02 (${Simulator.faultNames.join(", ")})`),
   Options.mapEffect((spec) =>
     Either.match(Simulator.parseFaults(spec), {
       onLeft: (reason) => Effect.fail(invalid(`--faults: ${reason}`)),

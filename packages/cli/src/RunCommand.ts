@@ -8,7 +8,6 @@ import * as Options from "@effect/cli/Options"
 import * as Router from "@keel/core/Router"
 import * as Simulator from "@keel/openai/Simulator"
 import * as Config from "effect/Config"
-import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
@@ -36,7 +35,7 @@ export const shared = {
   mode: Options.text("mode").pipe(
     Options.mapEffect((mode) =>
       mode === "sync" || mode === "batch" || mode === "auto"
-        ? Effect.succeed(mode)
+        ? Effect.succeed<"sync" | "batch" | "auto">(mode)
         : Effect.fail(Flags.invalid(`--mode must be sync, batch or auto, got ${mode}`))
     ),
     Options.withDefault("sync" as const),
@@ -194,7 +193,6 @@ export const execute = (
         batch: settings.mode !== "sync"
       }))
     )
-    yield* Console.log(outcome.text)
     if (outcome.stopped !== undefined && !outcome.stopped.startsWith("interrupted")) {
       return yield* new RunStopped({ reason: outcome.stopped, out })
     }

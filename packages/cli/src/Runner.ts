@@ -15,6 +15,8 @@ import * as Llm from "@keel/core/Llm"
 import type { LlmError } from "@keel/core/LlmError"
 import * as Money from "@keel/core/Money"
 import * as Pricing from "@keel/core/Pricing"
+import * as Cause from "effect/Cause"
+import * as Console from "effect/Console"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -486,67 +488,90 @@ export const run = (options: Options) =>
       }
     })
 
+    /** Reads the folder back into the summary, writes summary.json and prints the summary. */
+    const finish = Effect.gen(function*() {
+      const comparison: Report.Comparison = { lookup: pricing.lookup, complexModel: options.models.complex }
+      const { stats } = yield* Report.read(Path.join(out, "calls.jsonl")).pipe(
+        Effect.catchAll(() => Effect.succeed({ stats: new Report.Accumulator(), skipped: 0 }))
+      )
+      const items = { results: yield* count(resultsFile(out)), errors: yield* count(errorsFile(out)) }
+      const elapsedMs = Date.now() - progress.startedAt
+      const summary = summarise(stats, comparison, items, {
+        inputLines: total,
+        results: progress.results,
+        errors: progress.errors,
+        skippedAsDone: progress.skipped,
+        elapsedMs,
+        ...(stopped === undefined ? {} : { stopped })
+      })
+      yield* Effect.try({
+        try: () => Fs.writeFileSync(summaryFile(out), JSON.stringify(summary, null, 2) + "\n"),
+        catch: (error) => new OutputError({ path: summaryFile(out), reason: reasonOf(error) })
+      }).pipe(Effect.catchAll((error) => Effect.sync(() => options.stderr.write(`keel: ${error.message}\n`))))
+      const text = [
+        `keel: ${(progress.results + progress.errors).toLocaleString("en-US")} items in ${
+          (elapsedMs / 1000).toFixed(1)
+        } s: ${progress.results} results, ${progress.errors} errors${
+          progress.skipped > 0 ? `, ${progress.skipped} skipped (already done)` : ""
+        }; the folder holds ${items.results} results and ${items.errors} errors`,
+        ...(stopped === undefined ? [] : [`stopped    ${stopped}`]),
+        "",
+        Report.text(stats, comparison),
+        "",
+        `files      ${resultsFile(out)}, ${errorsFile(out)}, ${Path.join(out, "calls.jsonl")}, ${summaryFile(out)}, ${
+          Path.join(out, "ledger.sqlite")
+        }`
+      ].join("\n")
+      yield* Console.log(text)
+      return { summary, text, stopped } satisfies Outcome
+    })
+
     const work = Effect.gen(function*() {
       const tick = yield* Effect.fork(ticker)
-      const exit = yield* Effect.exit(options.mode === "sync" ? syncRun : batchRun)
-      yield* Fiber.interrupt(tick)
-      if (options.stderr.isTTY) options.stderr.write(`\r\u001b[K${progress.line()}\n`)
-      return exit
+      return yield* (options.mode === "sync" ? syncRun : batchRun).pipe(
+        Effect.ensuring(Fiber.interrupt(tick)),
+        Effect.ensuring(Effect.sync(() => {
+          if (options.stderr.isTTY) options.stderr.write(`\r\u001b[K${progress.line()}\n`)
+        }))
+      )
     })
 
-    // First SIGINT: stop taking items, let the calls in flight end; second: interrupt them.
+    // First SIGINT or SIGTERM: stop taking items, let the calls in flight end; second: interrupt them.
     const runtime = yield* Effect.runtime<never>()
     const worker = yield* Effect.forkDaemon(work)
-    let interrupts = 0
-    const onSigint = () => {
-      interrupts++
-      if (interrupts === 1) {
-        stopped = stopped ?? "interrupted (Ctrl-C): the same command resumes"
+    // The summary is written whatever ended the work: its end, an error, or a second Ctrl-C.
+    const finisher = yield* Effect.forkDaemon(Effect.gen(function*() {
+      const exit = yield* Fiber.await(worker)
+      const outcome = yield* finish
+      if (exit._tag === "Failure" && !Cause.isInterruptedOnly(exit.cause)) return yield* Effect.failCause(exit.cause)
+      return outcome
+    }))
+    const stopTaking = (why: string) =>
+      Effect.suspend(() => {
+        if (stopping) return Effect.void
         stopping = true
+        stopped = stopped ?? why
         options.stderr.write(`\nkeel: stopping: no new items; the calls in flight finish (Ctrl-C again cancels them)\n`)
-        Runtime.runFork(runtime)(Deferred.succeed(stop, undefined))
-      } else {
-        Runtime.runFork(runtime)(Fiber.interruptFork(worker))
-      }
+        return Deferred.succeed(stop, undefined)
+      })
+    let signals = 0
+    const onSignal = () => {
+      signals++
+      Runtime.runFork(runtime)(
+        signals === 1
+          ? stopTaking("interrupted: the same command resumes")
+          : Fiber.interruptFork(worker)
+      )
     }
-    process.on("SIGINT", onSigint)
-    const exit = yield* Fiber.join(worker).pipe(
-      Effect.onInterrupt(() => Fiber.await(worker)),
-      Effect.ensuring(Effect.sync(() => process.removeListener("SIGINT", onSigint)))
+    process.on("SIGINT", onSignal)
+    process.on("SIGTERM", onSignal)
+    return yield* Fiber.join(finisher).pipe(
+      Effect.onInterrupt(() =>
+        stopTaking("interrupted: the same command resumes").pipe(Effect.zipRight(Fiber.await(finisher)))
+      ),
+      Effect.ensuring(Effect.sync(() => {
+        process.removeListener("SIGINT", onSignal)
+        process.removeListener("SIGTERM", onSignal)
+      }))
     )
-
-    const comparison: Report.Comparison = { lookup: pricing.lookup, complexModel: options.models.complex }
-    const { stats } = yield* Report.read(Path.join(out, "calls.jsonl")).pipe(
-      Effect.catchAll(() => Effect.succeed({ stats: new Report.Accumulator(), skipped: 0 }))
-    )
-    const items = { results: yield* count(resultsFile(out)), errors: yield* count(errorsFile(out)) }
-    const elapsedMs = Date.now() - progress.startedAt
-    const summary = summarise(stats, comparison, items, {
-      inputLines: total,
-      results: progress.results,
-      errors: progress.errors,
-      skippedAsDone: progress.skipped,
-      elapsedMs,
-      ...(stopped === undefined ? {} : { stopped })
-    })
-    yield* Effect.try({
-      try: () => Fs.writeFileSync(summaryFile(out), JSON.stringify(summary, null, 2) + "\n"),
-      catch: (error) => new OutputError({ path: summaryFile(out), reason: reasonOf(error) })
-    }).pipe(Effect.catchAll((error) => Effect.sync(() => options.stderr.write(`keel: ${error.message}\n`))))
-    const text = [
-      `keel: ${(progress.results + progress.errors).toLocaleString("en-US")} items in ${
-        (elapsedMs / 1000).toFixed(1)
-      } s: ${progress.results} results, ${progress.errors} errors${
-        progress.skipped > 0 ? `, ${progress.skipped} skipped (already done)` : ""
-      }; the folder holds ${items.results} results and ${items.errors} errors`,
-      ...(stopped === undefined ? [] : [`stopped    ${stopped}`]),
-      "",
-      Report.text(stats, comparison),
-      "",
-      `files      ${resultsFile(out)}, ${errorsFile(out)}, ${Path.join(out, "calls.jsonl")}, ${summaryFile(out)}, ${
-        Path.join(out, "ledger.sqlite")
-      }`
-    ].join("\n")
-    if (exit._tag === "Failure") return yield* Effect.failCause(exit.cause)
-    return { summary, text, stopped } satisfies Outcome
   }).pipe(Effect.scoped)

@@ -75,7 +75,12 @@ export const command = Command.make("simulate", {
     Options.withDefault(0),
     Options.withDescription("seed of answers and faults: the same seed and requests give the same answers (default 0)")
   ),
-  faults: Flags.faults.pipe(Options.withDefault({})),
+  faults: Flags.faults.pipe(
+    Options.withDefault({}),
+    Options.withDescription(
+      `fault rates, e.g. rate_limit=0.05,500=0.02 (${Simulator.faultNames.join(", ")}; default none)`
+    )
+  ),
   rpm: Flags.positive("rpm").pipe(
     Options.optional,
     Options.withDescription("requests per minute per model (default no limit)")

@@ -70,6 +70,16 @@ describe("keel simulate", () => {
       assert.match(JSON.stringify(error), /unknown fault \\"explode\\".*rate_limit/)
     }))
 
+  it.effect("the outage, batch line fault and model flags are checked, naming the flag", () =>
+    Effect.gen(function*() {
+      const outage = yield* Effect.flip(keel("simulate", "--outage", "5000"))
+      assert.match(JSON.stringify(outage), /--outage 5000: expected atMs:durationMs\[:status\]/)
+      const status = yield* Effect.flip(keel("simulate", "--outage", "0:100:418"))
+      assert.match(JSON.stringify(status), /--outage 0:100:418/)
+      const line = yield* Effect.flip(keel("simulate", "--batch-line-faults", "explode=0.1"))
+      assert.match(JSON.stringify(line), /unknown line fault \\"explode\\"/)
+    }))
+
   it.effect("a non-positive --rpm is refused", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(keel("simulate", "--rpm", "0"))

@@ -174,6 +174,30 @@ describe("keel run: bad input", () => {
     }), { timeout: 60_000 })
 })
 
+describe("keel demo --mode batch and keel budget", () => {
+  it.live(
+    "batch mode ends every listing once at batch prices; budget show reads the folder's ledger",
+    () =>
+      Effect.gen(function*() {
+        const out = tmp()
+        const { code, stdout } = yield* keel({}, "demo", "--count", "12", "--mode", "batch", "--out", out)
+        assert.strictEqual(code, 0)
+        assert.strictEqual(new Set(ids(out)).size, 12)
+        assert.strictEqual(ids(out).length, 12)
+        const calls = jsonLines(Path.join(out, "calls.jsonl"))
+        assert.isTrue(calls.length > 0 && calls.every((c) => c.mode === "batch" && typeof c.batchId === "string"))
+        assert.match(stdout, /batch prices saved \$/)
+        const budget = yield* keel({}, "budget", "show", "--out", out)
+        assert.strictEqual(budget.code, 0)
+        assert.match(budget.stdout, /keel:demo .* spent \$0\.\d+/)
+        const noLedger = yield* keel({}, "budget", "show", "--out", tmp())
+        assert.strictEqual(noLedger.code, 2)
+        assert.match(noLedger.stderr, /no ledger there/)
+      }),
+    { timeout: 120_000 }
+  )
+})
+
 describe("keel report", () => {
   it.live("prints tables and writes a self-contained HTML page with SVG charts", () =>
     Effect.gen(function*() {

@@ -1,13 +1,16 @@
 /**
  * `keel` as a real process (the binary's source under tsx): the simulate flags take effect, start-up
- * errors exit 2 with one line on stderr, and SIGTERM stops it cleanly.
+ * errors exit 2 with one line on stderr, SIGTERM stops it cleanly, and a demo run stopped by Ctrl-C
+ * or killed outright resumes with every listing once.
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Simulator from "@keel/openai/Simulator"
 import * as Effect from "effect/Effect"
 import * as Schedule from "effect/Schedule"
 import * as ChildProcess from "node:child_process"
+import * as Fs from "node:fs"
 import * as Net from "node:net"
+import * as Os from "node:os"
 import * as Path from "node:path"
 
 const bin = Path.join(import.meta.dirname, "..", "src", "bin.ts")
@@ -139,5 +142,50 @@ describe("the keel binary", () => {
         assert.include(keel.stdout(), "(default 8787; 0 picks a free one)")
       }).pipe(Effect.scoped),
     { timeout: 120_000 }
+  )
+
+  const lines = (file: string): Array<Record<string, any>> =>
+    Fs.existsSync(file)
+      ? Fs.readFileSync(file, "utf8").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l))
+      : []
+  const ended = (out: string) => [
+    ...lines(Path.join(out, "results.jsonl")).map((r) => r.id as string),
+    ...lines(Path.join(out, "errors.jsonl")).map((e) => e.id as string)
+  ]
+  const someDone = (out: string, n: number) =>
+    Effect.suspend(() => ended(out).length >= n ? Effect.void : Effect.fail(new Error("not yet"))).pipe(
+      Effect.retry(Schedule.spaced("100 millis").pipe(Schedule.upTo("90 seconds")))
+    )
+
+  it.live(
+    "Ctrl-C stops taking listings, lets the calls in flight end and writes the summary; kill -9 loses nothing; reruns finish every listing once",
+    () =>
+      Effect.gen(function*() {
+        const out = Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-bin-"))
+        const args = ["demo", "--count", "120", "--concurrency", "4", "--out", out]
+
+        const interrupted = yield* spawnKeel(...args)
+        yield* someDone(out, 8)
+        interrupted.process.kill("SIGINT")
+        yield* interrupted.exited
+        assert.match(interrupted.stderr(), /stopping: no new items/)
+        const summary = JSON.parse(Fs.readFileSync(Path.join(out, "summary.json"), "utf8"))
+        assert.match(summary.run.stopped, /interrupted/)
+        const afterStop = ended(out).length
+        assert.isBelow(afterStop, 120)
+        assert.strictEqual(summary.items.results + summary.items.errors, afterStop)
+
+        const killed = yield* spawnKeel(...args)
+        yield* someDone(out, afterStop + 8)
+        killed.process.kill("SIGKILL")
+        yield* killed.exited
+
+        const last = yield* spawnKeel(...args)
+        assert.strictEqual(yield* last.exited, 0)
+        const all = ended(out)
+        assert.strictEqual(all.length, 120)
+        assert.strictEqual(new Set(all).size, 120)
+      }).pipe(Effect.scoped),
+    { timeout: 240_000 }
   )
 })
