@@ -5,13 +5,13 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, it } from "@effect/vitest"
+import * as Sqlite from "@keel/core/Sqlite"
 import * as Effect from "effect/Effect"
 import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Readline from "node:readline"
-import * as Sqlite from "../src/Sqlite.js"
 import type { KillAt, WorkerOptions } from "./utils/batchWorker.js"
 
 const here = Path.dirname(new URL(import.meta.url).pathname)

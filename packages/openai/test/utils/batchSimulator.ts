@@ -3,12 +3,12 @@
  * not take the simulator with it): starts on 127.0.0.1 with the options given as JSON, prints
  * `url <url>`, and answers `stats` on stdin with one line of JSON (its batches).
  *
- * Run: node --import tsx --conditions=@keel/source packages/core/test/utils/batchSimulator.ts '<json options>'
+ * Run: node --import tsx --conditions=@keel/source packages/openai/test/utils/batchSimulator.ts '<json options>'
  */
-import * as Simulator from "@keel/openai/Simulator"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Readline from "node:readline"
+import * as Simulator from "../../src/Simulator.js"
 
 const options = JSON.parse(process.argv[2] ?? "{}") as Simulator.Options
 

@@ -7,27 +7,27 @@
  * committed in the ledger (before the engine records it). Prints `result <id> ok|<error tag>` per
  * item and `done <n>`.
  *
- * Run: node --import tsx --conditions=@keel/source packages/core/test/utils/batchWorker.ts '<json options>'
+ * Run: node --import tsx --conditions=@keel/source packages/openai/test/utils/batchWorker.ts '<json options>'
  */
-import * as OpenAiBatch from "@keel/openai/OpenAiBatch"
-import * as OpenAiClient from "@keel/openai/OpenAiClient"
-import * as OpenAiLanguageModel from "@keel/openai/OpenAiLanguageModel"
-import * as OpenAiPricing from "@keel/openai/OpenAiPricing"
-import * as OpenAiTokenizer from "@keel/openai/OpenAiTokenizer"
+import * as Batch from "@keel/core/Batch"
+import * as BatchEngine from "@keel/core/Batch/Engine"
+import { BatchProvider } from "@keel/core/BatchProvider"
+import * as Budget from "@keel/core/Budget"
+import * as BudgetSql from "@keel/core/Budget/Sql"
+import * as JsonLines from "@keel/core/CallLog/JsonLines"
+import * as Llm from "@keel/core/Llm"
+import * as Sqlite from "@keel/core/Sqlite"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import * as Batch from "../../src/Batch.js"
-import * as BatchEngine from "../../src/Batch/Engine.js"
-import { BatchProvider } from "../../src/BatchProvider.js"
-import * as Budget from "../../src/Budget.js"
-import * as BudgetSql from "../../src/Budget/Sql.js"
-import * as JsonLines from "../../src/CallLog/JsonLines.js"
-import * as Llm from "../../src/Llm.js"
-import * as Sqlite from "../../src/Sqlite.js"
+import * as OpenAiBatch from "../../src/OpenAiBatch.js"
+import * as OpenAiClient from "../../src/OpenAiClient.js"
+import * as OpenAiLanguageModel from "../../src/OpenAiLanguageModel.js"
+import * as OpenAiPricing from "../../src/OpenAiPricing.js"
+import * as OpenAiTokenizer from "../../src/OpenAiTokenizer.js"
 
 export type KillAt = "upload" | "create" | "poll" | "download" | "settle"
 
