@@ -111,6 +111,16 @@ const worker = (job: Job) =>
       Readline.createInterface({ input: process.stdin }).once("line", () => resume(Effect.void))
     })
     goAt = performance.now()
+    if (process.env.KEEL_BURST_PROGRESS !== undefined) {
+      setInterval(() =>
+        process.stderr.write(
+          `worker ${job.worker}: +${
+            Math.round(performance.now() - goAt)
+          } ms ok ${okMillis.length} refused ${refusedMillis.length} rss ${
+            Math.round(process.memoryUsage().rss / 1e6)
+          } MB heap ${Math.round(process.memoryUsage().heapUsed / 1e6)} MB\n`
+        ), 2_000).unref()
+    }
     const okMillis: Array<number> = []
     const refusedMillis: Array<number> = []
     const failed: Record<string, number> = {}

@@ -52,6 +52,7 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -347,6 +348,40 @@ const millisOf = (input: Duration.DurationInput | undefined): number =>
   input === undefined ? 0 : Option.match(Duration.decodeUnknown(input), { onNone: () => 0, onSome: Duration.toMillis })
 
 /**
+ * A line of reservations waiting for room on one counter: one head at a time asks the store; the
+ * others wait in order, each handed the head's place in turn (never all woken to race for it).
+ */
+interface Line {
+  head: boolean
+  readonly queue: Array<Deferred.Deferred<void>>
+  waiters: number
+}
+
+/** Becomes the line's head, at once or when handed the place; interrupted, holds no place. */
+const takeHead = (line: Line): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    if (!line.head) {
+      line.head = true
+      return Effect.void
+    }
+    const turn = Deferred.unsafeMake<void>(FiberId.none)
+    line.queue.push(turn)
+    return Effect.onInterrupt(Deferred.await(turn), () =>
+      Effect.sync(() => {
+        const index = line.queue.indexOf(turn)
+        if (index >= 0) line.queue.splice(index, 1)
+        else passHead(line) // handed the place as it was interrupted: pass it on
+      }))
+  })
+
+/** The head leaves: the next in line becomes head. */
+const passHead = (line: Line): void => {
+  const next = line.queue.shift()
+  if (next === undefined) line.head = false
+  else Deferred.unsafeDone(next, Exit.void)
+}
+
+/**
  * Builds the service over the `BudgetStore` in context; reclaims expired reservations now and
  * periodically, and renews the leases of the reservations it holds.
  */
@@ -422,7 +457,7 @@ export const make = (
       Deferred.unsafeDone(done, Effect.void)
     }
     /** One waiting line per counter that refused: only its head asks the store again. */
-    const lines = new Map<string, { readonly semaphore: Effect.Semaphore; waiters: number }>()
+    const lines = new Map<string, Line>()
 
     const invalid = (operation: string, reason: string) => Effect.fail(new BudgetStoreError({ operation, reason }))
 
@@ -498,7 +533,7 @@ export const make = (
         const lineKey = `${refusal.scope}|${refusal.window}`
         let line = lines.get(lineKey)
         if (line === undefined) {
-          line = { semaphore: yield* Effect.makeSemaphore(1), waiters: 0 }
+          line = { head: false, queue: [], waiters: 0 }
           lines.set(lineKey, line)
         }
         const myLine = line
@@ -521,10 +556,10 @@ export const make = (
         })
         return yield* Effect.gen(function*() {
           const inLine = yield* Effect.interruptible(
-            Effect.timeoutOption(myLine.semaphore.take(1), yield* untilDeadline)
+            Effect.timeoutOption(takeHead(myLine), yield* untilDeadline)
           )
           if (Option.isNone(inLine)) return yield* refusal
-          return yield* Effect.ensuring(headOfLine, myLine.semaphore.release(1))
+          return yield* Effect.ensuring(headOfLine, Effect.sync(() => passHead(myLine)))
         }).pipe(Effect.ensuring(Effect.sync(() => {
           if (--myLine.waiters === 0) lines.delete(lineKey)
         })))
