@@ -7,12 +7,14 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
 import * as Metric from "effect/Metric"
+import * as Schema from "effect/Schema"
 import * as TestClock from "effect/TestClock"
 import * as Budget from "../src/Budget.js"
 import * as CallLog from "../src/CallLog.js"
 import * as Llm from "../src/Llm.js"
-import { ProviderUnavailable } from "../src/LlmError.js"
+import { AuthenticationFailed, ProviderUnavailable } from "../src/LlmError.js"
 import type * as LlmRequest from "../src/LlmRequest.js"
 import * as Money from "../src/Money.js"
 import * as RetryPolicy from "../src/RetryPolicy.js"
@@ -32,16 +34,24 @@ const statusOf = (statuses: ReadonlyArray<Budget.Status>, scope: string) => {
   return found
 }
 
-/** A store that works until `down` is set, then fails every operation as an unreachable database would. */
+/**
+ * A store that works until `down` is set, then fails every operation as an unreachable database would;
+ * with `downAfterReserve`, it goes down as soon as the next reservation is written.
+ */
 const flakyStore = () => {
-  const state = { down: false }
+  const state = { down: false, downAfterReserve: false }
   const memory = Budget.makeMemoryStore()
   const fail = (operation: string) =>
     Effect.fail(new Budget.BudgetStoreError({ operation, reason: "connection refused" }))
   const guard = <A, E>(operation: string, run: () => Effect.Effect<A, E>) =>
     Effect.suspend((): Effect.Effect<A, E | Budget.BudgetStoreError> => state.down ? fail(operation) : run())
   const store = Budget.BudgetStore.of({
-    reserve: (request) => guard("reserve", () => memory.reserve(request)),
+    reserve: (request) =>
+      guard("reserve", () =>
+        Effect.tap(memory.reserve(request), () =>
+          Effect.sync(() => {
+            if (state.downAfterReserve) state.down = true
+          }))),
     extend: (request) => guard("extend", () => memory.extend(request)),
     settle: (id, amount, estimated) => guard("settle", () => memory.settle(id, amount, estimated)),
     release: (id) => guard("release", () => memory.release(id)),
@@ -331,5 +341,349 @@ describe("a settle above its reservation", () => {
       assert.isUndefined(log.records[0]!.overrunUsd)
       assert.strictEqual(statusOf(status, "run:fits").overrun, 0n)
       assert.strictEqual(overrunCounter(), before)
+    }))
+})
+
+describe("a round that retries after unanswered attempts", () => {
+  // log-model: $1/M input, $0.5/M cached, $2/M output; 1,000 input tokens counted; maxOutputTokens 50.
+  // One worst case: 1,000 × 1,000,000 + 50 × 2,000,000 = 1,100,000,000 pico ($0.0011).
+  const worst = 1_100_000_000n
+  const pricing = TestPrices.layer({ models: { "log-model": { input: "1", cachedInput: "0.5", output: "2" } } })
+  const policy = RetryPolicy.make({ maxAttempts: 3, attemptTimeout: "1 second", base: "10 millis" })
+  const request = (scope: string): LlmRequest.Input => ({
+    model: "log-model",
+    scope,
+    messages: [user("hi")],
+    maxOutputTokens: 50
+  })
+  const setup = (steps: ReadonlyArray<TestKit.Step>, limit: string, scope: string) => {
+    const model = TestKit.scripted(steps)
+    const log = CallLog.memory()
+    const llm = Llm.layer().pipe(
+      Layer.provide(Layer.mergeAll(model.layer, log.layer, pricing, fixedTokenizer(1_000))),
+      Layer.provideMerge(Budget.layerMemory({ limits: [{ scope, limit }] }))
+    )
+    return { model, log, llm }
+  }
+
+  it.effect("holds one more worst case per unanswered attempt: three worst cases on the third attempt, none lost", () =>
+    Effect.gen(function*() {
+      let budget: Budget.Budget.Service | undefined
+      let reserved: Money.Money | undefined
+      // A limit of exactly three worst cases: the third attempt fits, with nothing to spare.
+      const { llm, log, model } = setup(
+        [
+          TestKit.hang,
+          TestKit.hang,
+          () =>
+            Effect.map(budget!.status("run:twice"), (statuses) => {
+              reserved = statusOf(statuses, "run:twice").reserved
+              return TestKit.response({ usage: { inputTokens: 900, cachedInputTokens: 100, outputTokens: 20 } })
+            }).pipe(Effect.orDie)
+        ],
+        "0.0033",
+        "run:twice"
+      )
+      const { response, status } = yield* TestKit.runWithTestClock(Effect.gen(function*() {
+        budget = yield* Budget.Budget
+        const response = yield* Llm.generate(request("run:twice"))
+        return { response, status: statusOf(yield* Budget.status("run:twice"), "run:twice") }
+      })).pipe(RetryPolicy.withPolicy(policy), Effect.provide(llm))
+      assert.strictEqual(response.text, "ok")
+      assert.strictEqual(model.requests.length, 3)
+      assert.strictEqual(reserved, 3n * worst)
+      // 2 worst cases + (800 × $1 + 100 × $0.5 + 20 × $2)/M; nothing above the reservation.
+      assert.deepStrictEqual([status.spent, status.reserved, status.overrun], [2n * worst + 890_000_000n, 0n, 0n])
+      assert.strictEqual(log.records[0]!.costUsd, "0.00309")
+      assert.isUndefined(log.records[0]!.overrunUsd)
+    }))
+
+  it.effect("a limit of exactly two worst cases stops the call before its third attempt, with BudgetExceeded", () =>
+    Effect.gen(function*() {
+      const { llm, log, model } = setup([TestKit.hang, TestKit.hang], "0.0022", "run:two")
+      const { error, status } = yield* TestKit.runWithTestClock(Effect.gen(function*() {
+        const error = yield* Effect.flip(Llm.generate(request("run:two")))
+        return { error, status: statusOf(yield* Budget.status("run:two"), "run:two") }
+      })).pipe(RetryPolicy.withPolicy(policy), Effect.provide(llm))
+      assert.strictEqual(error._tag, "BudgetExceeded", error.message)
+      assert.strictEqual(model.requests.length, 2)
+      // The two attempts sent are charged at their estimate; the limit is reached, not passed.
+      assert.deepStrictEqual([status.spent, status.reserved, status.overrun], [2n * worst, 0n, 0n])
+      assert.strictEqual(log.records[0]!.costUsd, "0.0022")
+      assert.strictEqual(log.records[0]!.estimated, true)
+    }))
+
+  it.effect("a repair round after an unanswered attempt reserves one worst case of its own, no more", () =>
+    Effect.gen(function*() {
+      let budget: Budget.Budget.Service | undefined
+      let reserved: Money.Money | undefined
+      const Score = Schema.Struct({ score: Schema.Int })
+      const answer = (text: string, cachedInputTokens = 0) =>
+        TestKit.response({ text, usage: { inputTokens: 100, cachedInputTokens, outputTokens: 20 } })
+      // Round 1: a hang, then an invalid answer (charged: one worst case + 60 × $1/M + 40 × $0.5/M + 20 × $2/M =
+      // 1,220,000,000). Round 2, the repair: a valid answer, nothing cached (100 × $1/M + 20 × $2/M = 140,000,000).
+      // The limit leaves round 2 exactly one worst case.
+      const { llm, log, model } = setup(
+        [
+          TestKit.hang,
+          answer(`{"score":"high"}`, 40),
+          () =>
+            Effect.map(budget!.status("run:repair"), (statuses) => {
+              reserved = statusOf(statuses, "run:repair").reserved
+              return answer(`{"score":7}`)
+            }).pipe(Effect.orDie)
+        ],
+        "0.00232",
+        "run:repair"
+      )
+      const { status, value } = yield* TestKit.runWithTestClock(Effect.gen(function*() {
+        budget = yield* Budget.Budget
+        const value = yield* Llm.generateObject({
+          ...request("run:repair"),
+          schema: Score,
+          mode: "json_schema",
+          name: "score",
+          repair: 1
+        })
+        return { value, status: statusOf(yield* Budget.status("run:repair"), "run:repair") }
+      })).pipe(RetryPolicy.withPolicy(policy), Effect.provide(llm))
+      assert.deepStrictEqual(value, { score: 7 })
+      assert.strictEqual(model.requests.length, 3)
+      assert.strictEqual(reserved, worst)
+      assert.deepStrictEqual([status.spent, status.reserved], [worst + 260_000_000n, 0n])
+      assert.strictEqual(log.records[0]!.costUsd, "0.00136")
+    }))
+})
+
+describe("what the call record says about its cost", () => {
+  const unlisted = { input: "1", cachedInput: "0.5", output: "2" }
+
+  it.effect("an answer with usage is charged its usage, not marked estimated (Pricing alone and with a Budget)", () =>
+    Effect.gen(function*() {
+      for (const budget of [false, true]) {
+        const model = TestKit.scripted([TestKit.response({ usage: { inputTokens: 1_000, outputTokens: 100 } })])
+        const log = CallLog.memory()
+        const stages = Layer.mergeAll(model.layer, log.layer, TestPrices.layer())
+        const llm = budget
+          ? Llm.layer().pipe(Layer.provide(stages), Layer.provide(Budget.layerMemory()))
+          : Llm.layer().pipe(Layer.provide(stages))
+        yield* Llm.generate({ model: "gpt-4o-mini", messages: [user("hi")] }).pipe(Effect.provide(llm))
+        // 1,000 × $0.15/M + 100 × $0.60/M
+        assert.strictEqual(log.records[0]!.costUsd, "0.00021", `budget: ${budget}`)
+        assert.isUndefined(log.records[0]!.estimated, `budget: ${budget}`)
+        assert.isUndefined(log.records[0]!.priceFallback, `budget: ${budget}`)
+      }
+    }))
+
+  it.effect("an answer with more output than input tokens is charged in the ledger, not released", () =>
+    Effect.gen(function*() {
+      const model = TestKit.scripted([TestKit.response({ usage: { inputTokens: 10, outputTokens: 300 } })])
+      const llm = Llm.layer().pipe(
+        Layer.provide(Layer.mergeAll(model.layer, TestPrices.layer())),
+        Layer.provideMerge(Budget.layerMemory())
+      )
+      const status = yield* Effect.zipRight(
+        Llm.generate({ model: "gpt-4o-mini", scope: "run:chatty", messages: [user("hi")] }),
+        Budget.status("run:chatty")
+      ).pipe(Effect.provide(llm))
+      // 10 × $0.15/M + 300 × $0.60/M
+      assert.deepStrictEqual([statusOf(status, "run:chatty").spent, statusOf(status, "run:chatty").reserved], [
+        181_500_000n,
+        0n
+      ])
+    }))
+
+  it.effect("an answer without usage is charged its worst case and marked estimated", () =>
+    Effect.gen(function*() {
+      const model = TestKit.scripted([
+        TestKit.response({ usageMissing: true, usage: { inputTokens: 0, outputTokens: 0 } })
+      ])
+      const log = CallLog.memory()
+      const llm = Llm.layer().pipe(
+        Layer.provide(Layer.mergeAll(model.layer, log.layer, TestPrices.layer({ models: { "log-model": unlisted } }))),
+        Layer.provide(fixedTokenizer(1_000))
+      )
+      yield* Llm.generate({ model: "log-model", messages: [user("hi")], maxOutputTokens: 50 }).pipe(
+        Effect.provide(llm)
+      )
+      // 1,000 × $1/M + 50 × $2/M
+      assert.strictEqual(log.records[0]!.costUsd, "0.0011")
+      assert.strictEqual(log.records[0]!.estimated, true)
+    }))
+
+  it.effect("a model priced by the fallback is marked priceFallback; a listed one is not", () =>
+    Effect.gen(function*() {
+      const model = TestKit.scripted([], {
+        otherwise: TestKit.response({ usage: { inputTokens: 10, outputTokens: 5 } })
+      })
+      const log = CallLog.memory()
+      const llm = Llm.layer().pipe(
+        Layer.provide(Layer.mergeAll(model.layer, log.layer, TestPrices.layer({ fallback: unlisted })))
+      )
+      yield* Effect.zipRight(
+        Llm.generate({ model: "house-model-7", messages: [user("hi")] }),
+        Llm.generate({ model: "gpt-4o-mini", messages: [user("hi")] })
+      ).pipe(Effect.provide(llm))
+      const [fallback, listed] = log.records
+      // 10 × $1/M + 5 × $2/M at the fallback price; 10 × $0.15/M + 5 × $0.60/M at the table's.
+      assert.deepStrictEqual([fallback!.model, fallback!.costUsd, fallback!.priceFallback], [
+        "house-model-7",
+        "0.00002",
+        true
+      ])
+      assert.deepStrictEqual([listed!.costUsd, listed!.priceFallback], ["0.0000045", undefined])
+    }))
+
+  it.effect("a model with no price fails with PricingUnknown before anything is sent (Pricing alone and with a Budget)", () =>
+    Effect.gen(function*() {
+      for (const budget of [false, true]) {
+        const model = TestKit.scripted([], { otherwise: TestKit.response() })
+        const stages = Layer.mergeAll(model.layer, TestPrices.layer())
+        const llm = budget
+          ? Llm.layer().pipe(Layer.provide(stages), Layer.provide(Budget.layerMemory()))
+          : Llm.layer().pipe(Layer.provide(stages))
+        const error = yield* Effect.flip(
+          Llm.generate({ model: "house-model-7", messages: [user("hi")] }).pipe(Effect.provide(llm))
+        )
+        assert.isTrue(error._tag === "PricingUnknown" && error.model === "house-model-7", `budget: ${budget}`)
+        assert.strictEqual(model.requests.length, 0, `budget: ${budget}`)
+      }
+    }))
+
+  it.effect("the ledger is told which charges hold an estimate", () =>
+    Effect.gen(function*() {
+      const memory = Budget.makeMemoryStore()
+      const settles: Array<[Money.Money, boolean]> = []
+      const store = Budget.BudgetStore.of({
+        ...memory,
+        settle: (id, amount, estimated) => {
+          settles.push([amount, estimated])
+          return memory.settle(id, amount, estimated)
+        }
+      })
+      const answer = TestKit.response({ usage: { inputTokens: 1_000, outputTokens: 10 } })
+      const model = TestKit.scripted([TestKit.hang, answer, answer])
+      const llm = Llm.layer().pipe(
+        Layer.provide(
+          Layer.mergeAll(model.layer, TestPrices.layer({ models: { "log-model": unlisted } }), fixedTokenizer(1_000))
+        ),
+        Layer.provide(Budget.layer()),
+        Layer.provide(Layer.succeed(Budget.BudgetStore, store))
+      )
+      const request = { model: "log-model", messages: [user("hi")], maxOutputTokens: 50 }
+      // A hang then an answer, then a call answered at once.
+      yield* TestKit.runWithTestClock(Effect.zipRight(Llm.generate(request), Llm.generate(request))).pipe(
+        RetryPolicy.withPolicy(RetryPolicy.make({ maxAttempts: 2, attemptTimeout: "1 second", base: "10 millis" })),
+        Effect.provide(llm)
+      )
+      // 1,100,000,000 (the hang's worst case) + 1,000 × $1/M + 10 × $2/M; then the answer alone.
+      assert.deepStrictEqual(settles, [[2_120_000_000n, true], [1_020_000_000n, false]])
+    }))
+})
+
+describe("reservations of calls running at once", () => {
+  it.effect("a call that fits only once another's reservation settles waits for it, within its deadline", () =>
+    Effect.gen(function*() {
+      // One worst case is $0.0011 and the limit $0.002: the second call's reservation waits for the first's
+      // settle (100 × $1/M + 10 × $2/M = $0.00012 spent), then fits.
+      const pricing = TestPrices.layer({ models: { "log-model": { input: "1", cachedInput: "0.5", output: "2" } } })
+      const answer = TestKit.response({ usage: { inputTokens: 100, outputTokens: 10 } })
+      const sent: Array<number> = []
+      const step = (delay: string) => () =>
+        Effect.zipRight(
+          Effect.flatMap(TestClock.currentTimeMillis, (now) => Effect.sync(() => sent.push(now))),
+          Effect.delay(Effect.succeed(answer), delay)
+        )
+      const model = TestKit.scripted([step("2 seconds"), step("0 millis")])
+      const llm = Llm.layer().pipe(
+        Layer.provide(Layer.mergeAll(model.layer, pricing, fixedTokenizer(1_000))),
+        Layer.provideMerge(Budget.layerMemory({ limits: [{ scope: "run:queue", limit: "0.002" }] }))
+      )
+      const request = { model: "log-model", scope: "run:queue", messages: [user("hi")], maxOutputTokens: 50 }
+      const { responses, start, status } = yield* TestKit.runWithTestClock(Effect.gen(function*() {
+        const start = yield* TestClock.currentTimeMillis
+        const responses = yield* Effect.all([Llm.generate(request), Llm.generate(request)], { concurrency: 2 })
+        return { responses, start, status: statusOf(yield* Budget.status("run:queue"), "run:queue") }
+      })).pipe(Effect.provide(llm))
+      assert.deepStrictEqual(responses.map((r) => r.text), ["ok", "ok"])
+      // The second request went out when the first answered, two seconds in.
+      assert.deepStrictEqual(sent.map((at) => at - start), [0, 2_000])
+      assert.deepStrictEqual([status.spent, status.reserved], [240_000_000n, 0n])
+    }))
+})
+
+describe("a store that fails after the reservation", () => {
+  const capture = () => {
+    const lines: Array<ReadonlyArray<unknown>> = []
+    const logger = Logger.replace(
+      Logger.defaultLogger,
+      Logger.make(({ message }) => {
+        lines.push(Array.isArray(message) ? message : [message])
+      })
+    )
+    return { lines, logger }
+  }
+
+  it.effect("an attempt that needs no extension goes out without asking the store; the failed settle is logged", () =>
+    Effect.gen(function*() {
+      const store = flakyStore()
+      store.state.downAfterReserve = true
+      const model = TestKit.scripted([TestKit.response()])
+      const { lines, logger } = capture()
+      const llm = Llm.layer().pipe(
+        Layer.provide(Layer.mergeAll(model.layer, TestPrices.layer())),
+        Layer.provide(Budget.layer()),
+        Layer.provide(store.layer)
+      )
+      const response = yield* Llm.generate({ model: "gpt-4o-mini", messages: [user("hi")] }).pipe(
+        Effect.provide(llm),
+        Effect.provide(logger)
+      )
+      assert.strictEqual(response.text, "ok")
+      assert.strictEqual(model.requests.length, 1)
+      const warning = lines.find((line) => line[0] === "Budget: closing the call's reservation failed")
+      assert.isDefined(warning)
+      assert.strictEqual(warning!.at(-1), "call succeeded")
+      assert.isTrue(warning!.some((part) => (part as any)?.operation === "settle"))
+    }))
+
+  it.effect("a call that failed with nothing billed logs the failed release as such", () =>
+    Effect.gen(function*() {
+      const store = flakyStore()
+      store.state.downAfterReserve = true
+      const model = TestKit.scripted([new AuthenticationFailed({ status: 401 })])
+      const { lines, logger } = capture()
+      const llm = Llm.layer().pipe(
+        Layer.provide(Layer.mergeAll(model.layer, TestPrices.layer())),
+        Layer.provide(Budget.layer()),
+        Layer.provide(store.layer)
+      )
+      const error = yield* Effect.flip(Llm.generate({ model: "gpt-4o-mini", messages: [user("hi")] })).pipe(
+        Effect.provide(llm),
+        Effect.provide(logger)
+      )
+      assert.strictEqual(error._tag, "AuthenticationFailed")
+      const warning = lines.find((line) => line[0] === "Budget: closing the call's reservation failed")
+      assert.isDefined(warning)
+      assert.strictEqual(warning!.at(-1), "call failed")
+      assert.isTrue(warning!.some((part) => (part as any)?.operation === "release"))
+    }))
+
+  it.effect("the layer names the cost stage it runs: budget with a Budget, pricing without", () =>
+    Effect.gen(function*() {
+      for (const budget of [false, true]) {
+        const { lines, logger } = capture()
+        const model = TestKit.scripted([TestKit.response()])
+        const stages = Layer.mergeAll(model.layer, TestPrices.layer())
+        const llm = budget
+          ? Llm.layer().pipe(Layer.provide(stages), Layer.provide(Budget.layerMemory()))
+          : Llm.layer().pipe(Layer.provide(stages))
+        yield* Llm.generate({ model: "gpt-4o-mini", messages: [user("hi")] }).pipe(
+          Effect.provide(llm),
+          Effect.provide(logger)
+        )
+        const line = lines.map((parts) => String(parts[0])).find((text) => text.startsWith("Llm:"))
+        assert.match(line ?? "", budget ? /stages: budget, / : /stages: pricing, /)
+      }
     }))
 })
