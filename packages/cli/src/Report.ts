@@ -315,6 +315,15 @@ const axes = (yMax: number, yLabel: (v: number) => string, xLabels: ReadonlyArra
     `<line x1="${PAD.left}" x2="${W - PAD.right}" y1="${H - PAD.bottom}" y2="${H - PAD.bottom}" stroke="#9ca3af"/>`
 }
 
+/** A round axis maximum with four equal steps (whole steps for counts). */
+const niceMax = (max: number, whole: boolean) => {
+  if (!(max > 0)) return whole ? 4 : 1
+  const raw = max / 4
+  const magnitude = 10 ** Math.floor(Math.log10(raw))
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).find((candidate) => candidate >= raw)!
+  return (whole ? Math.max(1, Math.ceil(step)) : step) * 4
+}
+
 const svg = (body: string) => `<svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img">${body}</svg>`
 
 const bars = (
@@ -323,11 +332,11 @@ const bars = (
   format: (v: number) => string
 ) => {
   if (values.length === 0) return `<p class="empty">none</p>`
-  const max = Math.max(...values.map(([, v]) => v), 1)
+  const max = niceMax(Math.max(...values.map(([, v]) => v)), true)
   const plotW = W - PAD.left - PAD.right
   const plotH = H - PAD.top - PAD.bottom
   const slot = plotW / values.length
-  const width = Math.max(2, slot * 0.7)
+  const width = Math.min(96, Math.max(2, slot * 0.7))
   const rects = values.map(([label, v], i) => {
     const h = (v / max) * plotH
     const x = PAD.left + slot * i + (slot - width) / 2
@@ -356,7 +365,7 @@ const spendChart = (stats: Accumulator) => {
     totals[model]! += cost
     series[model]!.push([end - t0, totals[model]!])
   }
-  const max = Math.max(...totals, 1e-9)
+  const max = niceMax(Math.max(...totals), false)
   const plotW = W - PAD.left - PAD.right
   const plotH = H - PAD.top - PAD.bottom
   const step = Math.max(1, Math.floor(points.length / 400))
@@ -374,7 +383,8 @@ const spendChart = (stats: Accumulator) => {
       totals[i]!.toFixed(4)
     }</span>`
   ).join("")
-  return svg(axes(max, (v) => `$${v.toFixed(v < 0.01 ? 4 : 2)}`, xLabels) + lines.join("")) +
+  const money = (v: number) => (v === 0 ? "$0" : `$${v.toFixed(max < 0.04 ? 4 : 2)}`)
+  return svg(axes(max, money, xLabels) + lines.join("")) +
     `<div class="legend">${legend}</div>`
 }
 
