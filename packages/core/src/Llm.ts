@@ -255,13 +255,16 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, LlmConfi
      * Chooses the model, and says why: named in the request, set by `withModel`, else the router's
      * route or the default.
      */
-    const resolve = (
-      request: LlmRequest.LlmRequest
-    ): Effect.Effect<
-      { readonly request: LlmRequest.Resolved; readonly reason: string; readonly route?: Stage.RouteState },
-      InvalidRequest | BudgetUnavailable
-    > =>
-      Effect.contextWithEffect((context: Context.Context<never>) => {
+    type Resolved = {
+      readonly request: LlmRequest.Resolved
+      readonly reason: string
+      readonly route?: Stage.RouteState
+    }
+    const resolve = (request: LlmRequest.LlmRequest): Effect.Effect<Resolved, InvalidRequest | BudgetUnavailable> =>
+      Effect.contextWithEffect((context: Context.Context<never>): Effect.Effect<
+        Resolved,
+        InvalidRequest | BudgetUnavailable
+      > => {
         if (budgetBeside !== undefined && context.unsafeMap.has(Budget.Budget.key)) return Effect.fail(budgetBeside)
         const override = Context.get(context, ModelOverride)
         if (routing !== undefined) {
