@@ -19,7 +19,6 @@ if [ ${#files[@]} -eq 0 ]; then
   files=(
     packages/core/test/Sqlite.test.ts
     packages/core/test/BudgetSql.test.ts
-    packages/openai/test/BatchDurability.test.ts
     packages/openai/test/transport.test.ts
     packages/openai/test/Simulator.test.ts
     packages/openai/test/SimulatorSdk.test.ts
