@@ -198,6 +198,35 @@ describe("keel demo --mode batch and keel budget", () => {
   )
 })
 
+describe("keel demo --budget-usd", () => {
+  it.live(
+    "the run stops when the scope's budget cannot take another call, and never overspends",
+    () =>
+      Effect.gen(function*() {
+        const out = tmp()
+        const { code, stderr } = yield* keel(
+          {},
+          "demo",
+          "--count",
+          "60",
+          "--budget-usd",
+          "0.01",
+          "--concurrency",
+          "2",
+          "--out",
+          out
+        )
+        assert.strictEqual(code, 1)
+        assert.match(stderr, /the run stopped: BudgetExceeded/)
+        const spent = jsonLines(Path.join(out, "calls.jsonl")).reduce((n, c) => n + Number(c.costUsd ?? 0), 0)
+        assert.isAbove(spent, 0)
+        assert.isAtMost(spent, 0.01)
+        assert.isBelow(ids(out).length, 60)
+      }),
+    { timeout: 60_000 }
+  )
+})
+
 describe("keel report", () => {
   it.live("prints tables and writes a self-contained HTML page with SVG charts", () =>
     Effect.gen(function*() {
