@@ -1,3 +1,4 @@
+import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, it } from "@effect/vitest"
@@ -163,7 +164,10 @@ describe.each(backends())("Budget/Sql on $name", (backend) => {
         const scripted = TestKit.scripted([], { otherwise: () => Effect.delay(Effect.succeed(answer), 1) })
         yield* withStore(backend, { limits: [{ scope: limitScope, limit: Money.format(limit) }] }, (prefix) =>
           Effect.gen(function*() {
-            const llm = yield* Effect.provide(Llm.Llm, Llm.layer().pipe(Layer.provide(scripted.layer)))
+            const llm = yield* Effect.provide(
+              Llm.Llm,
+              Llm.layer().pipe(Layer.provide(Layer.merge(scripted.layer, TestPrices.layer())))
+            )
             // The sampler reads through its own connection, so it does not queue behind the calls.
             const sampling = yield* Layer.build(sqlLayer(backend.store))
             let peak = 0n
@@ -492,4 +496,192 @@ describe("Budget/Sql on Postgres: migrations and waiting", () => {
           reserved: usd("0.5")
         })
       })))
+})
+
+describe.each(backends())("Budget/Sql on $name: leases and the store under load", (backend) => {
+  it.live(
+    "periodic reclaim runs on schedule under load and takes a dead owner's expired lease; a live owner's renewed lease outlives its length",
+    () =>
+      Effect.gen(function*() {
+        const prefix = freshPrefix()
+        const interval = 400
+        const runs: Array<{ readonly at: number; readonly reclaimed: number }> = []
+        yield* dropTablesAfter(backend, prefix)
+        const store = Layer.effect(
+          Budget.BudgetStore,
+          Effect.map(BudgetSql.make({ tablePrefix: prefix, concurrency: 2 }), (store) =>
+            Budget.BudgetStore.of({
+              ...store,
+              reclaim: Effect.tap(store.reclaim, (reclaimed) => runs.push({ at: Date.now(), reclaimed }))
+            }))
+        )
+        yield* Effect.gen(function*() {
+          const budget = yield* Budget.Budget
+          const sql = yield* SqlClient.SqlClient
+          // A live call held past several lease lengths keeps its reservation.
+          const long = yield* budget.reserve("tenant:acme/run:1", usd("1"))
+          // A dead owner's reservation, its lease ending in 300 ms.
+          const dead = yield* BudgetSql.make({ tablePrefix: prefix })
+          yield* dead.reserve({
+            id: "dead:1",
+            owner: "dead",
+            amount: usd("2"),
+            counters: [{
+              key: "global|total|total",
+              scope: "global",
+              window: "total",
+              period: "total",
+              limit: undefined
+            }],
+            lease: 300
+          })
+          const expiresAt = Date.now() + 300
+          // Load: 200 fibers reserving and settling as fast as the store lets them, for 3 s.
+          let stop = false
+          let cycles = 0
+          const load = yield* Effect.fork(Effect.forEach(
+            Array.from({ length: 200 }),
+            () =>
+              Effect.whileLoop({
+                while: () => !stop,
+                body: () =>
+                  Effect.flatMap(budget.reserve("tenant:acme/run:2", usd("0.001")), (r) =>
+                    budget.settle(r, usd("0.001"))),
+                step: () =>
+                  cycles++
+              }),
+            { concurrency: "unbounded", discard: true }
+          ))
+          const loadStart = Date.now()
+          yield* Effect.sleep(3_000)
+          stop = true
+          yield* Fiber.join(load)
+          const during = runs.filter((run) => run.at >= loadStart)
+          assert.isAbove(cycles, 100, "the load ran")
+          // On schedule: runs keep coming while the load runs, spaced by one interval plus the run and
+          // some lateness (measured here under a shared load average of 15–25: typically 450–700 ms).
+          assert.isAtLeast(during.length, 3, JSON.stringify(runs))
+          const gaps = during.slice(1).map((run, i) => run.at - during[i]!.at)
+          const sorted = [...gaps].sort((a, b) => a - b)
+          assert.isAtMost(sorted[Math.floor(sorted.length / 2)]!, 2 * interval, `gaps ${gaps.join(", ")} ms`)
+          assert.isAtMost(sorted[sorted.length - 1]!, 4 * interval, `gaps ${gaps.join(", ")} ms`)
+          // The expired lease was reclaimed by the first run after it expired, within an interval and a bit.
+          const taken = runs.find((run) => run.reclaimed > 0)
+          assert.isDefined(taken, JSON.stringify(runs))
+          assert.isAtMost(taken!.at - expiresAt, 2 * interval + 100)
+          const rows = yield* sql.unsafe<{ status: string }>(
+            `SELECT status FROM ${prefix}_reservations WHERE id = 'dead:1'`
+          )
+          assert.strictEqual(rows[0]?.status, "reclaimed")
+          const settled = yield* budget.settle(long, usd("0.5"))
+          assert.deepStrictEqual(settled, { charged: usd("0.5"), overrun: 0n })
+        }).pipe(
+          Effect.provide(
+            Budget.layer({ lease: 1_000, reclaimEvery: interval }).pipe(Layer.provide(store))
+          )
+        )
+      }).pipe(Effect.provide(sqlLayer(backend.store)), Effect.scoped),
+    { timeout: 60_000 }
+  )
+
+  it.live(
+    "the store taken away mid-run: the calls it hits end in BudgetUnavailable, the rest of the run completes",
+    () =>
+      Effect.gen(function*() {
+        const prefix = freshPrefix()
+        const applicationName = `keel_${prefix}`
+        yield* dropTablesAfter(backend, prefix)
+        const client = "pg" in backend.store
+          ? PgClient.layer({
+            host: "127.0.0.1",
+            port: 5432,
+            database: "test",
+            username: "postgres",
+            maxConnections: 8,
+            applicationName
+          }).pipe(Layer.orDie)
+          : sqlLayer(backend.store)
+        const filename = "sqlite" in backend.store ? backend.store.sqlite : ""
+        /** Postgres: every connection of the run's pool is terminated. SQLite: another process's lock holds the file. */
+        const takeAway = "pg" in backend.store
+          ? Effect.flatMap(SqlClient.SqlClient, (sql) =>
+            sql`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ${applicationName}`)
+            .pipe(Effect.provide(sqlLayer(backend.store)), Effect.asVoid)
+          : Effect.sync(() => {
+            const Database = createRequire(import.meta.url)("better-sqlite3") as new(file: string) => {
+              exec(sql: string): void
+              close(): void
+            }
+            const holder = new Database(filename)
+            holder.exec("BEGIN EXCLUSIVE")
+            return holder
+          }).pipe(
+            Effect.flatMap((holder) =>
+              Effect.ensuring(Effect.sleep(300), Effect.sync(() => (holder.exec("ROLLBACK"), holder.close())))
+            )
+          )
+        const scripted = TestKit.scripted([], {
+          otherwise: () =>
+            Effect.delay(Effect.succeed(answer), 2)
+        })
+        yield* Effect.gen(function*() {
+          const sql = yield* SqlClient.SqlClient
+          if ("sqlite" in backend.store) {
+            yield* sql`PRAGMA busy_timeout = 20`
+          }
+          const llm = yield* Effect.provide(
+            Llm.Llm,
+            Llm.layer({ require: ["budget"] }).pipe(
+              Layer.provide(
+                Layer.mergeAll(scripted.layer, TestPrices.layer(), BudgetSql.layer({ tablePrefix: prefix }))
+              )
+            )
+          )
+          let finished = 0
+          let disrupted = 0
+          const disruptor = yield* Effect.fork(Effect.gen(function*() {
+            while (finished < 100) {
+              yield* Effect.sleep(5)
+            }
+            disrupted = finished
+            yield* takeAway
+            yield* Effect.sleep(20)
+            yield* takeAway
+          }))
+          const exits = yield* Effect.forEach(
+            Array.from({ length: 400 }, (_, i) =>
+              i),
+            (i) =>
+              Effect.exit(llm.generate({
+                model,
+                messages: [{ role: "user", content: `Score listing #${i}` }],
+                maxOutputTokens: 40,
+                scope: `${limitScope}/run:1`
+              })).pipe(Effect.ensuring(Effect.sync(() => finished++))),
+            { concurrency: 20 }
+          )
+          yield* Fiber.join(disruptor)
+          const outcomes = exits.map((exit) =>
+            Exit.isSuccess(exit)
+              ? "ok"
+              : exit.cause._tag === "Fail"
+              ? exit.cause.error._tag
+              : "defect"
+          )
+          const count = (outcome: string) => outcomes.filter((o) => o === outcome).length
+          assert.isAbove(disrupted, 0)
+          assert.deepStrictEqual(
+            outcomes.filter((o) => o !== "ok" && o !== "BudgetUnavailable"),
+            [],
+            "every call either answered or failed typed"
+          )
+          assert.isAbove(count("BudgetUnavailable"), 0, "the calls in flight were hit")
+          // The rest of the run completed: calls after the disruption were answered.
+          assert.isAbove(outcomes.slice(disrupted + 60).filter((o) => o === "ok").length, 100)
+          const unavailable = exits.find((exit) => Exit.isFailure(exit))!
+          assert.isTrue(Exit.isFailure(unavailable) && unavailable.cause._tag === "Fail")
+        }).pipe(Effect.provide(client), Effect.scoped)
+      }).pipe(Effect.provide(sqlLayer(backend.store)), Effect.scoped),
+    { timeout: 60_000 }
+  )
 })

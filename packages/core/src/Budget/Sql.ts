@@ -18,7 +18,8 @@
  * it touches counters, so a reservation is charged exactly once, even when a reclaim races its owner.
  *
  * At most `concurrency` budget operations of this process use the client at once; the rest queue
- * in the process, first come first served. Reclaiming and lease renewal are never starved by the
+ * in the process, first come first served, settles and releases ahead of reservations (they free
+ * the room reservations wait for). Reclaiming and lease renewal are never starved by the
  * calls they serve: on Postgres they bypass that queue (give the client a connection more than
  * `concurrency`); on SQLite, whose one connection every statement shares, they go ahead of it. SQLite
  * statements run synchronously, so a busy store lets the event loop turn every 10 ms (timers and
@@ -319,15 +320,25 @@ export const make = (
     /**
      * Postgres, one statement: lock the chain's counters in key order, check every limit, and only
      * when all fit add the amount and write the ledger row. Returns the counters found (their sums
-     * before) and whether it reserved.
+     * before) and whether it reserved. A request that does not fit by the counters as last committed
+     * is refused without taking a lock (spent only grows, so a refusal that rests on spent stands; one
+     * that rests on reservations is waited out and asked again), so the refusals of a burst do not
+     * queue on the chain's row locks in front of the reservations and settles that fit.
      */
     const reservePgStatement = (request: Budget.ReserveRequest) => {
       const keys = request.counters.map((counter) => counter.key)
       const limits = request.counters.map((counter) => counter.limit === undefined ? null : String(counter.limit))
       return sql<CounterRow & { readonly fits: boolean }>`WITH req AS (
           SELECT * FROM unnest(CAST(${keys} AS TEXT[]), CAST(${limits} AS NUMERIC[])) AS r(key, lim)
+        ), peek AS (
+          SELECT c.key, c.spent, c.reserved, req.lim FROM ${counters} c JOIN req ON c.key = req.key
+        ), hopeful AS (
+          SELECT count(*) = ${keys.length}
+            AND coalesce(bool_and(lim IS NULL OR spent + reserved + ${request.amount} <= lim), true) AS yes
+          FROM peek
         ), locked AS (
           SELECT c.key, c.spent, c.reserved, req.lim FROM ${counters} c JOIN req ON c.key = req.key
+          WHERE (SELECT yes FROM hopeful)
           ORDER BY c.key FOR UPDATE OF c
         ), verdict AS (
           SELECT count(*) = ${keys.length}
@@ -346,7 +357,10 @@ export const make = (
         )
         SELECT locked.key, CAST(locked.spent AS TEXT) AS spent, CAST(locked.reserved AS TEXT) AS reserved,
           (SELECT fits FROM verdict) AS fits
-        FROM locked`
+        FROM locked
+        UNION ALL
+        SELECT peek.key, CAST(peek.spent AS TEXT) AS spent, CAST(peek.reserved AS TEXT) AS reserved, false AS fits
+        FROM peek WHERE NOT (SELECT yes FROM hopeful)`
     }
 
     const reservePg = (request: Budget.ReserveRequest): Effect.Effect<void, BudgetExceeded | SqlError> =>
@@ -556,6 +570,9 @@ export const make = (
         typed(name),
         traced
       )
+    /** Settling and releasing free room the waiting reservations need: they go ahead of them. */
+    const closing = (name: string) => <A, E>(effect: Effect.Effect<A, E>) =>
+      gate.withPermit(true)(isPg ? effect : turning(effect)).pipe(retryTransient, typed(name), traced)
     /**
      * Maintenance (reclaim, renewal) is never starved by the calls it serves: on Postgres it does not
      * queue behind them (it takes a connection of its own); on SQLite, where every statement shares the
@@ -567,11 +584,11 @@ export const make = (
     return Budget.BudgetStore.of({
       reserve: (request) => (isPg ? reservePg(request) : reserveSqlite(request)).pipe(operation("reserve")),
       extend: (request) => extend(request).pipe(operation("extend a reservation")),
-      settle: (id, amount, estimated) => close(id, "settled", amount, estimated).pipe(operation("settle")),
+      settle: (id, amount, estimated) => close(id, "settled", amount, estimated).pipe(closing("settle")),
       release: (id) =>
         close(id, "released", 0n, false).pipe(
           Effect.map((closed) => closed !== undefined),
-          operation("release")
+          closing("release")
         ),
       renew: (owner, lease) => renew(owner, lease).pipe(maintenance("renew leases")),
       reclaim: reclaim.pipe(maintenance("reclaim")),
