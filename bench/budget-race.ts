@@ -45,6 +45,8 @@ const wire = { model: MODEL, messages, max_completion_tokens: MAX_OUTPUT }
 
 /** `--max-wait <seconds>`: how long keel's reserve waits for other reservations (default 0: refused at once). */
 const maxWaitSeconds = Results.numberFlag("max-wait", 0)
+/** `--bound <seconds>`: a contender still running then reports what it has (its calls unfinished). */
+const boundSeconds = Results.numberFlag("bound", 150)
 const waitOption = maxWaitSeconds > 0 ? { maxWait: `${maxWaitSeconds} seconds` as const } : {}
 
 type Kind = "keel-memory" | "keel-postgres" | "naive-memory" | "naive-postgres"
@@ -54,6 +56,8 @@ interface ChildResult {
   readonly refused: number
   readonly failed: number
   readonly failures: Record<string, number>
+  /** calls still running when the time bound passed */
+  readonly unfinished: number
   /** pico-dollars spent, for the in-memory contenders (their ledger lives in the child) */
   readonly spent?: string
 }
@@ -117,7 +121,12 @@ const child = async (kind: Kind, url: string, calls: number, limit: bigint, pref
     const dispatcher = new Agent({ connections: 64 })
     const headers = { "content-type": "application/json", authorization: "Bearer sk-bench" }
     const call = async () => {
-      const res = await request(`${url}/chat/completions`, { method: "POST", dispatcher, headers, body: JSON.stringify(wire) })
+      const res = await request(`${url}/chat/completions`, {
+        method: "POST",
+        dispatcher,
+        headers,
+        body: JSON.stringify(wire)
+      })
       const json = JSON.parse(await res.body.text())
       if (res.statusCode !== 200) throw new Error(`status ${res.statusCode}`)
       return billed(json.usage)
@@ -160,15 +169,27 @@ const child = async (kind: Kind, url: string, calls: number, limit: bigint, pref
       await dispatcher.close()
     }
   }
+  process.on("disconnect", () => process.exit(1))
   process.send!("ready")
   await new Promise((resolve) => process.once("message", resolve))
   const t0 = performance.now()
-  await go()
+  await Promise.race([go(), new Promise((resolve) => setTimeout(resolve, boundSeconds * 1000))])
   const t1 = performance.now()
   const spent = await spentHere()
   await dispose()
-  if (process.env.KEEL_BENCH_DEBUG) console.error(`${kind}: calls ${(t1 - t0).toFixed(0)} ms, then ${(performance.now() - t1).toFixed(0)} ms`)
-  process.send!({ ...counts, failures, ...(spent === undefined ? {} : { spent: spent.toString() }) } satisfies ChildResult, () => process.exit(0))
+  if (process.env.KEEL_BENCH_DEBUG) {
+    console.error(`${kind}: calls ${(t1 - t0).toFixed(0)} ms, then ${(performance.now() - t1).toFixed(0)} ms`)
+  }
+  const unfinished = calls - counts.ok - counts.refused - counts.failed
+  process.send!(
+    {
+      ...counts,
+      unfinished,
+      failures,
+      ...(spent === undefined ? {} : { spent: spent.toString() })
+    } satisfies ChildResult,
+    () => process.exit(0)
+  )
 }
 
 export interface Row {
@@ -184,6 +205,7 @@ export interface Row {
   readonly served: number
   readonly refused: number
   readonly failed: number
+  readonly unfinished: number
   readonly failures: Record<string, number>
   readonly seconds: number
 }
@@ -201,7 +223,18 @@ const runCase = (kind: Kind, processes: number, calls: number, limit: bigint) =>
     }
     const per = Math.ceil(calls / processes)
     const children = Array.from({ length: processes }, () =>
-      fork(import.meta.filename, ["--child", kind, simulator.url, String(per), limit.toString(), prefix, "--max-wait", String(maxWaitSeconds)], {
+      fork(import.meta.filename, [
+        "--child",
+        kind,
+        simulator.url,
+        String(per),
+        limit.toString(),
+        prefix,
+        "--max-wait",
+        String(maxWaitSeconds),
+        "--bound",
+        String(boundSeconds)
+      ], {
         stdio: ["ignore", "inherit", "inherit", "ipc"]
       }))
     const next = <A>(c: ReturnType<typeof fork>) =>
@@ -258,6 +291,7 @@ const runCase = (kind: Kind, processes: number, calls: number, limit: bigint) =>
       served,
       refused: done.reduce((n, r) => n + r.refused, 0),
       failed: done.reduce((n, r) => n + r.failed, 0),
+      unfinished: done.reduce((n, r) => n + r.unfinished, 0),
       failures,
       seconds
     } satisfies Row
@@ -273,30 +307,45 @@ const main = async () => {
   const timer = Results.start("budget-race")
   const calls = Results.numberFlag("calls", 10_000)
   // the cost of one call: one request to a simulator with the same seed
-  const costOne = await Effect.runPromise(Effect.gen(function*() {
-    const simulator = yield* Simulator.Simulator
-    const res = yield* Effect.promise(() =>
-      request(`${simulator.url}/chat/completions`, {
-        method: "POST",
-        headers: { "content-type": "application/json", authorization: "Bearer sk-bench" },
-        body: JSON.stringify(wire)
-      }).then((r) => r.body.json())
-    )
-    return billed((res as { usage: { prompt_tokens: number; completion_tokens: number } }).usage) as bigint
-  }).pipe(Effect.provide(Simulator.layer({ seed: 1 }))))
+  const costOne = await Effect.runPromise(
+    Effect.gen(function*() {
+      const simulator = yield* Simulator.Simulator
+      const res = yield* Effect.promise(() =>
+        request(`${simulator.url}/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json", authorization: "Bearer sk-bench" },
+          body: JSON.stringify(wire)
+        }).then((r) => r.body.json())
+      )
+      return billed((res as { usage: { prompt_tokens: number; completion_tokens: number } }).usage) as bigint
+    }).pipe(Effect.provide(Simulator.layer({ seed: 1 })))
+  )
   const limit = (BigInt(calls) * costOne) / 3n
   const rows: Array<Row> = []
-  for (const [kind, processes] of [["keel-memory", 1], ["naive-memory", 1], ["keel-postgres", 4], ["naive-postgres", 4]] as const) {
+  for (
+    const [kind, processes] of [["keel-memory", 1], ["naive-memory", 1], ["keel-postgres", 4], [
+      "naive-postgres",
+      4
+    ]] as const
+  ) {
     const row = await Effect.runPromise(runCase(kind, processes, calls, limit))
     rows.push(row)
-    console.error(`budget race: ${row.contender}: spent ${row.spentUsd} of ${row.limitUsd} in ${row.seconds.toFixed(1)} s`)
+    console.error(
+      `budget race: ${row.contender}: spent ${row.spentUsd} of ${row.limitUsd} in ${row.seconds.toFixed(1)} s`
+    )
   }
   timer.finish({ calls, costPerCallUsd: Money.format(costOne as Money.Money), rows } satisfies Data)
   console.log(JSON.stringify(rows, null, 1))
 }
 
 if (process.argv[2] === "--child") {
-  await child(process.argv[3] as Kind, process.argv[4]!, Number(process.argv[5]), BigInt(process.argv[6]!), process.argv[7]!)
+  await child(
+    process.argv[3] as Kind,
+    process.argv[4]!,
+    Number(process.argv[5]),
+    BigInt(process.argv[6]!),
+    process.argv[7]!
+  )
 } else if (Path.resolve(process.argv[1] ?? "") === import.meta.filename) {
   await main().then(() => process.exit(0), (error) => {
     console.error(error)

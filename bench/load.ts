@@ -127,6 +127,7 @@ const makePeer = async (id: PeerId, url: string): Promise<(i: number) => Promise
 /** Child: `calls` calls of a peer at `concurrency` (0: all at once), stopped at `boundMs`. */
 const client = async (id: PeerId, url: string, calls: number, concurrency: number, boundMs: number) => {
   const one = await makePeer(id, url)
+  process.on("disconnect", () => process.exit(1))
   process.send!("ready")
   await new Promise((resolve) => process.once("message", resolve))
   const started = performance.now()
@@ -157,8 +158,10 @@ const client = async (id: PeerId, url: string, calls: number, concurrency: numbe
       while (next < calls && performance.now() - started < boundMs) await call(next++)
     }))
   await Promise.race([all, sleep(boundMs)])
-  process.send!({ ok, failed, unfinished: calls - ok - failed, failures, ends, latencies } satisfies ClientResult, () =>
-    process.exit(0))
+  process.send!(
+    { ok, failed, unfinished: calls - ok - failed, failures, ends, latencies } satisfies ClientResult,
+    () => process.exit(0)
+  )
 }
 
 const forkPeer = (id: PeerId, url: string, calls: number, concurrency: number, boundMs: number) => {
@@ -360,7 +363,12 @@ const main = async () => {
   if (wanted.includes("outage")) {
     const outageCalls = 1_000
     const rows: Array<OutageRow> = []
-    for (const [name, limiter] of [["keel defaults + RateLimiter", true], ["keel defaults, no RateLimiter", false]] as const) {
+    for (
+      const [name, limiter] of [["keel defaults + RateLimiter", true], [
+        "keel defaults, no RateLimiter",
+        false
+      ]] as const
+    ) {
       const keel = await Effect.runPromise(Outage.runCase(name, outageCalls, limiter, true))
       rows.push({
         contender: name,
@@ -377,7 +385,9 @@ const main = async () => {
       })
       console.error(`outage: ${name} done`)
     }
-    for (const id of ["openai-default", "openai-10", "ai-sdk-default", "ai-sdk-10", "no-jitter", "full-jitter"] as const) {
+    for (
+      const id of ["openai-default", "openai-10", "ai-sdk-default", "ai-sdk-10", "no-jitter", "full-jitter"] as const
+    ) {
       rows.push(await Effect.runPromise(outagePeer(id, outageCalls, boundMs)))
       console.error(`outage: ${id} done`)
     }

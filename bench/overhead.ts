@@ -21,6 +21,9 @@
  *
  *   npx tsx --conditions=@keel/source bench/overhead.ts [--calls 400] [--rounds 5] [--json bench/results/overhead.json]
  */
+import type { ToolSet } from "ai"
+import type * as EffectModule from "effect/Effect"
+import type { ManagedRuntime } from "effect/ManagedRuntime"
 import { fork } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
 import * as Fs from "node:fs"
@@ -42,7 +45,11 @@ export const contenders = [
   { id: "undici-responses", name: "raw undici + `JSON.parse`, Responses API", floor: "undici-responses" },
   { id: "openai", name: "official `openai` SDK `chat.completions.create`", floor: "undici" },
   { id: "ai-sdk", name: "Vercel AI SDK `generateText` with a tool (`@ai-sdk/openai` chat)", floor: "undici" },
-  { id: "effect-ai", name: "`@effect/ai` `generateText` with a toolkit (`@effect/ai-openai`, Responses)", floor: "undici-responses" },
+  {
+    id: "effect-ai",
+    name: "`@effect/ai` `generateText` with a toolkit (`@effect/ai-openai`, Responses)",
+    floor: "undici-responses"
+  },
   { id: "keel-bare", name: "keel `Llm.generateObject`, bare pipeline", floor: "undici" },
   { id: "keel-production", name: "keel `Llm.generateObject`, production pipeline", floor: "undici" }
 ] as const
@@ -61,7 +68,13 @@ const chatBody = {
 const responsesBody = {
   model: MODEL,
   input: [{ role: "system", content: systemPrompt }, { role: "user", content: listing }],
-  tools: [{ type: "function", name: "score_listing", description: "Score a listing", parameters: scoreSchema, strict: true }],
+  tools: [{
+    type: "function",
+    name: "score_listing",
+    description: "Score a listing",
+    parameters: scoreSchema,
+    strict: true
+  }],
   tool_choice: { type: "function", name: "score_listing" },
   max_output_tokens: MAX_OUTPUT
 }
@@ -99,7 +112,9 @@ const makeRunner = async (id: ContenderId, url: string, tmp: string): Promise<Ru
         const res = await request(`${url}${path}`, { method: "POST", dispatcher, headers, body: JSON.stringify(body) })
         const json = JSON.parse(await res.body.text())
         if (res.statusCode !== 200) bad(`status ${res.statusCode}`)
-        const args = id === "undici" ? json.choices[0].message.tool_calls[0].function.arguments : json.output[0].arguments
+        const args = id === "undici"
+          ? json.choices[0].message.tool_calls[0].function.arguments
+          : json.output[0].arguments
         if (typeof args !== "string") bad("no tool call")
       })
     }
@@ -116,8 +131,12 @@ const makeRunner = async (id: ContenderId, url: string, tmp: string): Promise<Ru
       const { createOpenAI } = await import("@ai-sdk/openai")
       const model = createOpenAI({ apiKey: API_KEY, baseURL: url }).chat(MODEL)
       const tools = {
-        score_listing: tool({ description: "Score a listing", inputSchema: jsonSchema(scoreSchema as never), strict: true })
-      }
+        score_listing: tool({
+          description: "Score a listing",
+          inputSchema: jsonSchema<Record<string, unknown>>(scoreSchema as never),
+          strict: true
+        })
+      } as unknown as ToolSet // the AI SDK's types do not hold under exactOptionalPropertyTypes
       return loop(async () => {
         const result = await generateText({
           model,
@@ -131,20 +150,31 @@ const makeRunner = async (id: ContenderId, url: string, tmp: string): Promise<Ru
       })
     }
     case "effect-ai": {
-      const [AiLanguageModel, AiTool, Toolkit, OpenAiClient, OpenAiLanguageModel, NodeHttpClient, Effect, Layer, ManagedRuntime, Redacted, Score] =
-        await Promise.all([
-          import("@effect/ai/LanguageModel"),
-          import("@effect/ai/Tool"),
-          import("@effect/ai/Toolkit"),
-          import("@effect/ai-openai/OpenAiClient"),
-          import("@effect/ai-openai/OpenAiLanguageModel"),
-          import("@effect/platform-node/NodeHttpClient"),
-          import("effect/Effect"),
-          import("effect/Layer"),
-          import("effect/ManagedRuntime"),
-          import("effect/Redacted"),
-          import("./lib/score.js")
-        ])
+      const [
+        AiLanguageModel,
+        AiTool,
+        Toolkit,
+        OpenAiClient,
+        OpenAiLanguageModel,
+        NodeHttpClient,
+        Effect,
+        Layer,
+        ManagedRuntime,
+        Redacted,
+        Score
+      ] = await Promise.all([
+        import("@effect/ai/LanguageModel"),
+        import("@effect/ai/Tool"),
+        import("@effect/ai/Toolkit"),
+        import("@effect/ai-openai/OpenAiClient"),
+        import("@effect/ai-openai/OpenAiLanguageModel"),
+        import("@effect/platform-node/NodeHttpClient"),
+        import("effect/Effect"),
+        import("effect/Layer"),
+        import("effect/ManagedRuntime"),
+        import("effect/Redacted"),
+        import("./lib/score.js")
+      ])
       const ScoreTool = AiTool.make("score_listing", { description: "Score a listing", parameters: Score.fields })
       const toolkit = Toolkit.make(ScoreTool)
       const handlers = toolkit.toLayer({ score_listing: () => Effect.void })
@@ -169,26 +199,43 @@ const makeRunner = async (id: ContenderId, url: string, tmp: string): Promise<Ru
     }
     case "keel-bare":
     case "keel-production": {
-      const [Budget, CallLog, JsonLines, CircuitBreaker, Llm, RateLimiter, Router, Tool, OpenAiClient, OpenAiLanguageModel, OpenAiPricing, OpenAiTokenizer, Effect, Layer, ManagedRuntime, Redacted, Score] =
-        await Promise.all([
-          import("@keel/core/Budget"),
-          import("@keel/core/CallLog"),
-          import("@keel/core/CallLog/JsonLines"),
-          import("@keel/core/CircuitBreaker"),
-          import("@keel/core/Llm"),
-          import("@keel/core/RateLimiter"),
-          import("@keel/core/Router"),
-          import("@keel/core/Tool"),
-          import("@keel/openai/OpenAiClient"),
-          import("@keel/openai/OpenAiLanguageModel"),
-          import("@keel/openai/OpenAiPricing"),
-          import("@keel/openai/OpenAiTokenizer"),
-          import("effect/Effect"),
-          import("effect/Layer"),
-          import("effect/ManagedRuntime"),
-          import("effect/Redacted"),
-          import("./lib/score.js")
-        ])
+      const [
+        Budget,
+        CallLog,
+        JsonLines,
+        CircuitBreaker,
+        Llm,
+        RateLimiter,
+        Router,
+        Tool,
+        OpenAiClient,
+        OpenAiLanguageModel,
+        OpenAiPricing,
+        OpenAiTokenizer,
+        Effect,
+        Layer,
+        ManagedRuntime,
+        Redacted,
+        Score
+      ] = await Promise.all([
+        import("@keel/core/Budget"),
+        import("@keel/core/CallLog"),
+        import("@keel/core/CallLog/JsonLines"),
+        import("@keel/core/CircuitBreaker"),
+        import("@keel/core/Llm"),
+        import("@keel/core/RateLimiter"),
+        import("@keel/core/Router"),
+        import("@keel/core/Tool"),
+        import("@keel/openai/OpenAiClient"),
+        import("@keel/openai/OpenAiLanguageModel"),
+        import("@keel/openai/OpenAiPricing"),
+        import("@keel/openai/OpenAiTokenizer"),
+        import("effect/Effect"),
+        import("effect/Layer"),
+        import("effect/ManagedRuntime"),
+        import("effect/Redacted"),
+        import("./lib/score.js")
+      ])
       const ScoreTool = Tool.make("score_listing", { description: "Score a listing", parameters: Score.Score })
       const model = OpenAiLanguageModel.layer().pipe(
         Layer.provide(OpenAiClient.layerUndici({ apiKey: Redacted.make(API_KEY), baseUrl: url }))
@@ -218,9 +265,9 @@ const makeRunner = async (id: ContenderId, url: string, tmp: string): Promise<Ru
 
 /** An Effect contender: one `runPromise` per round, a fiber per call (`Effect.forEach`). */
 const effectRunner = <R>(
-  Effect: typeof import("effect/Effect"),
-  runtime: import("effect/ManagedRuntime").ManagedRuntime<R, unknown>,
-  one: import("effect/Effect").Effect<unknown, unknown, R>
+  Effect: typeof EffectModule,
+  runtime: ManagedRuntime<R, unknown>,
+  one: EffectModule.Effect<unknown, unknown, R>
 ): Runner =>
 (concurrency, calls, latencies) =>
   runtime.runPromise(Effect.forEach(
@@ -264,11 +311,21 @@ const contender = async (id: ContenderId, url: string) => {
   const run = await makeRunner(id, url, tmp)
   gc()
   const memory = process.memoryUsage()
-  process.send!({ type: "ready", heapAfterImportMb: memory.heapUsed / 2 ** 20, rssAfterImportMb: memory.rss / 2 ** 20 } satisfies Ready)
+  process.send!(
+    {
+      type: "ready",
+      heapAfterImportMb: memory.heapUsed / 2 ** 20,
+      rssAfterImportMb: memory.rss / 2 ** 20
+    } satisfies Ready
+  )
+  process.on("disconnect", () => process.exit(1))
   process.on("message", async (message: ToChild) => {
     if (message.type === "exit") {
       Fs.rmSync(tmp, { recursive: true, force: true })
-      process.send!({ type: "bye", peakRssMb: process.resourceUsage().maxRSS / 1024 } satisfies Bye, () => process.exit(0))
+      process.send!(
+        { type: "bye", peakRssMb: process.resourceUsage().maxRSS / 1024 } satisfies Bye,
+        () => process.exit(0)
+      )
       return
     }
     const latencies = new Float64Array(message.calls)
@@ -279,14 +336,16 @@ const contender = async (id: ContenderId, url: string) => {
     const cpu = process.cpuUsage(cpu0)
     const seconds = (performance.now() - t0) / 1000
     latencies.sort()
-    process.send!({
-      type: "result",
-      cpuUs: (cpu.user + cpu.system) / message.calls,
-      callsPerSecond: message.calls / seconds,
-      p50: Stats.percentile(latencies, 0.5),
-      p99: Stats.percentile(latencies, 0.99),
-      rssMb: process.memoryUsage().rss / 2 ** 20
-    } satisfies RoundResult)
+    process.send!(
+      {
+        type: "result",
+        cpuUs: (cpu.user + cpu.system) / message.calls,
+        callsPerSecond: message.calls / seconds,
+        p50: Stats.percentile(latencies, 0.5),
+        p99: Stats.percentile(latencies, 0.99),
+        rssMb: process.memoryUsage().rss / 2 ** 20
+      } satisfies RoundResult
+    )
   })
 }
 
@@ -358,7 +417,9 @@ const main = async () => {
   const callsAt1 = Results.numberFlag("calls", 400)
   const callsAt64 = callsAt1 * 2
   const rounds = Results.numberFlag("rounds", 5)
-  const only = process.argv.includes("--only") ? process.argv[process.argv.indexOf("--only") + 1]!.split(",") : undefined
+  const only = process.argv.includes("--only")
+    ? process.argv[process.argv.indexOf("--only") + 1]!.split(",")
+    : undefined
   const chosen = contenders.filter((c) => only === undefined || only.includes(c.id))
 
   const server = fork(import.meta.filename, ["--serve"], { stdio: ["ignore", "inherit", "inherit", "ipc"] })
@@ -367,7 +428,9 @@ const main = async () => {
   const children = new Map<ContenderId, { child: ChildProcess; ready: Ready }>()
   // started one at a time, so that imports do not compete with each other
   for (const c of chosen) {
-    const child = fork(import.meta.filename, ["--contender", c.id, url], { stdio: ["ignore", "inherit", "inherit", "ipc"] })
+    const child = fork(import.meta.filename, ["--contender", c.id, url], {
+      stdio: ["ignore", "inherit", "inherit", "ipc"]
+    })
     const ready = await new Promise<Ready>((resolve, reject) => {
       child.once("message", (m) => resolve(m as Ready))
       child.once("exit", (code) => reject(new Error(`${c.id} exited with ${code} before it was ready`)))
@@ -421,7 +484,9 @@ const main = async () => {
       const floor = results.get(`${c.floor}@${concurrency}`)
       const pick = (rs: ReadonlyArray<RoundResult>, f: (r: RoundResult) => number) => Stats.figure(rs.map(f))
       // a round's ratio is taken against the floor's figure in the same round
-      const ratio = floor === undefined ? Stats.figure([NaN]) : Stats.figure(mine.map((r, i) => r.cpuUs / floor[i]!.cpuUs))
+      const ratio = floor === undefined
+        ? Stats.figure([NaN])
+        : Stats.figure(mine.map((r, i) => r.cpuUs / floor[i]!.cpuUs))
       const p50 = pick(mine, (r) => r.p50)
       const p99 = pick(mine, (r) => r.p99)
       rows.push({
@@ -446,18 +511,22 @@ const main = async () => {
     console.log(
       `c=${row.concurrency} ${row.id.padEnd(18)} CPU ${Stats.showFigure(row.cpuUs)} µs  ×${
         Stats.showFigure(row.ratio, 2)
-      }  ${row.callsPerSecond.median.toFixed(0)}/s  p50 ${row.p50.median.toFixed(2)} ms p99 ${row.p99.median.toFixed(2)} ms`
+      }  ${row.callsPerSecond.median.toFixed(0)}/s  p50 ${row.p50.median.toFixed(2)} ms p99 ${
+        row.p99.median.toFixed(2)
+      } ms`
     )
   }
   for (const m of memory) {
-    console.log(`${m.id.padEnd(18)} heap after import ${m.heapAfterImportMb.toFixed(1)} MB, peak RSS ${m.peakRssMb.toFixed(0)} MB`)
+    console.log(
+      `${m.id.padEnd(18)} heap after import ${m.heapAfterImportMb.toFixed(1)} MB, peak RSS ${m.peakRssMb.toFixed(0)} MB`
+    )
   }
   console.log(`load ${result.load[0].toFixed(1)} → ${result.load[1].toFixed(1)}, ${result.seconds.toFixed(0)} s`)
 }
 
 if (process.argv[2] === "--serve") await serve()
 else if (process.argv[2] === "--contender") await contender(process.argv[3] as ContenderId, process.argv[4]!)
-else await main().then(() => process.exit(0), (error) => {
-  console.error(error)
-  process.exit(1)
-})
+else {await main().then(() => process.exit(0), (error) => {
+    console.error(error)
+    process.exit(1)
+  })}

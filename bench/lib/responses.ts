@@ -12,9 +12,17 @@ import * as Simulator from "../../packages/openai/src/Simulator.js"
 interface ResponsesBody {
   readonly model?: string
   readonly instructions?: string | null
-  readonly input?: string | ReadonlyArray<{ readonly role?: string; readonly content?: unknown; readonly type?: string }>
+  readonly input?:
+    | string
+    | ReadonlyArray<{ readonly role?: string; readonly content?: unknown; readonly type?: string }>
   readonly tools?: ReadonlyArray<
-    { readonly type: string; readonly name: string; readonly description?: string; readonly parameters?: unknown; readonly strict?: boolean }
+    {
+      readonly type: string
+      readonly name: string
+      readonly description?: string
+      readonly parameters?: unknown
+      readonly strict?: boolean
+    }
   >
   readonly tool_choice?: string | { readonly type: string; readonly name?: string }
   readonly max_output_tokens?: number | null

@@ -60,9 +60,9 @@ export const start = (bench: string) => {
     finish: <A>(data: A): Result<A> => {
       const result: Result<A> = {
         bench,
-        command: `npx tsx --conditions=@keel/source ${
-          Path.relative(process.cwd(), process.argv[1] ?? "")
-        } ${process.argv.slice(2).filter((a, i, all) => a !== "--json" && all[i - 1] !== "--json").join(" ")}`
+        command: `npx tsx --conditions=@keel/source ${Path.relative(process.cwd(), process.argv[1] ?? "")} ${
+          process.argv.slice(2).filter((a, i, all) => a !== "--json" && all[i - 1] !== "--json").join(" ")
+        }`
           .trim(),
         startedAt: startedAt.toISOString(),
         seconds: (performance.now() - t0) / 1000,
