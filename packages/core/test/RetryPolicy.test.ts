@@ -4,7 +4,9 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Random from "effect/Random"
+import * as Schedule from "effect/Schedule"
 import * as ScheduleDecision from "effect/ScheduleDecision"
+import * as TestClock from "effect/TestClock"
 import * as Llm from "../src/Llm.js"
 import * as LlmError from "../src/LlmError.js"
 import * as RetryPolicy from "../src/RetryPolicy.js"
@@ -54,6 +56,8 @@ const run = <A, E>(
     (self) => TestKit.runWithTestClock(self, clock)
   )
 
+// The herds (500 and 1,000 fibers through the pipeline) are in RetryPolicyHerd.test.ts: each costs about a
+// minute under Stryker's instrumentation, so the mutation run of RetryPolicy leaves them out.
 describe("RetryPolicy", () => {
   it.effect("full jitter: every delay lies in [0, min(cap, base·2ⁿ)] and the upper bound doubles", () =>
     Effect.gen(function*() {
@@ -114,84 +118,6 @@ describe("RetryPolicy", () => {
         1600
       ])
     }).pipe(Effect.withRandom(Random.make("variants"))))
-
-  const herd = (jitter: RetryPolicy.Jitter) =>
-    Effect.gen(function*() {
-      const fibers = 1_000
-      const retries: Array<number> = []
-      const model = TestKit.scripted(Array.from({ length: fibers }, () => unavailable), {
-        otherwise: recordingTimes(retries, TestKit.response())
-      })
-      yield* run(
-        Effect.forEach(Array.from({ length: fibers }), () => Llm.generate(request), { concurrency: "unbounded" }),
-        model,
-        { base: Duration.seconds(1), jitter },
-        { step: Duration.millis(10) }
-      )
-      assert.strictEqual(retries.length, fibers)
-      // The first retry window is [0, base]: ten buckets of 100 ms.
-      const buckets = Array.from({ length: 11 }, () => 0)
-      for (const t of retries) buckets[Math.min(10, Math.floor(t / 100))]!++
-      return buckets
-    }).pipe(Effect.withRandom(Random.make(`herd-${jitter}`)))
-
-  it.effect("1,000 fibers failing together spread their first retry: no 100 ms bucket above 3× the mean", () =>
-    Effect.gen(function*() {
-      const buckets = yield* herd("full")
-      const mean = 1_000 / 10
-      const max = Math.max(...buckets.slice(0, 10))
-      assert.isAtMost(max, 3 * mean, `buckets: ${buckets.join(",")}`)
-      assert.isTrue(buckets.slice(0, 10).every((count) => count > 0), `buckets: ${buckets.join(",")}`)
-    }))
-
-  it.effect("without jitter the herd retries in one bucket", () =>
-    Effect.gen(function*() {
-      const buckets = yield* herd("none")
-      // Every retry lands at exactly base = 1 s, the first instant past the window.
-      assert.strictEqual(buckets[10], 1_000, `buckets: ${buckets.join(",")}`)
-    }))
-
-  it.effect("500 fibers failing three times each spread every retry, not just the first, over its window", () =>
-    Effect.gen(function*() {
-      const fibers = 500
-      const base = 1_000
-      // Attempt times per fiber; each fiber fails its first three attempts, then is answered.
-      const times = new Map<string, Array<number>>()
-      const model = TestKit.scripted([], {
-        otherwise: (request) =>
-          Effect.flatMap(Clock.currentTimeMillis, (now) => {
-            const key = request.messages[0]!.content as string
-            const seen = times.get(key) ?? []
-            seen.push(now)
-            times.set(key, seen)
-            return seen.length <= 3 ? Effect.fail(unavailable) : Effect.succeed(TestKit.response())
-          })
-      })
-      yield* run(
-        Effect.forEach(
-          Array.from({ length: fibers }, (_, i) => i),
-          (i) => Llm.generate({ ...request, messages: [{ role: "user", content: `fiber ${i}` }] }),
-          { concurrency: "unbounded" }
-        ),
-        model,
-        { base: Duration.millis(base) },
-        { step: Duration.millis(25) }
-      )
-      assert.strictEqual(times.size, fibers)
-      for (const retry of [1, 2, 3]) {
-        // Retry n waits U[0, base·2ⁿ⁻¹]: ten buckets over that window, each within 3× of the mean (50).
-        const window = base * 2 ** (retry - 1)
-        const buckets = Array.from({ length: 10 }, () => 0)
-        for (const seen of times.values()) {
-          assert.strictEqual(seen.length, 4)
-          const delay = seen[retry]! - seen[retry - 1]!
-          assert.isAtMost(delay, window + 25)
-          buckets[Math.min(9, Math.floor(delay / (window / 10)))]!++
-        }
-        assert.isAtMost(Math.max(...buckets), 150, `retry ${retry}: ${buckets.join(",")}`)
-        assert.isTrue(buckets.every((count) => count > 0), `retry ${retry}: ${buckets.join(",")}`)
-      }
-    }).pipe(Effect.withRandom(Random.make("whole-herd"))))
 
   it.effect("a 503 with a 1.5 s hint is retried after exactly the hint, not the shorter backoff", () =>
     Effect.gen(function*() {
@@ -345,4 +271,175 @@ describe("RetryPolicy", () => {
       assert.isTrue(error._tag === "Timeout" && error.scope === "attempt")
       assert.strictEqual(model.requests.length, 4)
     }))
+})
+
+describe("RetryPolicy: the spread of each jitter", () => {
+  const options = { base: Duration.millis(100), cap: Duration.seconds(2), maxAttempts: 6, deadline: Duration.days(1) }
+
+  it.effect("equal: each delay in [d/2, d] and spread over that whole half, mean near 3d/4", () =>
+    Effect.gen(function*() {
+      const runs = 300
+      const byRetry: Array<Array<number>> = []
+      for (let i = 0; i < runs; i++) {
+        const delays = yield* delaysOf({ ...options, jitter: "equal" }, unavailable, 10)
+        assert.strictEqual(delays.length, 5)
+        delays.forEach((d, n) => (byRetry[n] ??= []).push(d))
+      }
+      byRetry.forEach((delays, n) => {
+        const bound = Math.min(2000, 100 * 2 ** n)
+        assert.isBelow(Math.min(...delays), 0.55 * bound, `retry ${n}`)
+        assert.isAbove(Math.max(...delays), 0.95 * bound, `retry ${n}`)
+        const mean = delays.reduce((a, b) => a + b, 0) / runs
+        assert.closeTo(mean, 0.75 * bound, 0.05 * bound, `retry ${n}: mean ${mean}`)
+      })
+    }).pipe(Effect.withRandom(Random.make("equal-spread"))))
+
+  it.effect("decorrelated: each delay in [base, min(cap, 3 × the previous)], reaching up to that bound", () =>
+    Effect.gen(function*() {
+      let largestFirst = 0
+      let capped = 0
+      for (let i = 0; i < 300; i++) {
+        const delays = yield* delaysOf({ ...options, jitter: "decorrelated" }, unavailable, 10)
+        let previous = 100
+        for (const d of delays) {
+          assert.isAtLeast(d, 100)
+          assert.isAtMost(d, Math.min(2000, 3 * previous) + 1e-9, `after ${previous} ms: ${d} ms`)
+          if (d === 2000) capped++
+          previous = d
+        }
+        largestFirst = Math.max(largestFirst, delays[0]!)
+      }
+      // The first delay is U[100, 300]: the largest of 300 draws is near 300.
+      assert.isAbove(largestFirst, 290)
+      assert.isAbove(capped, 0)
+    }).pipe(Effect.withRandom(Random.make("decorrelated-spread"))))
+
+  it.effect("full jitter goes above a hint: a 1.5 s hint and a 1 s base wait U[1.5 s, 2.5 s], never less", () =>
+    Effect.gen(function*() {
+      const hinted = new LlmError.RateLimited({ retryAfter: Duration.millis(1500) })
+      const waits: Array<number> = []
+      for (let i = 0; i < 300; i++) {
+        const [wait] = yield* delaysOf({ base: Duration.seconds(1), maxAttempts: 2 }, hinted, 1)
+        waits.push(wait!)
+      }
+      assert.isAtLeast(Math.min(...waits), 1500)
+      assert.isAtMost(Math.max(...waits), 2500)
+      // Spread, not one instant: fibers given the same hint do not all wake together.
+      assert.isBelow(Math.min(...waits), 1550)
+      assert.isAbove(Math.max(...waits), 2450)
+    }).pipe(Effect.withRandom(Random.make("hint-spread"))))
+
+  it.effect("a hint of exactly the ceiling is waited out; one past it is not", () =>
+    Effect.gen(function*() {
+      const at = (ms: number) => new LlmError.RateLimited({ retryAfter: Duration.millis(ms) })
+      const options = { jitter: "none" as const, base: Duration.millis(10), maxRetryAfter: Duration.seconds(60) }
+      assert.deepStrictEqual(yield* delaysOf(options, at(60_000), 1), [60_000])
+      assert.deepStrictEqual(yield* delaysOf(options, at(60_001), 1), [])
+    }))
+})
+
+describe("RetryPolicy: the deadline", () => {
+  it.effect("counts from the call's start: a first failure after 10 s, a 12 s deadline and 5 s waits end at 10 s with the 503", () =>
+    Effect.gen(function*() {
+      const model = TestKit.scripted([TestKit.delayed("10 seconds", unavailable)], { otherwise: TestKit.response() })
+      const started = yield* Clock.currentTimeMillis
+      const error = yield* Effect.flip(
+        run(Llm.generate(request), model, { deadline: "12 seconds", base: "5 seconds", jitter: "none" })
+      )
+      assert.strictEqual(error._tag, "ProviderUnavailable")
+      assert.strictEqual(model.requests.length, 1)
+      assert.strictEqual((yield* Clock.currentTimeMillis) - started, 10_000)
+    }))
+
+  it.effect("a call that starts late on the clock gets its whole deadline", () =>
+    Effect.gen(function*() {
+      yield* TestClock.adjust(Duration.days(1))
+      const model = TestKit.scripted([], { otherwise: unavailable })
+      const started = yield* Clock.currentTimeMillis
+      const error = yield* Effect.flip(
+        run(Llm.generate(request), model, { base: "1 second", cap: "1 second", jitter: "none", deadline: "10 seconds" })
+      )
+      assert.strictEqual(error._tag, "ProviderUnavailable")
+      assert.strictEqual(model.requests.length, 10)
+      assert.isBelow((yield* Clock.currentTimeMillis) - started, 10_000)
+    }))
+
+  it.effect("retry stops at the deadline even under a schedule of its own that does not: nothing is sent at the deadline", () =>
+    Effect.gen(function*() {
+      // A policy whose schedule knows no deadline: retry every 10 s. The call's deadline, 20 s, still holds.
+      const policy: RetryPolicy.RetryPolicy.Service = {
+        ...RetryPolicy.make({ deadline: "20 seconds" }),
+        schedule: Schedule.spaced("10 seconds").pipe(Schedule.as(Duration.seconds(10)))
+      }
+      const attempts: Array<{ readonly at: number; readonly millis: number }> = []
+      const error = yield* TestKit.runWithTestClock(Effect.flip(
+        RetryPolicy.retry((timeout) =>
+          Effect.flatMap(Clock.currentTimeMillis, (at) => {
+            attempts.push({ at, millis: timeout.millis })
+            return Effect.fail(unavailable)
+          }), { policy, model: "m" })
+      ))
+      // Each attempt is given what is left of the deadline; at 20 s nothing is left and nothing is sent.
+      assert.deepStrictEqual(attempts, [{ at: 0, millis: 20_000 }, { at: 10_000, millis: 10_000 }])
+      assert.isTrue(error._tag === "Timeout" && error.scope === "call" && error.model === "m", error.message)
+    }))
+})
+
+describe("RetryPolicy: which policy is in force", () => {
+  const attemptsUnder = (maxAttempts: number) => RetryPolicy.make({ maxAttempts, base: "10 millis" })
+  const count = (
+    effect: (attempt: Effect.Effect<never, LlmError.LlmError>) => Effect.Effect<unknown, LlmError.LlmError>
+  ) =>
+    Effect.gen(function*() {
+      let attempts = 0
+      yield* TestKit.runWithTestClock(Effect.flip(effect(Effect.suspend(() => {
+        attempts++
+        return Effect.fail(unavailable)
+      }))))
+      return attempts
+    })
+
+  it.effect("withPolicy over the pipeline's own, the pipeline's over the one in context, and that over the default", () =>
+    Effect.gen(function*() {
+      const fromContext = yield* count((attempt) => RetryPolicy.retry(() => attempt)).pipe(
+        Effect.provideService(RetryPolicy.RetryPolicy, attemptsUnder(2))
+      )
+      const pipelines = yield* count((attempt) => RetryPolicy.retry(() => attempt, { policy: attemptsUnder(3) })).pipe(
+        Effect.provideService(RetryPolicy.RetryPolicy, attemptsUnder(2))
+      )
+      const overridden = yield* count((attempt) =>
+        RetryPolicy.retry(() => attempt, { policy: attemptsUnder(3) }).pipe(RetryPolicy.withPolicy(attemptsUnder(4)))
+      ).pipe(Effect.provideService(RetryPolicy.RetryPolicy, attemptsUnder(2)))
+      assert.deepStrictEqual([fromContext, pipelines, overridden], [2, 3, 4])
+      assert.strictEqual((yield* RetryPolicy.current()).description, RetryPolicy.make().description)
+    }))
+
+  it.effect("the policy given to Llm.layer is the pipeline's: no withPolicy needed", () =>
+    Effect.gen(function*() {
+      const model = TestKit.scripted([], { otherwise: unavailable })
+      yield* Effect.flip(Llm.generate(request)).pipe(
+        Effect.provide(Llm.layer()),
+        Effect.provide(model.layer),
+        Effect.provideService(RetryPolicy.RetryPolicy, attemptsUnder(3)),
+        (self) => TestKit.runWithTestClock(self)
+      )
+      assert.strictEqual(model.requests.length, 3)
+    }))
+
+  it("describes itself in one line", () => {
+    assert.strictEqual(
+      RetryPolicy.make().description,
+      "retries until the deadline, full jitter from 500ms, attempt timeout 1m, deadline 3m"
+    )
+    assert.strictEqual(
+      RetryPolicy.make({
+        maxAttempts: 3,
+        jitter: "equal",
+        base: "1 second",
+        attemptTimeout: "5 seconds",
+        deadline: "30 seconds"
+      }).description,
+      "3 attempts, equal jitter from 1s, attempt timeout 5s, deadline 30s"
+    )
+  })
 })
