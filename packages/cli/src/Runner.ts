@@ -304,6 +304,8 @@ const count = (path: string): Effect.Effect<number, OutputError> =>
     }).pipe(Effect.map(() => n))
   })
 
+const int = (n: number) => n.toLocaleString("en-US")
+
 /** Runs the task over the input into the folder; see the module header. */
 export const run = (options: Options) =>
   Effect.gen(function*() {
@@ -511,9 +513,9 @@ export const run = (options: Options) =>
       const text = [
         `keel: ${(progress.results + progress.errors).toLocaleString("en-US")} items in ${
           (elapsedMs / 1000).toFixed(1)
-        } s: ${progress.results} results, ${progress.errors} errors${
-          progress.skipped > 0 ? `, ${progress.skipped} skipped (already done)` : ""
-        }; the folder holds ${items.results} results and ${items.errors} errors`,
+        } s: ${int(progress.results)} results, ${int(progress.errors)} errors${
+          progress.skipped > 0 ? `, ${int(progress.skipped)} skipped (already done)` : ""
+        }; the folder holds ${int(items.results)} results and ${int(items.errors)} errors`,
         ...(stopped === undefined ? [] : [`stopped    ${stopped}`]),
         "",
         Report.text(stats, comparison),
