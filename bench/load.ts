@@ -7,8 +7,8 @@
  * the simulator runs in this one (a fresh one per contender). The request is keel's: one user message,
  * `max_completion_tokens` 400, plain text.
  *
- * Saturation: a limit of `--limit` requests/min (default 15,000), its bucket emptied first (as
- * saturation.ts does), then `--calls` calls (default 10,000) at concurrency 64. Outage: 1,000 calls at
+ * Saturation: a limit of `--limit` requests/min (default 15,000; `npm run bench` uses 6,000), its bucket emptied first (as
+ * saturation.ts does), then `--calls` calls (default 10,000; `npm run bench` uses 2,000, to fit its 15 minutes) at concurrency 64. Outage: 1,000 calls at
  * once meet a 2 s outage of 503s without a hint, capacity 500 requests/s (503 "overloaded" past it),
  * the limit announced in the headers. A contender still busy after `--bound` seconds (default 80) is
  * stopped: its unfinished calls are reported as such.

@@ -32,6 +32,7 @@ import * as Path from "node:path"
 import * as V8 from "node:v8"
 import * as Vm from "node:vm"
 import { listing, scoreSchema, systemPrompt } from "./fixtures.js"
+import * as Profile from "./lib/profile.js"
 import * as Results from "./lib/results.js"
 import * as Stats from "./lib/stats.js"
 
@@ -386,6 +387,8 @@ export interface Data {
   readonly callsAt1: number
   readonly callsAt64: number
   readonly rows: ReadonlyArray<Row>
+  /** where the production pipeline's CPU goes: a separate, profiled process (`--cpu-prof`) at concurrency 64 */
+  readonly profile?: { readonly contender: ContenderId; readonly calls: number; readonly summary: Profile.Summary }
   readonly memory: ReadonlyArray<{
     readonly id: ContenderId
     readonly name: string
@@ -475,6 +478,36 @@ const main = async () => {
       peakRssMb: bye.peakRssMb
     })
   }
+  // where the production pipeline's time goes: one more process of it, profiled, not measured
+  let profile: Data["profile"]
+  if (chosen.some((c) => c.id === "keel-production") && !process.argv.includes("--no-profile")) {
+    const profDir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-bench-prof-"))
+    const child = fork(import.meta.filename, ["--contender", "keel-production", url], {
+      stdio: ["ignore", "ignore", "inherit", "ipc"],
+      execArgv: [...process.execArgv, "--cpu-prof", `--cpu-prof-dir=${profDir}`]
+    })
+    await new Promise((resolve) => child.once("message", resolve))
+    const calls = callsAt64 * 3
+    const next = () => new Promise((resolve) => child.once("message", resolve))
+    for (const n of [callsAt64, calls]) {
+      const answered = next()
+      child.send({ type: "run", concurrency: 64, calls: n } satisfies ToChild)
+      await answered
+    }
+    const bye = next()
+    child.send({ type: "exit" } satisfies ToChild)
+    await bye
+    await new Promise((resolve) => child.once("exit", resolve))
+    const file = Fs.readdirSync(profDir).find((f) => f.endsWith(".cpuprofile"))
+    if (file !== undefined) {
+      profile = {
+        contender: "keel-production",
+        calls: calls + callsAt64,
+        summary: Profile.summarise(Path.join(profDir, file))
+      }
+    }
+    Fs.rmSync(profDir, { recursive: true, force: true })
+  }
   server.disconnect()
 
   const rows: Array<Row> = []
@@ -506,7 +539,9 @@ const main = async () => {
       })
     }
   }
-  const result = timer.finish({ rounds, callsAt1, callsAt64, rows, memory } satisfies Data)
+  const result = timer.finish(
+    { rounds, callsAt1, callsAt64, rows, memory, ...(profile ? { profile } : {}) } satisfies Data
+  )
   for (const row of rows) {
     console.log(
       `c=${row.concurrency} ${row.id.padEnd(18)} CPU ${Stats.showFigure(row.cpuUs)} µs  ×${

@@ -73,7 +73,7 @@ const overhead = (dir: string, r: Results.Result<Overhead.Data>, misses: Array<s
     Fs.writeFileSync(
       Path.join(dir, file),
       Svg.barChart({
-        title: `CPU per call ÷ its floor (raw undici), concurrency ${c}`,
+        title: `CPU per call ÷ its floor (raw undici; Responses for @effect/ai), concurrency ${c}`,
         unit: "×",
         digits: 2,
         bars: rows.filter((x) => x.concurrency === c && x.id !== x.floor).map((x) => ({
@@ -134,6 +134,32 @@ const overhead = (dir: string, r: Results.Result<Overhead.Data>, misses: Array<s
     })
   )
   out.push("", "![Peak RSS](bench/results/rss.svg)", "")
+  const profile = r.data.profile
+  if (profile !== undefined) {
+    out.push(
+      "### Where the production pipeline's CPU goes",
+      "",
+      `A separate process of the production contender, run under \`--cpu-prof\` (not one of the measured ones) for ${
+        Stats.thousands(profile.calls)
+      } calls at concurrency 64; self time by where the code lives (keel modules by file, \`effect\` by module, other dependencies by package) and the top functions, as shares of the ${
+        Stats.thousands(profile.summary.samples)
+      } samples (idle excluded).`,
+      "",
+      "| where | share of CPU | | function | share of CPU |",
+      "|---|---:|---|---|---:|"
+    )
+    const n = Math.max(profile.summary.byArea.length, profile.summary.byFunction.length)
+    for (let i = 0; i < n; i++) {
+      const a = profile.summary.byArea[i]
+      const fn = profile.summary.byFunction[i]
+      out.push(
+        `| ${a?.name ?? ""} | ${a ? `${(100 * a.share).toFixed(1)}%` : ""} | | ${
+          fn ? `\`${fn.name.replace(/\|/g, "\\|")}\`` : ""
+        } | ${fn ? `${(100 * fn.share).toFixed(1)}%` : ""} |`
+      )
+    }
+    out.push("")
+  }
   return out
 }
 
@@ -304,7 +330,11 @@ const race = (dir: string, r: Results.Result<BudgetRace.Data>, misses: Array<str
   return out
 }
 
-const scale = (r: Results.Result<Scale.Data> | undefined, batch: string | undefined): Array<string> => {
+const scale = (
+  r: Results.Result<Scale.Data> | undefined,
+  batch: string | undefined,
+  batchWhen: string
+): Array<string> => {
   const out: Array<string> = ["## 5. Scale", ""]
   if (r !== undefined) {
     const d = r.data
@@ -329,7 +359,7 @@ const scale = (r: Results.Result<Scale.Data> | undefined, batch: string | undefi
   }
   if (batch !== undefined && batch.trim() !== "") {
     out.push(
-      "### Batch mode's engine overhead (bench/batch.ts, same run)",
+      `### Batch mode's engine overhead (\`npx tsx --conditions=@keel/source bench/batch.ts\`, ${batchWhen})`,
       "",
       batch.replace(/^## Batch\s*\n/m, "").trim(),
       ""
@@ -376,7 +406,13 @@ export const generate = (dir: string): string => {
   const s = Results.read<Scale.Data>(Path.join(dir, "scale.json"))
   const batchPath = Path.join(dir, "batch.md")
   const batch = Fs.existsSync(batchPath) ? Fs.readFileSync(batchPath, "utf8") : undefined
-  if (s !== undefined || batch !== undefined) body.push(...scale(s, batch))
+  const batchStep = run?.steps.find((step) => step.name === "batch")
+  const batchWhen = batchStep !== undefined && batchStep.exitCode === 0 && batch !== undefined
+    ? `${f0(batchStep.seconds)} s, load average ${f1(batchStep.load[0])} → ${f1(batchStep.load[1])}`
+    : `carried from an earlier run, written ${
+      Fs.existsSync(batchPath) ? Fs.statSync(batchPath).mtime.toISOString().slice(0, 16).replace("T", " ") : "?"
+    } UTC`
+  if (s !== undefined || batch !== undefined) body.push(...scale(s, batch, batchWhen))
   lines.push(
     "## Where keel misses a target",
     "",

@@ -39,7 +39,7 @@ export const barChart = (chart: Chart): string => {
   const plotWidth = width - labelWidth - 90
   const rowHeight = 26
   const top = 40
-  const height = top + chart.bars.length * rowHeight + 36
+  const height = top + chart.bars.length * rowHeight + 36 + 13 * (chart.lines ?? []).length
   const finite = (n: number | undefined) => (n !== undefined && Number.isFinite(n) ? n : 0)
   const top0 = Math.max(
     ...chart.bars.map((b) => Math.max(finite(b.value), finite(b.max))),
@@ -85,21 +85,20 @@ export const barChart = (chart: Chart): string => {
   })
   const bottom = top + chart.bars.length * rowHeight
   parts.push(`<line x1="${labelWidth}" x2="${labelWidth}" y1="${top}" y2="${bottom}" stroke="#444"/>`)
-  for (const line of chart.lines ?? []) {
+  ;(chart.lines ?? []).forEach((line, i) => {
     const lx = x(line.at).toFixed(1)
+    const color = line.color ?? "#d62728"
     parts.push(
-      `<line x1="${lx}" x2="${lx}" y1="${top - 4}" y2="${bottom}" stroke="${
-        line.color ?? "#d62728"
-      }" stroke-dasharray="4 3"/>`,
-      `<text x="${lx}" y="${bottom + 16}" text-anchor="middle" fill="${line.color ?? "#d62728"}">${
-        escape(line.label)
-      }</text>`
+      `<line x1="${lx}" x2="${lx}" y1="${top - 4}" y2="${
+        bottom + 6 + 13 * i
+      }" stroke="${color}" stroke-dasharray="4 3"/>`,
+      `<text x="${lx}" dx="3" y="${bottom + 16 + 13 * i}" fill="${color}">${escape(line.label)}</text>`
     )
-  }
+  })
   parts.push(
-    `<text x="${labelWidth + plotWidth}" y="${
-      bottom + 30
-    }" text-anchor="end" fill="#666">bar: median; whisker: range over rounds</text>`,
+    `<text x="10" y="${
+      height - 8
+    }" fill="#666">bar: median; whisker: range over rounds (where there are rounds)</text>`,
     `</svg>`
   )
   return parts.join("\n") + "\n"
