@@ -78,13 +78,14 @@ export class ProviderUnavailable extends Schema.TaggedError<ProviderUnavailable>
 export class Timeout extends Schema.TaggedError<Timeout>("@keel/core/LlmError/Timeout")("Timeout", {
   ...context,
   after: Schema.DurationFromMillis,
-  scope: Schema.Literal("attempt", "call")
+  /** Which pipeline level ran out of time: one attempt, or the whole call with its retries. */
+  level: Schema.Literal("attempt", "call")
 }) {
   get retryable() {
-    return this.scope === "attempt"
+    return this.level === "attempt"
   }
   override get message() {
-    return `The ${this.scope} timed out after ${Duration.format(this.after)}${suffix(this)}`
+    return `The ${this.level} timed out after ${Duration.format(this.after)}${suffix(this)}`
   }
 }
 

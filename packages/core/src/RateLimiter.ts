@@ -170,7 +170,7 @@ const validate = (options: Options): RateLimiterConfigError | undefined => {
 const isHealthFailure = (error: LlmError.LlmError): boolean =>
   error.retryable &&
   (error._tag === "ProviderUnavailable" || (error._tag === "Transport" && error.afterResponse !== true) ||
-    (error._tag === "Timeout" && error.scope === "attempt"))
+    (error._tag === "Timeout" && error.level === "attempt"))
 
 /** Fails with `onDeadline()` if `self` would run past `deadlineAt`. */
 const beforeDeadline = <A>(

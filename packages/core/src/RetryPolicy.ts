@@ -210,10 +210,10 @@ const run = <A, R>(
   Effect.flatMap(Clock.currentTimeMillis, (start) => {
     const perAttempt = Duration.toMillis(policy.attemptTimeout)
     const deadlineAt = start + Duration.toMillis(policy.deadline)
-    const callTimeout = () => new LlmError.Timeout({ model, after: policy.deadline, scope: "call" })
+    const callTimeout = () => new LlmError.Timeout({ model, after: policy.deadline, level: "call" })
     const attemptTimeout: AttemptTimeout = {
       millis: perAttempt,
-      onTimeout: () => new LlmError.Timeout({ model, after: policy.attemptTimeout, scope: "attempt" })
+      onTimeout: () => new LlmError.Timeout({ model, after: policy.attemptTimeout, level: "attempt" })
     }
     const bounded = Effect.flatMap(Clock.currentTimeMillis, (now) => {
       const left = deadlineAt - now

@@ -393,7 +393,7 @@ describe("Llm with a Budget", () => {
   it.effect("an attempt that timed out after sending is charged at its estimate", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(TestKit.runWithTestClock(Llm.generate(request("slow"))))
-      assert.isTrue(error._tag === "Timeout" && error.scope === "attempt")
+      assert.isTrue(error._tag === "Timeout" && error.level === "attempt")
       const status = total(yield* Budget.status(), "global")
       assert.deepStrictEqual([status.spent, status.reserved], [yield* worstCase("slow"), 0n])
     }).pipe(

@@ -155,7 +155,7 @@ describe("CircuitBreaker", () => {
       }
       assert.strictEqual(yield* breaker.state("cb-health"), "closed")
       const health = [
-        new Timeout({ after: Duration.seconds(1), scope: "attempt" }),
+        new Timeout({ after: Duration.seconds(1), level: "attempt" }),
         new Transport({ reason: "ECONNRESET" }),
         new ProtocolError({ reason: "not JSON" }),
         down

@@ -6,7 +6,7 @@ import * as LlmError from "../src/LlmError.js"
 const all: Array<[LlmError.LlmError, boolean]> = [
   [new LlmError.RateLimited({ retryAfter: Duration.seconds(2) }), true],
   [new LlmError.ProviderUnavailable({ status: 503 }), true],
-  [new LlmError.Timeout({ after: Duration.seconds(60), scope: "attempt" }), true],
+  [new LlmError.Timeout({ after: Duration.seconds(60), level: "attempt" }), true],
   [new LlmError.Transport({ reason: "ECONNRESET" }), true],
   [new LlmError.ProtocolError({ reason: "not JSON" }), true],
   [new LlmError.QuotaExhausted({ code: "insufficient_quota" }), false],
@@ -29,7 +29,7 @@ const all: Array<[LlmError.LlmError, boolean]> = [
   [new LlmError.PricingUnknown({ model: "mystery" }), false],
   [new LlmError.CircuitOpen({ model: "gpt-4o" }), false],
   // The call's own deadline is final: retrying it would run past the deadline the caller set.
-  [new LlmError.Timeout({ after: Duration.minutes(3), scope: "call" }), false],
+  [new LlmError.Timeout({ after: Duration.minutes(3), level: "call" }), false],
   // The provider said not to retry (x-should-retry: false).
   [new LlmError.ProviderUnavailable({ status: 503, shouldRetry: false }), false],
   [new LlmError.ProviderUnavailable({ status: 503, shouldRetry: true }), true],
@@ -70,13 +70,13 @@ describe("LlmError", () => {
     // A 503 may carry retry-after too: the hint counts there as on a 429.
     const hinted = new LlmError.ProviderUnavailable({ status: 503, retryAfter: Duration.millis(1500) })
     assert.isTrue(Duration.equals(LlmError.retryAfter(hinted)!, Duration.millis(1500)))
-    assert.isUndefined(LlmError.retryAfter(new LlmError.Timeout({ after: Duration.seconds(1), scope: "attempt" })))
+    assert.isUndefined(LlmError.retryAfter(new LlmError.Timeout({ after: Duration.seconds(1), level: "attempt" })))
   })
 
   it("mayHaveBeenBilled: a timeout, an unreadable answer or a body cut after the response, nothing else", () => {
     const billed = (error: LlmError.LlmError) => LlmError.mayHaveBeenBilled(error)
-    assert.isTrue(billed(new LlmError.Timeout({ after: Duration.seconds(1), scope: "attempt" })))
-    assert.isTrue(billed(new LlmError.Timeout({ after: Duration.seconds(1), scope: "call" })))
+    assert.isTrue(billed(new LlmError.Timeout({ after: Duration.seconds(1), level: "attempt" })))
+    assert.isTrue(billed(new LlmError.Timeout({ after: Duration.seconds(1), level: "call" })))
     assert.isTrue(billed(new LlmError.ProtocolError({ reason: "not JSON" })))
     assert.isTrue(billed(new LlmError.Transport({ reason: "cut", afterResponse: true })))
     assert.isFalse(billed(new LlmError.Transport({ reason: "ECONNREFUSED" })))
@@ -105,10 +105,10 @@ describe("LlmError", () => {
       ],
       [new LlmError.ProviderUnavailable({ status: 502 }), "Provider unavailable (HTTP 502)"],
       [
-        new LlmError.Timeout({ ...c, after: Duration.seconds(60), scope: "attempt" }),
+        new LlmError.Timeout({ ...c, after: Duration.seconds(60), level: "attempt" }),
         "The attempt timed out after 1m (model gpt-4o) [request req_1]"
       ],
-      [new LlmError.Timeout({ after: Duration.minutes(3), scope: "call" }), "The call timed out after 3m"],
+      [new LlmError.Timeout({ after: Duration.minutes(3), level: "call" }), "The call timed out after 3m"],
       [
         new LlmError.Transport({ ...c, reason: "ECONNRESET" }),
         "Transport failure: ECONNRESET (model gpt-4o) [request req_1]"

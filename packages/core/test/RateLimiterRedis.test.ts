@@ -21,7 +21,7 @@ const attempt = (model: string): RateLimiter.RateLimiter.Attempt => ({
   retry: false,
   tokens: Effect.succeed(1),
   deadlineAt: Date.now() + 60_000,
-  onDeadline: () => new LlmError.Timeout({ after: Duration.seconds(60), scope: "call" })
+  onDeadline: () => new LlmError.Timeout({ after: Duration.seconds(60), level: "call" })
 })
 const answer = Effect.succeed(TestKit.response())
 

@@ -234,7 +234,7 @@ describe("RetryPolicy", () => {
       )
       assert.isTrue(Exit.isFailure(exit))
       const error = yield* Effect.flip(exit)
-      assert.isTrue(error._tag === "Timeout" && error.scope === "call")
+      assert.isTrue(error._tag === "Timeout" && error.level === "call")
     }))
 
   it.effect("at the deadline the call ends: two attempts, 30 s of virtual time, no retry of the call's Timeout", () =>
@@ -251,7 +251,7 @@ describe("RetryPolicy", () => {
         })
       )
       // The first attempt times out at 20 s, the second starts at 21 s and is cut by the deadline at 30 s.
-      assert.isTrue(error._tag === "Timeout" && error.scope === "call", error.message)
+      assert.isTrue(error._tag === "Timeout" && error.level === "call", error.message)
       assert.deepStrictEqual(times, [0, 21_000])
       assert.strictEqual((yield* Clock.currentTimeMillis) - started, 30_000)
     }))
@@ -268,7 +268,7 @@ describe("RetryPolicy", () => {
     Effect.gen(function*() {
       const model = TestKit.scripted([], { otherwise: TestKit.hang })
       const error = yield* Effect.flip(run(Llm.generate(request), model, { attemptTimeout: Duration.seconds(5) }))
-      assert.isTrue(error._tag === "Timeout" && error.scope === "attempt")
+      assert.isTrue(error._tag === "Timeout" && error.level === "attempt")
       assert.strictEqual(model.requests.length, 4)
     }))
 })
@@ -381,7 +381,7 @@ describe("RetryPolicy: the deadline", () => {
       ))
       // Each attempt is given what is left of the deadline; at 20 s nothing is left and nothing is sent.
       assert.deepStrictEqual(attempts, [{ at: 0, millis: 20_000 }, { at: 10_000, millis: 10_000 }])
-      assert.isTrue(error._tag === "Timeout" && error.scope === "call" && error.model === "m", error.message)
+      assert.isTrue(error._tag === "Timeout" && error.level === "call" && error.model === "m", error.message)
     }))
 })
 

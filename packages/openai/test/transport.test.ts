@@ -86,10 +86,10 @@ describe("undici transport", () => {
       const send = Transport.fromUndici(yield* NodeHttpClient.makeDispatcher, url, {})
       const timeout = {
         millis: 20,
-        onTimeout: () => new LlmError.Timeout({ after: Duration.millis(20), scope: "attempt" })
+        onTimeout: () => new LlmError.Timeout({ after: Duration.millis(20), level: "attempt" })
       }
       const failure = yield* Effect.flip(send("{}", timeout))
-      assert.isTrue(failure instanceof LlmError.Timeout && failure.scope === "attempt")
+      assert.isTrue(failure instanceof LlmError.Timeout && failure.level === "attempt")
       yield* Deferred.await(closed)
     }))
 
@@ -99,7 +99,7 @@ describe("undici transport", () => {
       const send = Transport.fromUndici(yield* NodeHttpClient.makeDispatcher, url, {})
       const timeout = {
         millis: 60_000,
-        onTimeout: () => new LlmError.Timeout({ after: Duration.minutes(1), scope: "attempt" })
+        onTimeout: () => new LlmError.Timeout({ after: Duration.minutes(1), level: "attempt" })
       }
       assert.strictEqual((yield* send("{}", timeout)).text, "{}")
     }))

@@ -49,7 +49,7 @@ export const make = ({ limiter, policy, tokenizer }: Options): Stage => {
             deadlineAt: progress.startedAt + Duration.toMillis(policy.deadline),
             onDeadline: () =>
               progress.lastError ??
-                new Timeout({ model: request.model, after: policy.deadline, scope: "call" })
+                new Timeout({ model: request.model, after: policy.deadline, level: "call" })
           },
           Effect.tapError(self, (error) =>
             Effect.sync(() => {
