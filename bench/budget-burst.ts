@@ -95,7 +95,7 @@ const worker = (job: Job) =>
           })
         }))
     )
-    const client = "pg" in job.store
+    const client: Layer.Layer<SqlClient.SqlClient, unknown> = "pg" in job.store
       ? pgLayer(8)
       : BudgetSql.layerSqliteClient({ filename: job.store.sqlite })
     const budget = Budget.layer(options).pipe(Layer.provide(store), Layer.provide(client))
