@@ -6,7 +6,6 @@
  * Run: npx tsx --conditions=@keel/source bench/budget.ts
  */
 import * as PgClient from "@effect/sql-pg/PgClient"
-import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
@@ -16,6 +15,7 @@ import * as Path from "node:path"
 import * as Budget from "../packages/core/src/Budget.js"
 import * as BudgetSql from "../packages/core/src/Budget/Sql.js"
 import * as Money from "../packages/core/src/Money.js"
+import * as Sqlite from "../packages/core/src/Sqlite.js"
 import * as OpenAiTokenizer from "../packages/openai/src/OpenAiTokenizer.js"
 
 const limits = [
@@ -64,7 +64,7 @@ const measure = async (
 
 const sqliteLayer = () => {
   const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-bench-budget-"))
-  return BudgetSql.layer({ limits }).pipe(Layer.provide(SqliteClient.layer({ filename: Path.join(dir, "budget.db") })))
+  return BudgetSql.layer({ limits }).pipe(Layer.provide(Sqlite.layer({ filename: Path.join(dir, "budget.db") })))
 }
 
 const prefix = `keel_bench_${process.pid}`

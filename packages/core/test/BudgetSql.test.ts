@@ -1,5 +1,5 @@
+import * as Reactivity from "@effect/experimental/Reactivity"
 import * as PgClient from "@effect/sql-pg/PgClient"
-import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
@@ -9,7 +9,6 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
-import { createRequire } from "node:module"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Budget from "../src/Budget.js"
@@ -17,6 +16,7 @@ import * as BudgetSql from "../src/Budget/Sql.js"
 import * as Llm from "../src/Llm.js"
 import * as Money from "../src/Money.js"
 import * as Pricing from "../src/Pricing.js"
+import * as Sqlite from "../src/Sqlite.js"
 import * as TestKit from "../src/TestKit.js"
 import { answer, limitScope, model, sqlLayer, type WorkerOptions } from "./utils/budget-worker.js"
 import * as TestPrices from "./utils/prices.js"
@@ -332,7 +332,7 @@ describe("Budget/Sql on SQLite: crashes and bad files", () => {
           const tenant = status.find((s) => s.scope === limitScope && s.window === "total")!
           assert.deepStrictEqual([tenant.spent, tenant.reserved], [charged, 0n])
           assert.isTrue(tenant.spent >= Money.sum(reported.values()))
-        }).pipe(Effect.provide(SqliteClient.layer({ filename })))
+        }).pipe(Effect.provide(Sqlite.layer({ filename })))
       }),
     { timeout: 60_000 }
   )
@@ -343,7 +343,7 @@ describe("Budget/Sql on SQLite: crashes and bad files", () => {
       const garbage = Buffer.from("this is not a database, but someone's ledger got overwritten ".repeat(100))
       Fs.writeFileSync(filename, garbage)
       const exit = yield* Effect.exit(
-        Effect.provide(Budget.Budget, BudgetSql.layer().pipe(Layer.provide(SqliteClient.layer({ filename }))))
+        Effect.provide(Budget.Budget, BudgetSql.layer().pipe(Layer.provide(Sqlite.layer({ filename }))))
       )
       assert.isTrue(Exit.isFailure(exit))
       assert.match(String(Exit.isFailure(exit) ? exit.cause : ""), /not a database/)
@@ -352,7 +352,7 @@ describe("Budget/Sql on SQLite: crashes and bad files", () => {
       const lazy = yield* Effect.flip(
         Effect.provide(
           Budget.Budget,
-          BudgetSql.layer().pipe(Layer.provide(SqliteClient.layer({ filename, disableWAL: true })))
+          BudgetSql.layer().pipe(Layer.provide(Sqlite.layer({ filename, disableWAL: true })))
         )
       )
       assert.isTrue(lazy._tag === "BudgetStoreError" && /not a database/.test(lazy.reason), String(lazy))
@@ -365,33 +365,29 @@ describe("Budget/Sql on SQLite: crashes and bad files", () => {
         Effect.provide(Budget.Budget, BudgetSql.layer({ tablePrefix: "budget; DROP TABLE x" }))
       )
       assert.isTrue(error._tag === "BudgetConfigError" && error.field === "tablePrefix")
-    }).pipe(Effect.provide(SqliteClient.layer({ filename: ":memory:" }))))
+    }).pipe(Effect.provide(Sqlite.layer({ filename: ":memory:" }))))
 
   it.live("a locked ledger is reported, not waited on forever", () =>
     Effect.gen(function*() {
       const filename = freshSqlite()
-      yield* Effect.provide(Budget.Budget, BudgetSql.layer().pipe(Layer.provide(SqliteClient.layer({ filename }))))
-      const Database = createRequire(import.meta.url)("better-sqlite3") as new(file: string) => {
-        exec(sql: string): void
-        close(): void
-      }
-      const holder = new Database(filename)
-      holder.exec("BEGIN EXCLUSIVE")
-      const error = yield* Effect.gen(function*() {
-        const sql = yield* SqlClient.SqlClient
-        yield* sql`PRAGMA busy_timeout = 100`
-        const budget = yield* Effect.provide(Budget.Budget, BudgetSql.layer())
-        return yield* Effect.flip(budget.reserve("tenant:acme", usd("1")))
-      }).pipe(Effect.provide(SqliteClient.layer({ filename })), Effect.flip, Effect.either)
-      holder.exec("ROLLBACK")
-      holder.close()
+      yield* Effect.provide(Budget.Budget, BudgetSql.layer().pipe(Layer.provide(Sqlite.layer({ filename }))))
+      // Another connection holds the write lock for the whole attempt.
+      const holder = yield* Sqlite.make({ filename })
+      yield* holder.unsafe("BEGIN EXCLUSIVE")
+      const error = yield* Effect.provide(Budget.Budget, BudgetSql.layer()).pipe(
+        Effect.flatMap((budget) => Effect.flip(budget.reserve("tenant:acme", usd("1")))),
+        Effect.provide(Sqlite.layer({ filename, busyTimeout: "100 millis" })),
+        Effect.flip,
+        Effect.either
+      )
+      yield* holder.unsafe("ROLLBACK")
       const failure = Either.isRight(error) ? error.right : error.left
       assert.isTrue(
         typeof failure === "object" && failure !== null && "_tag" in failure && failure._tag === "BudgetStoreError",
         String(failure)
       )
       assert.match((failure as Budget.BudgetStoreError).reason, /locked|busy/i)
-    }))
+    }).pipe(Effect.scoped, Effect.provide(Reactivity.layer)))
 })
 
 describe("Budget/Sql: a bad SQLite path is a BudgetStoreError naming it", () => {
@@ -602,24 +598,16 @@ describe.each(backends())("Budget/Sql on $name: leases and the store under load"
           }).pipe(Layer.orDie)
           : sqlLayer(backend.store)
         const filename = "sqlite" in backend.store ? backend.store.sqlite : ""
-        /** Postgres: every connection of the run's pool is terminated. SQLite: another process's lock holds the file. */
+        /** Postgres: every connection of the run's pool is terminated. SQLite: another connection's lock holds the file. */
         const takeAway = "pg" in backend.store
           ? Effect.flatMap(SqlClient.SqlClient, (sql) =>
             sql`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ${applicationName}`)
             .pipe(Effect.provide(sqlLayer(backend.store)), Effect.asVoid)
-          : Effect.sync(() => {
-            const Database = createRequire(import.meta.url)("better-sqlite3") as new(file: string) => {
-              exec(sql: string): void
-              close(): void
-            }
-            const holder = new Database(filename)
-            holder.exec("BEGIN EXCLUSIVE")
-            return holder
-          }).pipe(
-            Effect.flatMap((holder) =>
-              Effect.ensuring(Effect.sleep(300), Effect.sync(() => (holder.exec("ROLLBACK"), holder.close())))
-            )
-          )
+          : Effect.scoped(Effect.gen(function*() {
+            const holder = yield* Sqlite.make({ filename })
+            yield* holder.unsafe("BEGIN EXCLUSIVE")
+            yield* Effect.ensuring(Effect.sleep(300), Effect.orDie(holder.unsafe("ROLLBACK")))
+          })).pipe(Effect.provide(Reactivity.layer), Effect.orDie)
         const scripted = TestKit.scripted([], {
           otherwise: () =>
             Effect.delay(Effect.succeed(answer), 2)

@@ -29,7 +29,6 @@
  * failure is a `BudgetStoreError`. A ledger that cannot be opened or read (corrupt, locked,
  * unreachable) fails when the store starts: it is never recreated empty.
  */
-import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Cause from "effect/Cause"
@@ -46,6 +45,7 @@ import * as Fs from "node:fs"
 import * as Path from "node:path"
 import * as Budget from "../Budget.js"
 import type { BudgetExceeded } from "../LlmError.js"
+import * as Sqlite from "../Sqlite.js"
 
 export interface Options {
   /** Table name prefix: letters, digits and underscores. Default `keel_budget`. */
@@ -678,7 +678,7 @@ export const layerSqliteClient = (
     if (problem !== undefined) {
       return Layer.fail(new Budget.BudgetStoreError({ operation, reason: `${options.filename}: ${problem}` }))
     }
-    return SqliteClient.layer({ filename: options.filename, disableWAL: options.disableWAL }).pipe(
+    return Sqlite.layer({ filename: options.filename, disableWAL: options.disableWAL }).pipe(
       Layer.catchAllCause((cause) => {
         const error = Cause.squash(cause)
         const reason = error instanceof Error ? error.message : String(error)

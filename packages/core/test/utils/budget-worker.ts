@@ -7,13 +7,13 @@
  * Run: node --import tsx packages/core/test/utils/budget-worker.ts '<json options>'
  */
 import * as PgClient from "@effect/sql-pg/PgClient"
-import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Budget from "../../src/Budget.js"
 import * as BudgetSql from "../../src/Budget/Sql.js"
 import * as Llm from "../../src/Llm.js"
+import * as Sqlite from "../../src/Sqlite.js"
 import * as TestKit from "../../src/TestKit.js"
 import * as TestPrices from "./prices.js"
 
@@ -34,7 +34,7 @@ export const limitScope = "tenant:acme"
 
 export const sqlLayer = (store: WorkerOptions["store"]) =>
   "sqlite" in store
-    ? SqliteClient.layer({ filename: store.sqlite })
+    ? Sqlite.layer({ filename: store.sqlite })
     : PgClient.layer({ host: "127.0.0.1", port: 5432, database: "test", username: "postgres", maxConnections: 8 })
       .pipe(Layer.orDie)
 
