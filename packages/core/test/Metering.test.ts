@@ -4,6 +4,7 @@
  * never from `Pricing`'s own functions.
  */
 import { assert, describe, it } from "@effect/vitest"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
@@ -589,7 +590,7 @@ describe("reservations of calls running at once", () => {
       const pricing = TestPrices.layer({ models: { "log-model": { input: "1", cachedInput: "0.5", output: "2" } } })
       const answer = TestKit.response({ usage: { inputTokens: 100, outputTokens: 10 } })
       const sent: Array<number> = []
-      const step = (delay: string) => () =>
+      const step = (delay: Duration.DurationInput) => () =>
         Effect.zipRight(
           Effect.flatMap(TestClock.currentTimeMillis, (now) => Effect.sync(() => sent.push(now))),
           Effect.delay(Effect.succeed(answer), delay)
