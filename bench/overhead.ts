@@ -27,6 +27,7 @@ import type { ManagedRuntime } from "effect/ManagedRuntime"
 import { fork } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
 import * as Fs from "node:fs"
+import * as Inspector from "node:inspector"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as V8 from "node:v8"
@@ -320,14 +321,32 @@ const contender = async (id: ContenderId, url: string) => {
     } satisfies Ready
   )
   process.on("disconnect", () => process.exit(1))
+  // KEEL_BENCH_PROFILE=<file>: profile from the second run on (after the warm-up) until exit
+  const profileTo = process.env.KEEL_BENCH_PROFILE
+  const session = profileTo === undefined ? undefined : new Inspector.Session()
+  const post = (method: string) =>
+    new Promise<unknown>((resolve, reject) =>
+      session!.post(method, (error, result) => (error ? reject(error) : resolve(result)))
+    )
+  let runs = 0
   process.on("message", async (message: ToChild) => {
     if (message.type === "exit") {
+      if (session !== undefined && runs > 1) {
+        const { profile } = (await post("Profiler.stop")) as { profile: unknown }
+        Fs.writeFileSync(profileTo!, JSON.stringify(profile))
+      }
       Fs.rmSync(tmp, { recursive: true, force: true })
       process.send!(
         { type: "bye", peakRssMb: process.resourceUsage().maxRSS / 1024 } satisfies Bye,
         () => process.exit(0)
       )
       return
+    }
+    if (session !== undefined && ++runs === 2) {
+      session.connect()
+      await post("Profiler.enable")
+      await new Promise((resolve) => session.post("Profiler.setSamplingInterval", { interval: 200 }, resolve))
+      await post("Profiler.start")
     }
     const latencies = new Float64Array(message.calls)
     gc()
@@ -387,7 +406,7 @@ export interface Data {
   readonly callsAt1: number
   readonly callsAt64: number
   readonly rows: ReadonlyArray<Row>
-  /** where the production pipeline's CPU goes: a separate, profiled process (`--cpu-prof`) at concurrency 64 */
+  /** where the production pipeline's CPU goes: a separate process profiled with node:inspector after its warm-up, at concurrency 64 */
   readonly profile?: { readonly contender: ContenderId; readonly calls: number; readonly summary: Profile.Summary }
   readonly memory: ReadonlyArray<{
     readonly id: ContenderId
@@ -484,7 +503,7 @@ const main = async () => {
     const profDir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-bench-prof-"))
     const child = fork(import.meta.filename, ["--contender", "keel-production", url], {
       stdio: ["ignore", "ignore", "inherit", "ipc"],
-      execArgv: [...process.execArgv, "--cpu-prof", `--cpu-prof-dir=${profDir}`]
+      env: { ...process.env, KEEL_BENCH_PROFILE: Path.join(profDir, "production.cpuprofile") }
     })
     await new Promise((resolve) => child.once("message", resolve))
     const calls = callsAt64 * 3
@@ -502,7 +521,7 @@ const main = async () => {
     if (file !== undefined) {
       profile = {
         contender: "keel-production",
-        calls: calls + callsAt64,
+        calls,
         summary: Profile.summarise(Path.join(profDir, file))
       }
     }

@@ -55,7 +55,8 @@ export const summarise = (path: string, top = 15): Summary => {
     if (node === undefined) return
     const dt = profile.timeDeltas[i] ?? 0
     const { functionName, lineNumber, url } = node.callFrame
-    if (functionName === "(idle)") return
+    // idle time, and the inspector session's own call that started the profiler (the frame it sampled from)
+    if (functionName === "(idle)" || (functionName === "dispatch" && url === "")) return
     total += dt
     const where = area(url, functionName)
     areas.set(where, (areas.get(where) ?? 0) + dt)

@@ -139,7 +139,7 @@ const overhead = (dir: string, r: Results.Result<Overhead.Data>, misses: Array<s
     out.push(
       "### Where the production pipeline's CPU goes",
       "",
-      `A separate process of the production contender, run under \`--cpu-prof\` (not one of the measured ones) for ${
+      `A separate process of the production contender, profiled with \`node:inspector\` after its warm-up (not one of the measured processes) for ${
         Stats.thousands(profile.calls)
       } calls at concurrency 64; self time by where the code lives (keel modules by file, \`effect\` by module, other dependencies by package) and the top functions, as shares of the ${
         Stats.thousands(profile.summary.samples)
