@@ -1,4 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
+import type * as LlmError from "@keel/core/LlmError"
 import * as Duration from "effect/Duration"
 import * as Redacted from "effect/Redacted"
 import * as Errors from "../src/internal/errors.js"
@@ -162,5 +163,174 @@ describe("error mapping", () => {
     const transport = Errors.transport({ apiKey: key }, new Error("reset"), `req_${secret}`, true)
     assert.notInclude(JSON.stringify(transport), secret)
     assert.isTrue(transport.afterResponse)
+  })
+})
+
+describe("error mapping: the edges", () => {
+  const hint = (headers: Record<string, string>) => millis(Errors.retryAfter(headers, now))
+
+  it("retry hints: zero is a hint, a blank or negative one is not; a past date means now", () => {
+    assert.strictEqual(hint({ "retry-after-ms": "0", "retry-after": "5" }), 0)
+    assert.strictEqual(hint({ "retry-after-ms": "", "retry-after": "5" }), 5000)
+    assert.strictEqual(hint({ "retry-after-ms": "  ", "retry-after": "5" }), 5000)
+    assert.strictEqual(hint({ "retry-after-ms": "-1", "retry-after": "5" }), 5000)
+    assert.strictEqual(hint({ "retry-after-ms": "Infinity", "retry-after": "5" }), 5000)
+    assert.strictEqual(hint({ "retry-after": "0" }), 0)
+    assert.strictEqual(hint({ "retry-after": "1.5" }), 1500)
+    assert.strictEqual(hint({ "retry-after": "-3" }), undefined)
+    assert.strictEqual(hint({ "retry-after": " " }), undefined)
+    assert.strictEqual(hint({ "retry-after": new Date(now - 60_000).toUTCString() }), 0)
+  })
+
+  it("billing is a 4xx matter: a 5xx naming insufficient_quota is the provider being down", () => {
+    assert.strictEqual(map(499, body("insufficient_quota"))._tag, "QuotaExhausted")
+    assert.strictEqual(map(400, body(null, "insufficient_quota"))._tag, "QuotaExhausted")
+    assert.strictEqual(map(500, body("insufficient_quota")).retryable, true)
+    assert.strictEqual(map(500, body("insufficient_quota"))._tag, "ProviderUnavailable")
+    assert.strictEqual(map(399, body("insufficient_quota"))._tag, "ProtocolError")
+    // A billing type with another code still names the billing value that matched.
+    const typed = map(429, body("something_else", "insufficient_quota"))
+    assert.isTrue(typed._tag === "QuotaExhausted" && typed.code === "insufficient_quota")
+  })
+
+  it("statuses at the edges of each rule", () => {
+    const tags = [399, 400, 404, 407, 408, 409, 410, 428, 429, 430, 499, 500, 599, 600].map((status) =>
+      map(status, "")._tag
+    )
+    assert.deepStrictEqual(tags, [
+      "ProtocolError",
+      "InvalidRequest",
+      "InvalidRequest",
+      "InvalidRequest",
+      "ProviderUnavailable",
+      "ProviderUnavailable",
+      "InvalidRequest",
+      "InvalidRequest",
+      "RateLimited",
+      "InvalidRequest",
+      "InvalidRequest",
+      "ProviderUnavailable",
+      "ProviderUnavailable",
+      "ProviderUnavailable"
+    ])
+    // x-should-retry: true on a status already retried changes nothing; on 429 it stays RateLimited.
+    assert.strictEqual(map(429, "", { "x-should-retry": "true" })._tag, "RateLimited")
+    assert.strictEqual(map(503, "", { "x-should-retry": "true" }).retryable, true)
+    // Any other value of the header is ignored.
+    assert.strictEqual(map(503, "", { "x-should-retry": "maybe" }).retryable, true)
+    assert.strictEqual(map(400, "", { "x-should-retry": "maybe" })._tag, "InvalidRequest")
+  })
+
+  it("every mapped error keeps its hint and detail", () => {
+    const headers = { "retry-after": "2" }
+    const forced = map(400, body(null, "x", null, "try again"), { ...headers, "x-should-retry": "true" })
+    assert.isTrue(forced._tag === "ProviderUnavailable" && forced.status === 400 && forced.detail === "try again")
+    assert.strictEqual(millis((forced as LlmError.ProviderUnavailable).retryAfter), 2000)
+    const limited = map(429, body(null, "x", null, "slow down"), { ...headers, "x-should-retry": "false" })
+    assert.isTrue(limited._tag === "RateLimited" && limited.detail === "slow down")
+    assert.strictEqual(millis((limited as LlmError.RateLimited).retryAfter), 2000)
+    const down = map(503, body(null, "x", null, "down"), { ...headers, "x-should-retry": "false" })
+    assert.isTrue(down._tag === "ProviderUnavailable" && down.status === 503 && down.detail === "down")
+    assert.strictEqual(millis((down as LlmError.ProviderUnavailable).retryAfter), 2000)
+    const plain = map(503, body(null, "x", null, "busy"), headers)
+    assert.isTrue(plain._tag === "ProviderUnavailable" && plain.status === 503 && plain.detail === "busy")
+    const auth = map(403, body(null, "x", null, "no"))
+    assert.isTrue(auth._tag === "AuthenticationFailed" && auth.status === 403 && auth.detail === "no")
+    const limitedDetail = map(429, body(null, "x", null, "wait"))
+    assert.isTrue(limitedDetail._tag === "RateLimited" && limitedDetail.detail === "wait")
+    const quota = map(429, body("insufficient_quota", "x", null, "pay"))
+    assert.isTrue(quota._tag === "QuotaExhausted" && quota.detail === "pay" && quota.requestId === undefined)
+  })
+
+  it("an unexpected status says so, with the provider's text when there is one", () => {
+    const bare = map(302, "")
+    assert.isTrue(bare._tag === "ProtocolError" && bare.reason === "unexpected HTTP status 302", bare.message)
+    const texted = map(302, "moved")
+    assert.isTrue(texted._tag === "ProtocolError" && texted.reason === "unexpected HTTP status 302: moved")
+  })
+
+  it("error bodies of other shapes: a string error, empty JSON, a code given as a number, no message", () => {
+    assert.deepStrictEqual(Errors.parseErrorBody(`{"error": "quota gone"}`), { message: "quota gone" })
+    for (const empty of [`{}`, `null`, `""`, "", "  \n "]) assert.deepStrictEqual(Errors.parseErrorBody(empty), {})
+    assert.deepStrictEqual(Errors.parseErrorBody(`[1,2]`), { message: "[1,2]" })
+    assert.deepStrictEqual(Errors.parseErrorBody(`{"error": null, "x": 1}`), { message: `{"error":null,"x":1}` })
+    assert.deepStrictEqual(Errors.parseErrorBody(`{"error": {"code": 42, "type": "t", "param": true}}`), {
+      message: `{"code":42,"type":"t","param":true}`,
+      type: "t",
+      code: "42",
+      param: undefined
+    })
+    assert.deepStrictEqual(Errors.parseErrorBody(`<!DOCTYPE html><html><script>x()</script><p>Down</p></html>`), {
+      message: "Down"
+    })
+    assert.deepStrictEqual(Errors.parseErrorBody(`<?xml version="1.0"?><Error>Throttled</Error>`), {
+      message: "Throttled"
+    })
+    // Any tag opens an HTML page, after leading whitespace too; tags and scripts become spaces between words.
+    assert.deepStrictEqual(Errors.parseErrorBody(`\n  <div>Down</div>`), { message: "Down" })
+    assert.deepStrictEqual(Errors.parseErrorBody(`<p>Down</p><p>now</p>`), { message: "Down now" })
+    assert.deepStrictEqual(Errors.parseErrorBody(`<p class="e">Down<script>var a = 1;</script>now</p>`), {
+      message: "Down now"
+    })
+    // Text that does not start with a tag is not HTML: its angle brackets stay.
+    assert.deepStrictEqual(Errors.parseErrorBody(`upstream said <b>busy</b>`), { message: "upstream said <b>busy</b>" })
+    // Text that merely starts with "<" and is not a tag keeps its angle brackets.
+    assert.deepStrictEqual(Errors.parseErrorBody(`<3 is not a tag`), { message: "<3 is not a tag" })
+    assert.deepStrictEqual(Errors.parseErrorBody(`a  \n\t b`), { message: "a b" })
+  })
+
+  it("a body of exactly 500 characters is kept whole; one more is cut", () => {
+    assert.strictEqual(Errors.cut("x".repeat(500)), "x".repeat(500))
+    assert.strictEqual(Errors.cut("x".repeat(501)), `${"x".repeat(500)}…`)
+  })
+
+  it("scrubbing: an empty configured key changes nothing; short sk- words are not keys; Bearer keeps its word", () => {
+    assert.strictEqual(Errors.scrub("nothing secret here", Redacted.make("")), "nothing secret here")
+    assert.strictEqual(Errors.scrub("task-list sk-abc", undefined), "task-list sk-abc")
+    assert.strictEqual(Errors.scrub("key sk-abcdef_123-XYZ, done"), "key sk-[redacted], done")
+    assert.strictEqual(Errors.scrub(`Authorization: bearer abc.def;next`), "Authorization: bearer [redacted];next")
+    assert.strictEqual(
+      Errors.scrub("the-secret and the-secret", Redacted.make("the-secret")),
+      "[redacted] and [redacted]"
+    )
+  })
+
+  it("a transport failure names its causes, in order, and says whether the answer had begun", () => {
+    const inner = Object.assign(new Error("connect refused"), { code: "ECONNREFUSED" })
+    const outer = new Error("fetch failed", { cause: inner })
+    const error = Errors.transport({ model: "m" }, outer, "req_9")
+    assert.strictEqual(error.reason, "fetch failed (ECONNREFUSED: connect refused)")
+    assert.deepStrictEqual([error.model, error.requestId, error.afterResponse], ["m", "req_9", undefined])
+    const selfCaused = new Error("loop")
+    ;(selfCaused as { cause?: unknown }).cause = selfCaused
+    assert.strictEqual(Errors.transport({}, selfCaused).reason, "loop")
+    assert.strictEqual(Errors.transport({}, "plain string").reason, "plain string")
+    assert.strictEqual(Errors.transport({}, new Error("cut"), undefined, false).afterResponse, undefined)
+    assert.isTrue(Errors.transport({}, new Error("cut"), undefined, true).afterResponse)
+  })
+
+  it("keel's own faults: a malformed answer, a body that cannot be JSON, a throwing onRequest hook", () => {
+    const secret = Redacted.value(key)
+    const protocol = Errors.protocol({ model: "m", apiKey: key }, `no choices in ${secret}`, "req_2")
+    assert.deepStrictEqual([protocol._tag, protocol.model, protocol.requestId, protocol.reason], [
+      "ProtocolError",
+      "m",
+      "req_2",
+      "no choices in [redacted]"
+    ])
+    const body = Errors.invalidBody({ model: "m", apiKey: key }, new TypeError(`cyclic ${secret}`))
+    assert.deepStrictEqual([body._tag, body.field, body.reason, body.retryable], [
+      "InvalidRequest",
+      "request",
+      "the request cannot be serialised to JSON: cyclic [redacted]",
+      false
+    ])
+    const hook = Errors.hookFailed({ model: "m", apiKey: key }, new Error(`boom ${secret}`))
+    assert.deepStrictEqual([hook._tag, hook.field, hook.reason, hook.retryable], [
+      "InvalidRequest",
+      "onRequest",
+      "the onRequest hook threw, so nothing was sent: boom [redacted]",
+      false
+    ])
   })
 })
