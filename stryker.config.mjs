@@ -60,6 +60,10 @@ for (const name of selected) {
   }
 }
 
+// StrictSchema.test.ts's property test converts 1,000 generated schemas (~30 s); it runs again for every mutant
+// it covers, so the mutation run asks for 100 (the test runners inherit this process's environment).
+if (selected.includes("StrictSchema")) process.env.KEEL_STRICT_PROPERTY_RUNS ??= "100"
+
 /** @type {import("@stryker-mutator/api/core").PartialStrykerOptions} */
 export default {
   testRunner: "vitest",
