@@ -239,10 +239,6 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, LlmConfi
      * Without a budget, a call whose context holds one (provided beside the layer rather than to it)
      * fails closed instead of running unlimited.
      */
-    /**
-     * Without a budget, a call whose context holds one (provided beside the layer rather than to it)
-     * fails closed instead of running unlimited.
-     */
     const budgetBeside = budget === undefined
       ? new BudgetUnavailable({
         operation: "configure",
