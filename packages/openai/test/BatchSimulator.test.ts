@@ -28,6 +28,7 @@ import * as OpenAiTokenizer from "../src/OpenAiTokenizer.js"
 import * as Simulator from "../src/Simulator.js"
 import type { Listing } from "./utils/batchWorker.js"
 import { items, model, runOptions, scope } from "./utils/batchWorker.js"
+import { fakeKey } from "./utils/fakeKey.js"
 
 const picoOf = (usd: string) => Money.unsafeParse(usd)
 
@@ -45,7 +46,7 @@ const world = (simulator: Simulator.Options, batch: Batch.Options = {}) => {
   const client = Layer.unwrapEffect(
     Effect.map(
       Simulator.Simulator,
-      (s) => OpenAiClient.layerUndici({ apiKey: Redacted.make("sk-simulator-batch-test"), baseUrl: s.url })
+      (s) => OpenAiClient.layerUndici({ apiKey: Redacted.make(fakeKey("simulator-batch")), baseUrl: s.url })
     )
   )
   const budget = Budget.layer({ limits: [{ scope, limit: "1000" }] }).pipe(

@@ -28,6 +28,7 @@ import * as OpenAiClient from "../../src/OpenAiClient.js"
 import * as OpenAiLanguageModel from "../../src/OpenAiLanguageModel.js"
 import * as OpenAiPricing from "../../src/OpenAiPricing.js"
 import * as OpenAiTokenizer from "../../src/OpenAiTokenizer.js"
+import { fakeKey } from "./fakeKey.js"
 
 export type KillAt = "upload" | "create" | "poll" | "download" | "settle"
 
@@ -90,7 +91,10 @@ const main = (options: WorkerOptions) => {
       die()
     }
   }
-  const client = OpenAiClient.layerUndici({ apiKey: Redacted.make("sk-simulator-batch-worker"), baseUrl: options.url })
+  const client = OpenAiClient.layerUndici({
+    apiKey: Redacted.make(fakeKey("simulator-batch-worker")),
+    baseUrl: options.url
+  })
   const provider = Layer.effect(
     BatchProvider,
     Effect.map(OpenAiBatch.make(), (service) =>
