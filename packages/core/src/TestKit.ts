@@ -128,7 +128,9 @@ export const runWithTestClock = <A, E, R>(
       }
       idle = 0
       const now = yield* TestClock.currentTimeMillis
-      yield* TestClock.adjust(Math.max(next, now + step) - now)
+      // An absolute whole millisecond: adjusting by the difference of two fractional times can fall
+      // short of a sleep's wake time by a rounding error and never wake it.
+      yield* TestClock.setTime(Math.ceil(Math.max(next, now + step)))
     }
     return yield* Fiber.join(fiber)
   })
