@@ -11,6 +11,7 @@ import * as Llm from "../src/Llm.js"
 import * as LlmError from "../src/LlmError.js"
 import * as RetryPolicy from "../src/RetryPolicy.js"
 import * as TestKit from "../src/TestKit.js"
+import { recordingTimes, runUnderPolicy } from "./utils/retry.js"
 
 const unavailable = new LlmError.ProviderUnavailable({ status: 503 })
 const request = { model: "test-model", messages: [{ role: "user" as const, content: "hi" }] }
@@ -31,30 +32,6 @@ const delaysOf = (policy: RetryPolicy.Options, error: LlmError.LlmError, steps: 
     }
     return delays
   })
-
-/** Times (virtual ms) at which each attempt reached the model. */
-const recordingTimes = (times: Array<number>, step: TestKit.Step): TestKit.Step => (request, attempt) =>
-  Effect.flatMap(Clock.currentTimeMillis, (now) => {
-    times.push(now)
-    return typeof step === "function"
-      ? step(request, attempt)
-      : LlmError.isLlmError(step)
-      ? Effect.fail(step)
-      : Effect.succeed(step)
-  })
-
-const run = <A, E>(
-  effect: Effect.Effect<A, E, Llm.Llm>,
-  model: TestKit.Scripted,
-  policy: RetryPolicy.Options = {},
-  clock: { readonly step?: Duration.DurationInput } = {}
-) =>
-  effect.pipe(
-    RetryPolicy.withPolicy(RetryPolicy.make(policy)),
-    Effect.provide(Llm.layer()),
-    Effect.provide(model.layer),
-    (self) => TestKit.runWithTestClock(self, clock)
-  )
 
 // The herds (500 and 1,000 fibers through the pipeline) are in RetryPolicyHerd.test.ts: each costs about a
 // minute under Stryker's instrumentation, so the mutation run of RetryPolicy leaves them out.
@@ -126,7 +103,10 @@ describe("RetryPolicy", () => {
         recordingTimes(times, new LlmError.ProviderUnavailable({ status: 503, retryAfter: Duration.millis(1500) })),
         recordingTimes(times, TestKit.response())
       ])
-      const response = yield* run(Llm.generate(request), model, { base: Duration.millis(10), jitter: "none" })
+      const response = yield* runUnderPolicy(Llm.generate(request), model, {
+        base: Duration.millis(10),
+        jitter: "none"
+      })
       assert.strictEqual(response.text, "ok")
       assert.deepStrictEqual(times, [0, 1500])
     }))
@@ -139,7 +119,7 @@ describe("RetryPolicy", () => {
         otherwise: TestKit.response()
       })
       const started = yield* Clock.currentTimeMillis
-      const error = yield* Effect.flip(run(Llm.generate(request), model))
+      const error = yield* Effect.flip(runUnderPolicy(Llm.generate(request), model))
       assert.strictEqual(error._tag, "ProviderUnavailable")
       assert.strictEqual(model.requests.length, 1)
       assert.strictEqual((yield* Clock.currentTimeMillis) - started, 0)
@@ -152,7 +132,7 @@ describe("RetryPolicy", () => {
         recordingTimes(times, new LlmError.RateLimited({ retryAfter: Duration.millis(1500) })),
         recordingTimes(times, TestKit.response())
       ])
-      const response = yield* run(Llm.generate(request), model, { base: Duration.millis(10) })
+      const response = yield* runUnderPolicy(Llm.generate(request), model, { base: Duration.millis(10) })
       assert.strictEqual(response.text, "ok")
       assert.strictEqual(times.length, 2)
       assert.isAtLeast(times[1]! - times[0]!, 1500)
@@ -164,7 +144,7 @@ describe("RetryPolicy", () => {
         otherwise: TestKit.response()
       })
       const started = yield* Clock.currentTimeMillis
-      const error = yield* Effect.flip(run(Llm.generate(request), model))
+      const error = yield* Effect.flip(runUnderPolicy(Llm.generate(request), model))
       assert.strictEqual(error._tag, "RateLimited")
       assert.isTrue(error._tag === "RateLimited" && Duration.equals(error.retryAfter!, Duration.seconds(120)))
       assert.strictEqual(model.requests.length, 1)
@@ -178,7 +158,7 @@ describe("RetryPolicy", () => {
         recordingTimes(times, new LlmError.RateLimited({ retryAfter: Duration.seconds(120) })),
         recordingTimes(times, TestKit.response())
       ])
-      yield* run(Llm.generate(request), model, { maxRetryAfter: Duration.minutes(5) })
+      yield* runUnderPolicy(Llm.generate(request), model, { maxRetryAfter: Duration.minutes(5) })
       assert.isAtLeast(times[1]! - times[0]!, 120_000)
     }))
 
@@ -192,7 +172,7 @@ describe("RetryPolicy", () => {
       ]
       for (const final of finals) {
         const model = TestKit.scripted([final], { otherwise: TestKit.response() })
-        const error = yield* Effect.flip(run(Llm.generate(request), model))
+        const error = yield* Effect.flip(runUnderPolicy(Llm.generate(request), model))
         assert.strictEqual(error._tag, final._tag)
         assert.strictEqual(model.requests.length, 1, final._tag)
       }
@@ -201,7 +181,7 @@ describe("RetryPolicy", () => {
   it.effect("retries stop after maxAttempts with the last error", () =>
     Effect.gen(function*() {
       const model = TestKit.scripted([], { otherwise: unavailable })
-      const error = yield* Effect.flip(run(Llm.generate(request), model, { maxAttempts: 3 }))
+      const error = yield* Effect.flip(runUnderPolicy(Llm.generate(request), model, { maxAttempts: 3 }))
       assert.strictEqual(error._tag, "ProviderUnavailable")
       assert.strictEqual(model.requests.length, 3)
     }))
@@ -211,7 +191,7 @@ describe("RetryPolicy", () => {
       const model = TestKit.scripted([], { otherwise: unavailable })
       const started = yield* Clock.currentTimeMillis
       const error = yield* Effect.flip(
-        run(Llm.generate(request), model, {
+        runUnderPolicy(Llm.generate(request), model, {
           maxAttempts: 1_000,
           base: Duration.seconds(1),
           cap: Duration.seconds(1),
@@ -230,7 +210,10 @@ describe("RetryPolicy", () => {
     Effect.gen(function*() {
       const model = TestKit.scripted([TestKit.hang])
       const exit = yield* Effect.exit(
-        run(Llm.generate(request), model, { attemptTimeout: Duration.minutes(10), deadline: Duration.seconds(30) })
+        runUnderPolicy(Llm.generate(request), model, {
+          attemptTimeout: Duration.minutes(10),
+          deadline: Duration.seconds(30)
+        })
       )
       assert.isTrue(Exit.isFailure(exit))
       const error = yield* Effect.flip(exit)
@@ -243,7 +226,7 @@ describe("RetryPolicy", () => {
       const model = TestKit.scripted([], { otherwise: recordingTimes(times, TestKit.hang) })
       const started = yield* Clock.currentTimeMillis
       const error = yield* Effect.flip(
-        run(Llm.generate(request), model, {
+        runUnderPolicy(Llm.generate(request), model, {
           attemptTimeout: Duration.seconds(20),
           deadline: Duration.seconds(30),
           base: Duration.seconds(1),
@@ -259,7 +242,7 @@ describe("RetryPolicy", () => {
   it.effect("a hanging attempt becomes Timeout and is retried", () =>
     Effect.gen(function*() {
       const model = TestKit.scripted([TestKit.hang, TestKit.hang], { otherwise: TestKit.response({ text: "late" }) })
-      const response = yield* run(Llm.generate(request), model, { attemptTimeout: Duration.seconds(5) })
+      const response = yield* runUnderPolicy(Llm.generate(request), model, { attemptTimeout: Duration.seconds(5) })
       assert.strictEqual(response.text, "late")
       assert.strictEqual(model.requests.length, 3)
     }))
@@ -267,7 +250,9 @@ describe("RetryPolicy", () => {
   it.effect("a hanging attempt that never recovers ends in an attempt Timeout", () =>
     Effect.gen(function*() {
       const model = TestKit.scripted([], { otherwise: TestKit.hang })
-      const error = yield* Effect.flip(run(Llm.generate(request), model, { attemptTimeout: Duration.seconds(5) }))
+      const error = yield* Effect.flip(
+        runUnderPolicy(Llm.generate(request), model, { attemptTimeout: Duration.seconds(5) })
+      )
       assert.isTrue(error._tag === "Timeout" && error.level === "attempt")
       assert.strictEqual(model.requests.length, 4)
     }))
@@ -344,7 +329,7 @@ describe("RetryPolicy: the deadline", () => {
       const model = TestKit.scripted([TestKit.delayed("10 seconds", unavailable)], { otherwise: TestKit.response() })
       const started = yield* Clock.currentTimeMillis
       const error = yield* Effect.flip(
-        run(Llm.generate(request), model, { deadline: "12 seconds", base: "5 seconds", jitter: "none" })
+        runUnderPolicy(Llm.generate(request), model, { deadline: "12 seconds", base: "5 seconds", jitter: "none" })
       )
       assert.strictEqual(error._tag, "ProviderUnavailable")
       assert.strictEqual(model.requests.length, 1)
@@ -357,7 +342,12 @@ describe("RetryPolicy: the deadline", () => {
       const model = TestKit.scripted([], { otherwise: unavailable })
       const started = yield* Clock.currentTimeMillis
       const error = yield* Effect.flip(
-        run(Llm.generate(request), model, { base: "1 second", cap: "1 second", jitter: "none", deadline: "10 seconds" })
+        runUnderPolicy(Llm.generate(request), model, {
+          base: "1 second",
+          cap: "1 second",
+          jitter: "none",
+          deadline: "10 seconds"
+        })
       )
       assert.strictEqual(error._tag, "ProviderUnavailable")
       assert.strictEqual(model.requests.length, 10)

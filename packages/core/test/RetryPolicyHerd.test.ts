@@ -11,35 +11,12 @@ import * as Effect from "effect/Effect"
 import * as Random from "effect/Random"
 import * as Llm from "../src/Llm.js"
 import * as LlmError from "../src/LlmError.js"
-import * as RetryPolicy from "../src/RetryPolicy.js"
+import type * as RetryPolicy from "../src/RetryPolicy.js"
 import * as TestKit from "../src/TestKit.js"
+import { recordingTimes, runUnderPolicy } from "./utils/retry.js"
 
 const unavailable = new LlmError.ProviderUnavailable({ status: 503 })
 const request = { model: "test-model", messages: [{ role: "user" as const, content: "hi" }] }
-
-/** Times (virtual ms) at which each attempt reached the model. */
-const recordingTimes = (times: Array<number>, step: TestKit.Step): TestKit.Step => (request, attempt) =>
-  Effect.flatMap(Clock.currentTimeMillis, (now) => {
-    times.push(now)
-    return typeof step === "function"
-      ? step(request, attempt)
-      : LlmError.isLlmError(step)
-      ? Effect.fail(step)
-      : Effect.succeed(step)
-  })
-
-const run = <A, E>(
-  effect: Effect.Effect<A, E, Llm.Llm>,
-  model: TestKit.Scripted,
-  policy: RetryPolicy.Options = {},
-  clock: { readonly step?: Duration.DurationInput } = {}
-) =>
-  effect.pipe(
-    RetryPolicy.withPolicy(RetryPolicy.make(policy)),
-    Effect.provide(Llm.layer()),
-    Effect.provide(model.layer),
-    (self) => TestKit.runWithTestClock(self, clock)
-  )
 
 describe("RetryPolicy herds", () => {
   const herd = (jitter: RetryPolicy.Jitter) =>
@@ -49,7 +26,7 @@ describe("RetryPolicy herds", () => {
       const model = TestKit.scripted(Array.from({ length: fibers }, () => unavailable), {
         otherwise: recordingTimes(retries, TestKit.response())
       })
-      yield* run(
+      yield* runUnderPolicy(
         Effect.forEach(Array.from({ length: fibers }), () => Llm.generate(request), { concurrency: "unbounded" }),
         model,
         { base: Duration.seconds(1), jitter },
@@ -94,7 +71,7 @@ describe("RetryPolicy herds", () => {
             return seen.length <= 3 ? Effect.fail(unavailable) : Effect.succeed(TestKit.response())
           })
       })
-      yield* run(
+      yield* runUnderPolicy(
         Effect.forEach(
           Array.from({ length: fibers }, (_, i) => i),
           (i) => Llm.generate({ ...request, messages: [{ role: "user", content: `fiber ${i}` }] }),
