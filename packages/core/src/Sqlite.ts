@@ -143,7 +143,12 @@ const makeNodeConnection = (sqlite: NodeSqlite, options: Options, busyTimeout: n
     const cache = new Map<string, Prepared>()
     const prepare = (sql: string): Prepared => {
       const statement = db.prepare(sql)
-      return { statement, reader: statement.columns().length > 0, readBigInts: false }
+      const reader = statement.columns().length > 0
+      // run() reports the connection's last insert rowid, whatever the statement: from Node 26 it
+      // throws (after the statement ran) when that rowid is past 2^53, as @effect/cluster's Snowflake
+      // ids are, unless it reads bigints. So statements without rows always read bigints.
+      if (!reader) statement.setReadBigInts(true)
+      return { statement, reader, readBigInts: !reader }
     }
     const cached = (sql: string): Prepared => {
       let prepared = cache.get(sql)
@@ -167,13 +172,18 @@ const makeNodeConnection = (sqlite: NodeSqlite, options: Options, busyTimeout: n
           const prepared = prepare()
           const { reader, statement } = prepared
           const readBigInts = Context.get(fiber.currentContext, SqlClient.SafeIntegers)
+          if (!reader) {
+            const result = statement.run(...params)
+            if (mode !== "raw") return Effect.succeed([])
+            // As better-sqlite3 gives them: `changes` a number, the rowid a bigint under SafeIntegers only.
+            return Effect.succeed({
+              changes: Number(result.changes),
+              lastInsertRowid: readBigInts ? result.lastInsertRowid : Number(result.lastInsertRowid)
+            })
+          }
           if (prepared.readBigInts !== readBigInts) {
             statement.setReadBigInts(readBigInts)
             prepared.readBigInts = readBigInts
-          }
-          if (!reader) {
-            const result = statement.run(...params)
-            return Effect.succeed(mode === "raw" ? result : [])
           }
           if (mode !== "values") return Effect.succeed(statement.all(...params))
           statement.setReturnArrays(true)

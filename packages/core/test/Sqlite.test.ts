@@ -89,6 +89,26 @@ describe("Sqlite", () => {
       }
     }).pipe(Effect.provide(Sqlite.layer({ filename: ":memory:" }))))
 
+  // @effect/cluster's message ids (Snowflakes) are such rowids: on Node 26 every later statement
+  // without rows (BEGIN, UPDATE) threw after it had run, and the batch engine's workflows hung.
+  it.effect("statements after an insert whose rowid is past 2^53 run and report it, exactly under SafeIntegers", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`CREATE TABLE message (id INTEGER PRIMARY KEY, read INTEGER NOT NULL DEFAULT 0)`
+      const id = 253432180632453120n
+      const inserted = yield* Effect.provideService(
+        sql`INSERT INTO message (id) VALUES (${id})`.raw,
+        SqlClient.SafeIntegers,
+        true
+      )
+      assert.deepStrictEqual(inserted, { changes: 1, lastInsertRowid: id })
+      yield* sql.withTransaction(sql`UPDATE message SET read = 1`)
+      const updated = yield* sql`UPDATE message SET read = 2`.raw
+      assert.deepStrictEqual(updated, { changes: 1, lastInsertRowid: Number(id) })
+      const rows = yield* Effect.provideService(sql`SELECT id, read FROM message`, SqlClient.SafeIntegers, true)
+      assert.deepStrictEqual(rows, [{ id, read: 2n }])
+    }).pipe(Effect.provide(Sqlite.layer({ filename: freshFile() }))))
+
   it.effect("a transaction commits together, and a failure inside it rolls every statement back", () =>
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
