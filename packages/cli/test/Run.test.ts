@@ -174,12 +174,8 @@ describe("keel run: bad input", () => {
     }), { timeout: 60_000 })
 })
 
-// Known open bug (issue 18): on Node 26 the batch engine's workflow never finishes (it hangs here and in
-// BatchDurability's kill -9 runs), while Node 20, 22 and 24 pass. Skipped there until it is found.
-const batchHangs = Number(process.versions.node.split(".")[0]) >= 26
-
 describe("keel demo --mode batch and keel budget", () => {
-  it.live.skipIf(batchHangs)(
+  it.live(
     "batch mode ends every listing once at batch prices; budget show reads the folder's ledger",
     () =>
       Effect.gen(function*() {
