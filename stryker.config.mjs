@@ -40,6 +40,10 @@ const modules = {
   BudgetSql: ["packages/core/src/Budget/Sql.ts", ["packages/core/test/BudgetSql.test.ts"]],
   StrictSchema: ["packages/core/src/StrictSchema.ts", [
     "packages/core/test/StrictSchema.test.ts",
+    "packages/core/test/StrictSchemaRefusals.test.ts",
+    "packages/core/test/StrictSchemaRefinements.test.ts",
+    "packages/core/test/StrictSchemaSent.test.ts",
+    "packages/core/test/StrictSchemaWire.test.ts",
     "packages/core/test/Tool.test.ts",
     "packages/core/test/GenerateObject.test.ts"
   ]],
