@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs the Node-sensitive tests (SQLite: the client, the budget ledger and the batch engine's state;
-# the undici transport, the simulator, the CLI) on other Node lines: installs each line with
-# install.sh, puts its node first on PATH, points npm_config_nodedir at its headers (so a native
-# addon rebuilt there builds for it), and runs vitest under that node.
+# Runs the Node-sensitive tests (SQLite: the client, the budget ledger and the batch engine's state,
+# also killed with SIGKILL and resumed; the undici transport, the simulator, the CLI) on other Node
+# lines: installs each line with install.sh, puts its node first on PATH, points npm_config_nodedir
+# at its headers (so a native addon rebuilt there builds for it), and runs vitest under that node.
 # Prints one "Node <version>: N passed, N failed" line per Node; exits non-zero when anything failed.
 # Usage: scripts/node/test.sh [22] [24] [26] [-- <test files>]   (no line: every line in versions.txt)
 # Needs the repository's node_modules (npm ci on the machine's Node) and, for the Postgres cases of
@@ -22,6 +22,7 @@ if [ ${#files[@]} -eq 0 ]; then
     packages/openai/test/transport.test.ts
     packages/openai/test/Simulator.test.ts
     packages/openai/test/SimulatorSdk.test.ts
+    packages/openai/test/BatchDurability.test.ts
     packages/cli/test
   )
 fi
