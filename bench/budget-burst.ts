@@ -69,6 +69,10 @@ interface Report {
   readonly okMillis: ReadonlyArray<number>
   /** Reclaim runs: start (ms since go), duration, how many it reclaimed. */
   readonly reclaims: ReadonlyArray<readonly [number, number, number]>
+  /** A bare `setTimeout(…, reclaimEvery)` chain from go: when each fired (ms since go) and how late. */
+  readonly probes: ReadonlyArray<readonly [number, number]>
+  /** CPU time (user + system, ms) this process used from go until the probe first fired. */
+  readonly cpuBeforeFirstProbe: number
 }
 
 const pgLayer = (maxConnections: number) =>
@@ -111,6 +115,23 @@ const worker = (job: Job) =>
       Readline.createInterface({ input: process.stdin }).once("line", () => resume(Effect.void))
     })
     goAt = performance.now()
+    // The event loop's own lateness under the burst: a plain timer chain, no Effect in it, at the
+    // reclaim interval. Reclaim sleeps on the same loop, so this bounds how punctual it can be.
+    const probes: Array<readonly [number, number]> = []
+    let probing = true
+    const cpuAtGo = process.cpuUsage()
+    let cpuBeforeFirstProbe = 0
+    const probe = (due: number) =>
+      setTimeout(() => {
+        const now = performance.now()
+        if (probes.length === 0) {
+          const cpu = process.cpuUsage(cpuAtGo)
+          cpuBeforeFirstProbe = Math.round((cpu.user + cpu.system) / 1000)
+        }
+        probes.push([Math.round(now - goAt), Math.round(now - due)])
+        if (probing) probe(now + reclaimEvery)
+      }, Math.max(0, due - performance.now()))
+    probe(goAt + reclaimEvery)
     if (process.env.KEEL_BURST_PROGRESS !== undefined) {
       setInterval(() =>
         process.stderr.write(
@@ -150,7 +171,7 @@ const worker = (job: Job) =>
         }),
       { concurrency: "unbounded", discard: true }
     ).pipe(Effect.provide(context))
-    // Let a reclaim run after the burst finish being recorded.
+    probing = false
     const report: Report = {
       ok: okMillis.length,
       refused: refusedMillis.length,
@@ -160,7 +181,9 @@ const worker = (job: Job) =>
       recordedCost: Money.format(Money.sum(log.records.map((r) => Money.unsafeParse(r.costUsd ?? "0")))),
       refusedMillis: refusedMillis.map(Math.round),
       okMillis: okMillis.map(Math.round),
-      reclaims
+      reclaims,
+      probes,
+      cpuBeforeFirstProbe
     }
     process.stdout.write(`report ${JSON.stringify(report)}\n`)
   }).pipe(Effect.scoped)
@@ -288,6 +311,10 @@ const run = (name: string, store: Store, client: Layer.Layer<SqlClient.SqlClient
       r.reclaims.map(([at, took, count]) => ({ worker: index + 1, at, took, count }))
     )
 
+    const firstRuns = results.map((r) => r.reclaims[0]?.[0] ?? Number.NaN)
+    const gaps = results.flatMap((r) => r.reclaims.slice(1).map(([at], i) => at - r.reclaims[i]![0]))
+    const probeLateness = results.flatMap((r) => r.probes.map(([, late]) => late))
+
     // Second burst against the exhausted budget.
     const second = yield* burst(store, prefix, 1000 / workers, workers, limit, delayMillis)
     for (const child of second) child.process.stdin!.write("go\n")
@@ -329,18 +356,25 @@ const run = (name: string, store: Store, client: Layer.Layer<SqlClient.SqlClient
       } ms, p99 ${percentile(refusedMillis, 99)} ms`,
       `- reclaim (every ${reclaimEvery} ms per worker; ${deadOwners} dead reservations expiring at +${deadLease} ms): ${
         reclaimed?.n ?? 0
-      } reclaimed; runs ${
+      } reclaimed; runs that took some ${
         reclaims.filter((r) => r.count > 0).map((r) =>
           `w${r.worker} at +${r.at} ms took ${r.took} ms reclaimed ${r.count}`
         ).join(", ")
-      }; per worker, largest gap between run starts ${
-        Array.from({ length: workers }, (_, w) => {
-          const starts = reclaims.filter((r) => r.worker === w + 1).map((r) => r.at)
-          return Math.max(0, ...starts.slice(1).map((at, i) => at - starts[i]!))
-        }).join(" / ")
-      } ms, runs ${
-        Array.from({ length: workers }, (_, w) => reclaims.filter((r) => r.worker === w + 1).length).join(" / ")
       }`,
+      `- reclaim runs per worker ${
+        Array.from({ length: workers }, (_, w) => reclaims.filter((r) => r.worker === w + 1).length).join(" / ")
+      }; first run after go at +${firstRuns.join(" / ")} ms; gaps between run starts p50 ${
+        percentile(gaps, 50)
+      } ms, p99 ${percentile(gaps, 99)} ms, max ${percentile(gaps, 100)} ms (${gaps.length} gaps); run took p50 ${
+        percentile(reclaims.map((r) => r.took), 50)
+      } ms, max ${percentile(reclaims.map((r) => r.took), 100)} ms`,
+      `- a bare setTimeout chain (every ${reclaimEvery} ms) in each worker: first fired at +${
+        results.map((r) => r.probes[0]?.[0] ?? Number.NaN).join(" / ")
+      } ms, having used ${results.map((r) => r.cpuBeforeFirstProbe).join(" / ")} ms of CPU since go; lateness p50 ${
+        percentile(probeLateness, 50)
+      } ms, p99 ${percentile(probeLateness, 99)} ms, max ${
+        percentile(probeLateness, 100)
+      } ms (${probeLateness.length} firings)`,
       `- second burst, ${
         secondRefused.length + secondOther
       } calls against the exhausted budget: refused ${secondRefused.length}, anything else ${secondOther}; p50 ${

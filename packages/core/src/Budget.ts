@@ -22,8 +22,11 @@
  *   statement per interval, whatever the number of reservations). A reservation whose owner died
  *   is reclaimed when its lease expires, charged at its full reserved amount as spent and estimated,
  *   so spend is never under-counted; `extend` or `settle` of a reclaimed reservation fails with
- *   `BudgetStoreError` and counts nothing twice. Reclaiming runs when the layer starts and then every
- *   `reclaimEvery`, each time with the clock read when the store runs it.
+ *   `BudgetStoreError` and counts nothing twice. Reclaiming runs when the layer starts and then on
+ *   fixed ticks `reclaimEvery` apart (a slow run does not delay the later ones), each time comparing
+ *   leases with the clock the store reads when it runs it (after any wait for a connection or lock).
+ *   It runs on this process's event loop: a process whose loop is blocked (thousands of calls
+ *   starting at once) runs it when the loop next turns, as it runs every other timer.
  * - Every store failure is a `BudgetStoreError` (`Llm` fails the call closed). A settle or release
  *   that failed is retried with the lease renewals until it lands.
  * - `Llm` reserves one attempt's worst case per round (input tokens × input price + max output
@@ -273,7 +276,7 @@ export interface Options {
   readonly lease?: Duration.DurationInput
   /** How often the leases of this process's open reservations are renewed. Default: a third of `lease`. */
   readonly renewEvery?: Duration.DurationInput
-  /** How often expired reservations are reclaimed. Default: every minute; also once at start. */
+  /** How often expired reservations are reclaimed, on fixed ticks from the start. Default: every minute; also once at start. */
   readonly reclaimEvery?: Duration.DurationInput
   /** How long `reserve` waits for other reservations when no `maxWait` is passed to it. Default 0. */
   readonly maxWait?: Duration.DurationInput
@@ -677,10 +680,13 @@ export const make = (
       if (held.size > 0) yield* store.renew(owner, lease)
     })
 
+    // On fixed ticks of the clock (start + k × millis), not `millis` after the previous run ended: a
+    // slow run (a store busy with the calls it serves) does not push every later run back. A run
+    // that overran a tick starts at once; missed ticks are not made up.
     const every = (millis: number, what: string, effect: Effect.Effect<unknown, BudgetStoreError>) =>
       effect.pipe(
         Effect.catchAll((error) => Effect.logWarning(`Budget: ${what} failed`, error)),
-        Effect.schedule(Schedule.spaced(millis)),
+        Effect.schedule(Schedule.fixed(millis)),
         Effect.interruptible,
         Effect.forkScoped
       )

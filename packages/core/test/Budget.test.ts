@@ -1,4 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
+import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
@@ -164,6 +165,62 @@ describe("Budget (memory store)", () => {
       assert.strictEqual(total(yield* survivor.status("tenant:acme"), "tenant:acme").spent, usd("0.30"))
       const extendLate = yield* Effect.flip(owner.extend(held, usd("0.01")))
       assert.isTrue(extendLate._tag === "BudgetStoreError" && /reclaimed/.test(extendLate.reason))
+    }).pipe(Effect.scoped))
+
+  it.effect("periodic reclaim runs on fixed ticks: a slow run does not push the later ones back", () =>
+    Effect.gen(function*() {
+      const memory = Budget.makeMemoryStore()
+      // How long each periodic run keeps the store busy (a store serving a burst of calls).
+      const took = [700, 700, 2_500]
+      const runs: Array<number> = []
+      const slow = Budget.BudgetStore.of({
+        ...memory,
+        reclaim: Effect.gen(function*() {
+          runs.push(yield* Clock.currentTimeMillis)
+          yield* Effect.sleep(took[runs.length - 2] ?? 0) // the first call is the one at start
+          return yield* memory.reclaim
+        })
+      })
+      yield* Budget.make({ reclaimEvery: "1 second" }).pipe(Effect.provideService(Budget.BudgetStore, slow))
+      yield* TestClock.adjust("7500 millis")
+      // Ticks at 1 s, 2 s, 3 s…: the 2.5 s run from 3 s overran two ticks, so the next ran at once
+      // when it ended (5.5 s), the missed ones were not made up, and the ticks resumed at 6 s.
+      assert.deepStrictEqual(runs, [0, 1_000, 2_000, 3_000, 5_500, 6_000, 7_000])
+    }).pipe(Effect.scoped))
+
+  it.effect("periodic reclaim compares leases with the time it reaches the store, not the time it was due", () =>
+    Effect.gen(function*() {
+      const memory = Budget.makeMemoryStore()
+      const runs: Array<{ readonly at: number; readonly reclaimed: number }> = []
+      let busyUntil = 0
+      // A store that makes each operation wait for it until `busyUntil` (a connection held by others).
+      const busy = Budget.BudgetStore.of({
+        ...memory,
+        reclaim: Effect.gen(function*() {
+          const at = yield* Clock.currentTimeMillis
+          yield* Effect.sleep(Math.max(0, busyUntil - at))
+          const reclaimed = yield* memory.reclaim
+          runs.push({ at, reclaimed })
+          return reclaimed
+        })
+      })
+      const dying = yield* Scope.make()
+      const owner = yield* Budget.make({ lease: "3 seconds" }).pipe(
+        Effect.provideService(Budget.BudgetStore, memory),
+        Scope.extend(dying)
+      )
+      yield* owner.reserve("tenant:acme", usd("0.30"))
+      yield* Scope.close(dying, Exit.void) // the owner dies: its lease ends at 3 s
+      const budget = yield* Budget.make({ reclaimEvery: "1 second" }).pipe(
+        Effect.provideService(Budget.BudgetStore, busy)
+      )
+      busyUntil = 5_000
+      yield* TestClock.adjust("5 seconds")
+      // The run due at 1 s got the store at 5 s, after the lease had ended at 3 s, and took it (the
+      // next run, behind its ticks, followed at once and found nothing).
+      assert.deepStrictEqual(runs, [{ at: 0, reclaimed: 0 }, { at: 1_000, reclaimed: 1 }, { at: 5_000, reclaimed: 0 }])
+      const tenant = total(yield* budget.status("tenant:acme"), "tenant:acme")
+      assert.deepStrictEqual([tenant.spent, tenant.reserved], [usd("0.30"), 0n])
     }).pipe(Effect.scoped))
 
   it.effect("a live owner's leases are renewed: a call held for hours keeps its reservation", () =>

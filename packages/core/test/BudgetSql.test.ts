@@ -2,11 +2,14 @@ import * as Reactivity from "@effect/experimental/Reactivity"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, it } from "@effect/vitest"
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as TestClock from "effect/TestClock"
 import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
@@ -388,6 +391,45 @@ describe("Budget/Sql on SQLite: crashes and bad files", () => {
       )
       assert.match((failure as Budget.BudgetStoreError).reason, /locked|busy/i)
     }).pipe(Effect.scoped, Effect.provide(Reactivity.layer)))
+})
+
+describe("Budget/Sql on SQLite: reclaim's clock", () => {
+  it.effect("reclaim compares leases with the clock read once it holds the connection, not when it was due", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const ledger = yield* BudgetSql.make({ tablePrefix: freshPrefix() })
+      const runs: Array<{ readonly at: number; readonly reclaimed: number }> = []
+      const secondRun = yield* Deferred.make<void>()
+      const store = Budget.BudgetStore.of({
+        ...ledger,
+        reclaim: Effect.flatMap(Clock.currentTimeMillis, (at) =>
+          Effect.tap(ledger.reclaim, (reclaimed) => {
+            runs.push({ at, reclaimed })
+            return runs.length === 2 ? Deferred.succeed(secondRun, undefined) : Effect.void
+          }))
+      })
+      // A dead owner's reservation, its lease ending at 3 s (the store reads the test clock).
+      yield* ledger.reserve({
+        id: "dead:1",
+        owner: "dead",
+        amount: usd("2"),
+        counters: [{ key: "global|total|total", scope: "global", window: "total", period: "total", limit: undefined }],
+        lease: 3_000
+      })
+      yield* Budget.make({ reclaimEvery: "1 second" }).pipe(Effect.provideService(Budget.BudgetStore, store))
+      // Another part of the application holds the client's one connection in a transaction from
+      // 0.5 s to 5 s, so the reclaim due at 1 s waits for it until 5 s.
+      yield* TestClock.adjust("500 millis")
+      const holding = yield* Deferred.make<void>()
+      yield* Effect.fork(
+        sql.withTransaction(Effect.zipRight(Deferred.succeed(holding, undefined), Effect.sleep("4500 millis")))
+      )
+      yield* Deferred.await(holding)
+      yield* TestClock.adjust("4500 millis")
+      yield* Deferred.await(secondRun)
+      // At start nothing had expired; the run due at 1 s read the clock at 5 s and took the lease.
+      assert.deepStrictEqual(runs.slice(0, 2), [{ at: 0, reclaimed: 0 }, { at: 1_000, reclaimed: 1 }])
+    }).pipe(Effect.provide(sqlLayer({ sqlite: freshSqlite() })), Effect.scoped))
 })
 
 describe("Budget/Sql: a bad SQLite path is a BudgetStoreError naming it", () => {

@@ -11,7 +11,7 @@
  * Atomicity and locks. Postgres: reserving, settling and releasing are one statement each (one round
  * trip, no transaction around it): it locks the chain's counter rows in key order, checks every limit
  * and writes the counters and the ledger row, all or nothing, so row locks are held for that one
- * statement only. Lease times there come from the database's clock, read as the row is written (one
+ * statement only. Reclaiming is one statement too, comparing leases with the database's clock as it runs. Lease times there come from the database's clock, read as the row is written (one
  * clock for every machine). SQLite: each operation is one transaction whose first statement is a
  * write, so it holds the database's write lock from its start; the lease is timed by the process
  * clock read under that lock. Settling closes the reservation row (`WHERE status = 'open'`) before
@@ -473,16 +473,43 @@ export const make = (
           (rows) => rows.length
         ))
 
-    const reclaim = sql.withTransaction(
+    /**
+     * Postgres, one statement (one round trip): close every open reservation whose lease is behind
+     * the database's clock as the statement runs, then move their amounts to spent on their counters,
+     * locked in key order like every other statement.
+     */
+    const reclaimPg = Effect.map(
+      sql<{ readonly reclaimed: string }>`WITH taken AS (
+          UPDATE ${reservations}
+          SET status = 'reclaimed', charged = amount, estimated = 1, closed_at = ${dbNow}
+          WHERE status = 'open' AND lease_until < ${dbNow}
+          RETURNING amount, counters
+        ), per_key AS (
+          SELECT k.key, sum(taken.amount) AS amount
+          FROM taken, unnest(string_to_array(taken.counters, ',')) AS k(key)
+          GROUP BY k.key
+        ), locked AS (
+          SELECT c.key FROM ${counters} c JOIN per_key ON c.key = per_key.key ORDER BY c.key FOR UPDATE OF c
+        ), bumped AS (
+          UPDATE ${counters} AS c
+          SET reserved = c.reserved - per_key.amount, spent = c.spent + per_key.amount
+          FROM per_key, locked
+          WHERE c.key = per_key.key AND c.key = locked.key
+        )
+        SELECT CAST(count(*) AS TEXT) AS reclaimed FROM taken`,
+      (rows) => Number(rows[0]?.reclaimed ?? 0)
+    )
+
+    const reclaimSqlite = sql.withTransaction(
       Effect.gen(function*() {
-        // SQLite: take the write lock first, then read the clock: leases are compared with the time it runs.
-        if (!isPg) yield* sql.unsafe(`UPDATE ${tables.migrations} SET version = version WHERE version < 0`)
+        // Take the write lock first, then read the clock: leases are compared with the time it runs
+        // (after any wait for the lock or for the gate), not with the time it was scheduled.
+        yield* sql.unsafe(`UPDATE ${tables.migrations} SET version = version WHERE version < 0`)
         const now = yield* Clock.currentTimeMillis
         const rows = yield* sql<{ readonly amount: string; readonly counters: string }>`
             UPDATE ${reservations}
-            SET status = 'reclaimed', charged = amount, estimated = 1,
-              closed_at = ${isPg ? dbNow : now}
-            WHERE status = 'open' AND lease_until < ${isPg ? dbNow : now}
+            SET status = 'reclaimed', charged = amount, estimated = 1, closed_at = ${now}
+            WHERE status = 'open' AND lease_until < ${now}
             RETURNING CAST(amount AS TEXT) AS amount, counters`
         if (rows.length === 0) return 0
         const totals = new Map<string, bigint>()
@@ -591,7 +618,7 @@ export const make = (
           closing("release")
         ),
       renew: (owner, lease) => renew(owner, lease).pipe(maintenance("renew leases")),
-      reclaim: reclaim.pipe(maintenance("reclaim")),
+      reclaim: (isPg ? reclaimPg : reclaimSqlite).pipe(maintenance("reclaim")),
       balances: (keys) => balances(keys).pipe(operation("read balances"))
     })
   })
