@@ -6,7 +6,8 @@
  *
  * It learns from the provider. Until a model's limits are known (configured, or read from the
  * `x-ratelimit-*` snapshot of an answer) its attempts go one at a time; then they are paced to 97% of
- * the limit. Every snapshot brings the local bucket down to what the provider says remains, and every
+ * the limit, evenly: the requests bucket holds 10 ms of that rate, not a minute's worth, so the calls
+ * held while a limit was learned or an outage lasted go out at the rate, not at once. Every snapshot brings the local bucket down to what the provider says remains, and every
  * 429 empties it and pauses the model for the hint, so one fiber's 429 slows every fiber on that model.
  *
  * Retry budget: retries to a model may add at most `retryBudget` (20%) of its first attempts over the
@@ -118,6 +119,8 @@ export class RateLimiterConfigError extends Schema.TaggedError<RateLimiterConfig
 
 /** Pacing stays this far under a learned limit, so clock skew and in-flight requests do not earn a 429. */
 const HEADROOM = 0.97
+/** The requests bucket's burst: this many ms of the paced rate (see `requestsBucket`). */
+const REQUESTS_BURST_MS = 10
 const BUDGET_SLOTS = 10
 const SLOT_MS = 1_000
 const TICK_MS = 10
@@ -240,21 +243,37 @@ export const make = (
     })
     const buckets = yield* Effect.provideService(ExperimentalLimiter.make, ExperimentalLimiter.RateLimiterStore, store)
 
-    /** Takes `tokens` from a bucket holding `limit` per minute; the delay before they are there. */
-    const take = (key: string, limit: number, tokens: number) =>
-      buckets.consume({ algorithm: "token-bucket", onExceeded: "delay", window: "1 minute", limit, key, tokens }).pipe(
+    /** Takes `tokens` from a bucket; the delay before they are there. */
+    const take = (bucket: Bucket, tokens: number) =>
+      buckets.consume({ algorithm: "token-bucket", onExceeded: "delay", ...bucket, tokens }).pipe(
         Effect.map((result) => Duration.toMillis(result.delay)),
         Effect.orElseSucceed(() => 0)
       )
-    /** Brings a bucket down to `remaining` (read with a zero take, then take the difference). */
-    const lower = (key: string, limit: number, remaining: number) =>
-      buckets.consume({ algorithm: "token-bucket", onExceeded: "delay", window: "1 minute", limit, key, tokens: 0 })
-        .pipe(
-          Effect.flatMap((result) =>
-            result.remaining > remaining ? take(key, limit, result.remaining - Math.max(0, remaining)) : Effect.void
-          ),
-          Effect.ignore
-        )
+    /**
+     * Brings a bucket down to `remaining`: read with a zero take, then take the difference, refused by the
+     * store (not delayed) when it is not all there. Fibers and processes lowering the same bucket at once each
+     * read the level before the others' takes land; were each take let through, the bucket would go as far
+     * below empty as there are readers (three processes learning together stalled for a minute, 0.41 of the
+     * limit). Refused, it stops at empty at worst; a refused take reads again (the level may have dropped by
+     * other attempts' takes rather than by another lowering), three times at most.
+     */
+    const lower = (bucket: Bucket, remaining: number, tries = 3): Effect.Effect<void> =>
+      buckets.consume({ algorithm: "token-bucket", onExceeded: "delay", ...bucket, tokens: 0 }).pipe(
+        Effect.flatMap((result) =>
+          result.remaining > remaining
+            ? buckets.consume({
+              algorithm: "token-bucket",
+              onExceeded: "fail",
+              ...bucket,
+              tokens: result.remaining - Math.max(0, remaining)
+            }).pipe(
+              // Refused (the store's own failures are caught by the fallback store above).
+              Effect.catchAll(() => tries > 1 ? lower(bucket, remaining, tries - 1) : Effect.void)
+            )
+            : Effect.void
+        ),
+        Effect.ignore
+      )
 
     const models = new Map<string, Model>()
 
@@ -423,10 +442,10 @@ export const make = (
       return Effect.zipRight(
         rpm === undefined || snapshot.remainingRequests === undefined
           ? Effect.void
-          : lower(m.requestsKey, Math.floor(rpm), snapshot.remainingRequests),
+          : lower(requestsBucket(m.requestsKey, rpm), snapshot.remainingRequests),
         tpm === undefined || snapshot.remainingTokens === undefined
           ? Effect.void
-          : lower(m.tokensKey, Math.floor(tpm), snapshot.remainingTokens)
+          : lower(tokensBucket(m.tokensKey, tpm), snapshot.remainingTokens)
       )
     }
 
@@ -437,7 +456,7 @@ export const make = (
         const tpm = m.tokensPerMinute
         if (estimate !== undefined && tpm !== undefined) {
           const billed = response.usage.inputTokens + response.usage.outputTokens
-          if (billed !== estimate) yield* take(m.tokensKey, Math.floor(tpm), billed - estimate)
+          if (billed !== estimate) yield* take(tokensBucket(m.tokensKey, tpm), billed - estimate)
         }
         if (m.phase === "down") {
           m.phase = "recovering"
@@ -459,7 +478,7 @@ export const make = (
           const hint = error.retryAfter === undefined ? 1_000 : Duration.toMillis(error.retryAfter)
           m.pausedUntil = Math.max(m.pausedUntil, now + hint)
           const rpm = m.requestsPerMinute
-          if (rpm !== undefined) yield* lower(m.requestsKey, Math.floor(rpm), 0)
+          if (rpm !== undefined) yield* lower(requestsBucket(m.requestsKey, rpm), 0)
         } else if (isHealthFailure(error)) {
           m.streak++
           if (m.phase !== "recovering") return
@@ -483,7 +502,7 @@ export const make = (
         let waited = yield* sleepUntil(m.pausedUntil, attempt)
         const rpm = m.requestsPerMinute
         if (rpm !== undefined) {
-          const delay = yield* take(m.requestsKey, Math.floor(rpm), 1)
+          const delay = yield* take(requestsBucket(m.requestsKey, rpm), 1)
           if (delay > 0) waited = (yield* sleepUntil((yield* Clock.currentTimeMillis) + delay, attempt)) || waited
         }
         const tpm = m.tokensPerMinute
@@ -491,7 +510,7 @@ export const make = (
         if (tpm !== undefined) {
           estimate = yield* attempt.tokens
           if (estimate <= tpm) {
-            const delay = yield* take(m.tokensKey, Math.floor(tpm), estimate)
+            const delay = yield* take(tokensBucket(m.tokensKey, tpm), estimate)
             if (delay > 0) waited = (yield* sleepUntil((yield* Clock.currentTimeMillis) + delay, attempt)) || waited
           }
         }
@@ -554,6 +573,30 @@ export const make = (
       description: `rate limiter (retry budget ${Math.round(share * 100)}%, slow start from ${slowStartRate}/s)`
     })
   })
+
+/** A token bucket in the store: `limit` tokens at most, refilled evenly over `window`. */
+interface Bucket {
+  readonly key: string
+  readonly limit: number
+  readonly window: Duration.Duration
+}
+
+/**
+ * The requests bucket paces to `perMinute` and holds `REQUESTS_BURST_MS`' worth (at least one request): a
+ * bucket holding a minute's worth would let a minute's requests go at once, as a herd, after an outage or
+ * once a limit is learned. (The rate is exact: the window is the burst's share of a minute.)
+ */
+const requestsBucket = (key: string, perMinute: number): Bucket => {
+  const limit = Math.max(1, Math.round(perMinute * REQUESTS_BURST_MS / 60_000))
+  return { key, limit, window: Duration.millis(60_000 * limit / perMinute) }
+}
+
+/** The tokens bucket holds a minute's worth: one request may need many tokens, and its size is not a herd. */
+const tokensBucket = (key: string, perMinute: number): Bucket => ({
+  key,
+  limit: Math.floor(perMinute),
+  window: Duration.minutes(1)
+})
 
 const min = (a: number | undefined, b: number | undefined) => a === undefined ? b : b === undefined ? a : Math.min(a, b)
 

@@ -1,7 +1,8 @@
 /**
  * The RateLimiter over a real Redis (127.0.0.1:6379), on the live clock: two limiters, as two
- * processes would hold them, share one quota; with Redis unreachable a limiter still limits, in
- * process memory, and says so once.
+ * processes would hold them, share one quota; answers that say no token remains, read by several
+ * limiters at once, empty the shared bucket but do not drive it below empty; with Redis unreachable a limiter
+ * still limits, in process memory, and says so once.
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
@@ -14,7 +15,7 @@ import * as RateLimiter from "../src/RateLimiter.js"
 import * as RedisLimiter from "../src/RateLimiter/Redis.js"
 import * as TestKit from "../src/TestKit.js"
 
-/** 120 requests/min: a bucket of 120, refilled one every 500 ms. */
+/** 120 requests/min: one every 500 ms, the bucket holding one (10 ms of the rate, at least one request). */
 const limits = { limits: { requestsPerMinute: 120 } }
 const attempt = (model: string): RateLimiter.RateLimiter.Attempt => ({
   model,
@@ -37,9 +38,9 @@ const admitAfter = (limiter: RateLimiter.RateLimiter.Service, model: string, cou
     return Date.now() - started
   })
 
-const redisLimiter = (prefix: string, port = 6379) =>
+const redisLimiter = (prefix: string, port = 6379, options: RateLimiter.Options = limits) =>
   Layer.build(
-    RateLimiter.layer(limits).pipe(Layer.provide(RedisLimiter.layerStore({ host: "127.0.0.1", port, prefix })))
+    RateLimiter.layer(options).pipe(Layer.provide(RedisLimiter.layerStore({ host: "127.0.0.1", port, prefix })))
   ).pipe(Effect.map((context) => context.unsafeMap.get(RateLimiter.RateLimiter.key) as RateLimiter.RateLimiter.Service))
 
 describe("RateLimiter over Redis", () => {
@@ -48,9 +49,9 @@ describe("RateLimiter over Redis", () => {
       const prefix = `keel-test-${process.pid}-${Date.now()}:`
       const a = yield* redisLimiter(prefix)
       const b = yield* redisLimiter(prefix)
-      // A spends the whole bucket (120) at once; B's first attempt then waits for a refill (~500 ms).
-      const firstA = yield* admitAfter(a, "gpt-4o-mini", 119)
-      assert.isBelow(firstA, 200, "A's own 120 go at once")
+      // A spends the bucket (one request); B's first attempt then waits for the refill (500 ms).
+      const firstA = yield* admitAfter(a, "gpt-4o-mini", 0)
+      assert.isBelow(firstA, 200, "A's first goes at once")
       const started = Date.now()
       yield* b.admit(attempt("gpt-4o-mini"), answer)
       assert.isAtLeast(Date.now() - started, 400, "B waited for the quota A spent")
@@ -63,6 +64,34 @@ describe("RateLimiter over Redis", () => {
       assert.isBelow(Date.now() - aloneStarted, 100)
     }))
 
+  it.scopedLive("answers saying no token remains, read by three limiters at once, empty the shared bucket, not below", () =>
+    Effect.gen(function*() {
+      const prefix = `keel-test-lower-${process.pid}-${Date.now()}:`
+      // 1,200 tokens/min: a bucket of 1,200 (tokens are not paced in small bursts), one back every 50 ms.
+      const tokens = { limits: { tokensPerMinute: 1_200 } }
+      const limiters = [
+        yield* redisLimiter(prefix, 6379, tokens),
+        yield* redisLimiter(prefix, 6379, tokens),
+        yield* redisLimiter(prefix, 6379, tokens)
+      ]
+      // Each limiter's 8 attempts (1 token each, billed 1) answer together, saying the provider has no token
+      // left: each lowers the shared bucket to 0 from what it read, many reads before any take lands.
+      const none = Effect.succeed(
+        TestKit.response({ usage: { inputTokens: 1, outputTokens: 0 }, rateLimit: { remainingTokens: 0 } })
+      )
+      yield* Effect.forEach(
+        limiters.flatMap((limiter) => Array.from({ length: 8 }, () => limiter)),
+        (limiter) => limiter.admit(attempt("gpt-4o-mini"), none),
+        { concurrency: "unbounded", discard: true }
+      )
+      // Empty, the next attempt waits about one refill (50 ms); lowered below empty by every reader (up to
+      // 24 × ~1,200 tokens), it would wait past its deadline a minute away and fail at once.
+      const started = Date.now()
+      yield* limiters[0]!.admit(attempt("gpt-4o-mini"), answer)
+      const waited = Date.now() - started
+      assert.isBelow(waited, 1_000, `waited ${waited} ms`)
+    }))
+
   it.scopedLive("with Redis unreachable the limiter keeps limiting in memory and logs it once", () =>
     Effect.gen(function*() {
       const messages: Array<string> = []
@@ -72,9 +101,9 @@ describe("RateLimiter over Redis", () => {
       const waited = yield* Effect.gen(function*() {
         // Nothing listens on port 1: every Redis command fails at once.
         const limiter = yield* redisLimiter(`keel-test-down-${process.pid}:`, 1)
-        return yield* admitAfter(limiter, "gpt-4o-mini", 120)
+        return yield* admitAfter(limiter, "gpt-4o-mini", 1)
       }).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger)), Logger.withMinimumLogLevel(LogLevel.Debug))
-      assert.isAtLeast(waited, 400, "the 121st attempt waited for the memory bucket's refill")
+      assert.isAtLeast(waited, 400, "the second attempt waited for the memory bucket's refill")
       const fallbacks = messages.filter((m) => m.includes("limiting in this process only"))
       assert.strictEqual(fallbacks.length, 1, messages.join("\n"))
       assert.include(fallbacks[0], "127.0.0.1:1")
