@@ -378,8 +378,9 @@ const main = async () => {
         unfinished: 0,
         failures: keel.failures,
         requests: keel.requests,
-        peak: keel.peak,
-        peakRatio: keel.peak / (CAPACITY / 10),
+        // the peers' rows count arrivals at the simulator: keel's is counted the same way here
+        peak: keel.peakReceived,
+        peakRatio: keel.peakReceived / (CAPACITY / 10),
         overloaded: keel.overloaded,
         lastEndMs: keel.lastEndMs
       })

@@ -6,10 +6,19 @@
  * capacity), which the limiter learns from the first answer after the outage; the last rows run
  * against a simulator that sends no such limit, so the limiter's slow start finds the capacity alone.
  *
- * Reported: failed calls, requests, the busiest 100 ms after the outage ends (arrivals, answered or
- * not), 503 "overloaded" answers, and when the last call ended, counted from the outage's start.
+ * Reported: failed calls, requests, the busiest 100 ms after the outage ends, 503 "overloaded"
+ * answers, and when the last call ended, counted from the outage's start. The busiest 100 ms is
+ * counted twice: by the simulator's receive time (its per-100 ms arrivals) and by the client's send
+ * time (undici's `undici:client:sendHeaders` diagnostics channel, epoch ms, against the epoch ms at
+ * which the simulator, and with it the outage, started). The two differ when either event loop lags:
+ * a backlog read late by a busy simulator looks like one burst. The client's count is the one the
+ * target is read against (it is what keel sent).
  *
- *   npx tsx --conditions=@keel/source bench/outage.ts [--json FILE]
+ *   npx tsx --conditions=@keel/source bench/outage.ts [case …] [--timeline] [--json FILE]
+ *     (cases: 1000, 100, 1000-none, 100-none, 1000-quiet, 100-quiet; default all)
+ *
+ * `--timeline` prints, per case, requests per 100 ms from the outage's start as the client sent them
+ * and as the simulator received them.
  *
  * `--json FILE` also writes the rows there (bench/lib/results.ts); `runCase` is exported for bench/load.ts.
  */
@@ -22,6 +31,7 @@ import * as LogLevel from "effect/LogLevel"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Redacted from "effect/Redacted"
 import { fork } from "node:child_process"
+import * as DiagnosticsChannel from "node:diagnostics_channel"
 import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
@@ -37,9 +47,19 @@ const OUTAGE_MS = 2_000
 interface ClientResult {
   readonly failed: number
   readonly failures: Record<string, number>
-  /** ms after "go" at which each call ended */
+  /** epoch ms at which each call ended */
   readonly ends: Array<number>
+  /** epoch ms at which each request's headers were written to its socket */
+  readonly sends: Array<number>
+  /** epoch ms at which each answer's headers arrived, with its status */
+  readonly answers: Array<readonly [number, number]>
 }
+
+/**
+ * Epoch ms, the one clock both processes read alike (`performance.timeOrigin` is taken at a process's
+ * start and can be off from it by milliseconds).
+ */
+const epochNow = () => Date.now()
 
 /** Child process: `calls` calls at once through keel, then its result to the parent. */
 const client = async (url: string, calls: number, withLimiter: boolean) => {
@@ -53,9 +73,14 @@ const client = async (url: string, calls: number, withLimiter: boolean) => {
     )
   )
   await runtime.runPromise(Effect.void)
+  const sends: Array<number> = []
+  const answers: Array<readonly [number, number]> = []
+  DiagnosticsChannel.subscribe("undici:client:sendHeaders", () => sends.push(epochNow()))
+  DiagnosticsChannel.subscribe("undici:request:headers", (message) => {
+    answers.push([epochNow(), (message as { response: { statusCode: number } }).response.statusCode])
+  })
   process.send!("ready")
   await new Promise((resolve) => process.once("message", resolve))
-  const started = performance.now()
   const failures: Record<string, number> = {}
   const ends: Array<number> = []
   await Promise.all(Array.from({ length: calls }, async (_, i) => {
@@ -63,10 +88,18 @@ const client = async (url: string, calls: number, withLimiter: boolean) => {
       messages: [{ role: "user", content: `Say something about item ${i}.` }],
       maxOutputTokens: 400
     })))
-    ends.push(performance.now() - started)
+    ends.push(epochNow())
     if (outcome._tag === "Left") failures[outcome.left._tag] = (failures[outcome.left._tag] ?? 0) + 1
   }))
-  process.send!({ failed: Object.values(failures).reduce((a, b) => a + b, 0), failures, ends } satisfies ClientResult)
+  process.send!(
+    {
+      failed: Object.values(failures).reduce((a, b) => a + b, 0),
+      failures,
+      ends,
+      sends,
+      answers
+    } satisfies ClientResult
+  )
   await runtime.dispose()
   process.exit(0)
 }
@@ -77,9 +110,30 @@ export interface Row {
   readonly failed: number
   readonly failures: Record<string, number>
   readonly requests: number
+  /** the busiest 100 ms after the outage, by the client's send times */
   readonly peak: number
+  /** the same, by the simulator's receive times */
+  readonly peakReceived: number
   readonly overloaded: number
+  /** when the last call ended, in ms from the outage's start */
   readonly lastEndMs: number
+  /** requests per 100 ms from the outage's start, by send time */
+  readonly sent: ReadonlyArray<number>
+  /** requests per 100 ms from the outage's start, by receive time */
+  readonly received: ReadonlyArray<number>
+  /** 200 answers per 100 ms from the outage's start, as the client read them */
+  readonly answered: ReadonlyArray<number>
+}
+
+/** Counts per 100 ms from `from` (epoch ms). */
+const per100 = (times: ReadonlyArray<number>, from: number) => {
+  const counts: Array<number> = []
+  for (const t of times) {
+    const slot = Math.max(0, Math.floor((t - from) / 100))
+    while (counts.length <= slot) counts.push(0)
+    counts[slot]!++
+  }
+  return counts
 }
 
 /** A free port on 127.0.0.1, for a simulator started after its client. */
@@ -102,23 +156,30 @@ export const runCase = (name: string, calls: number, withLimiter: boolean, annou
       { stdio: "inherit" }
     )
     yield* Effect.promise(() => new Promise((resolve) => child.once("message", resolve)))
+    // The simulator's engine takes its start (and the outage's) while the layer is built, just after this.
+    const outageStart = epochNow()
     return yield* Effect.gen(function*() {
       const simulator = yield* Simulator.Simulator
       const result = new Promise<ClientResult>((resolve) => child.once("message", resolve as never))
       child.send("go")
       const done = yield* Effect.promise(() => result)
       const stats = yield* simulator.stats
-      // Arrivals per 100 ms from the end of the outage on.
-      const from = Math.ceil((OUTAGE_MS - stats.arrivals.startMs) / 100)
+      const received = [...Array.from({ length: stats.arrivals.startMs / 100 }, () => 0), ...stats.arrivals.counts]
+      const sent = per100(done.sends, outageStart)
+      const after = OUTAGE_MS / 100
       return {
         name,
         calls,
         failed: done.failed,
         failures: done.failures,
         requests: stats.requests,
-        peak: Math.max(0, ...stats.arrivals.counts.slice(Math.max(0, from))),
+        peak: Math.max(0, ...sent.slice(after)),
+        peakReceived: Math.max(0, ...received.slice(after)),
         overloaded: stats.overloaded,
-        lastEndMs: Math.max(...done.ends)
+        lastEndMs: Math.max(...done.ends) - outageStart,
+        sent,
+        received,
+        answered: per100(done.answers.filter(([, status]) => status === 200).map(([t]) => t), outageStart)
       } satisfies Row
     }).pipe(
       Effect.provide(Simulator.layer({
@@ -135,52 +196,69 @@ const timer = Results.start("outage")
 /** `--json FILE`: the rows, machine-readable. */
 const writeJson = (rows: ReadonlyArray<Row>) => timer.finish({ rows })
 
+const cases = [
+  { key: "1000", name: "keel defaults + RateLimiter, 1,000 calls", calls: 1_000, limiter: true, announce: true },
+  { key: "100", name: "keel defaults + RateLimiter, 100 calls", calls: 100, limiter: true, announce: true },
+  {
+    key: "1000-none",
+    name: "keel defaults, no RateLimiter, 1,000 calls",
+    calls: 1_000,
+    limiter: false,
+    announce: true
+  },
+  { key: "100-none", name: "keel defaults, no RateLimiter, 100 calls", calls: 100, limiter: false, announce: true },
+  {
+    key: "1000-quiet",
+    name: "keel defaults + RateLimiter, 1,000 calls, no limit in the headers",
+    calls: 1_000,
+    limiter: true,
+    announce: false
+  },
+  {
+    key: "100-quiet",
+    name: "keel defaults + RateLimiter, 100 calls, no limit in the headers",
+    calls: 100,
+    limiter: true,
+    announce: false
+  }
+]
+
 const main = async () => {
-  const cases = [
-    { name: "keel defaults + RateLimiter, 1,000 calls", calls: 1_000, limiter: true, announce: true },
-    { name: "keel defaults + RateLimiter, 100 calls", calls: 100, limiter: true, announce: true },
-    { name: "keel defaults, no RateLimiter, 1,000 calls", calls: 1_000, limiter: false, announce: true },
-    { name: "keel defaults, no RateLimiter, 100 calls", calls: 100, limiter: false, announce: true },
-    {
-      name: "keel defaults + RateLimiter, 1,000 calls, no limit in the headers",
-      calls: 1_000,
-      limiter: true,
-      announce: false
-    },
-    {
-      name: "keel defaults + RateLimiter, 100 calls, no limit in the headers",
-      calls: 100,
-      limiter: true,
-      announce: false
-    }
-  ]
+  const wanted = process.argv.slice(2).filter((a, i, all) => !a.startsWith("--") && all[i - 1] !== "--json")
+  const timeline = process.argv.includes("--timeline")
+  const load = [Os.loadavg()[0]!]
   const rows: Array<Row> = []
-  for (const c of cases) {
-    rows.push(await Effect.runPromise(runCase(c.name, c.calls, c.limiter, c.announce)))
+  for (const c of cases.filter((c) => wanted.length === 0 || wanted.includes(c.key))) {
+    const row = await Effect.runPromise(runCase(c.name, c.calls, c.limiter, c.announce))
+    rows.push(row)
+    load.push(Os.loadavg()[0]!)
     console.error(`done: ${c.name}`)
+    if (timeline) {
+      console.error(`  sent per 100 ms:     ${row.sent.join(" ")}`)
+      console.error(`  received per 100 ms: ${row.received.join(" ")}`)
+      console.error(`  200s per 100 ms:     ${row.answered.join(" ")}`)
+    }
   }
   writeJson(rows)
   console.log(
-    `\nOutage (${Os.cpus().length} cores, shared machine; capacity ${CAPACITY} requests/s, a ${OUTAGE_MS} ms outage of 503s without a hint from the moment the calls start; ${
-      new Date().toISOString().slice(0, 10)
-    })\n`
+    `\nOutage (${Os.cpus().length} cores, shared machine, 1-min load average ${
+      load.map((l) => l.toFixed(1)).join(" → ")
+    }; capacity ${CAPACITY} requests/s, a ${OUTAGE_MS} ms outage of 503s without a hint from the moment the calls start; ${
+      new Date().toISOString().slice(0, 16)
+    } UTC)\n`
   )
   console.log(
-    "| case | failed calls | requests | busiest 100 ms after recovery | answered 503 overloaded | last call done (from the outage's start) |"
+    "| case | failed calls | requests | busiest 100 ms after recovery, sent (received) | answered 503 overloaded | last call done (from the outage's start) |"
   )
   console.log("|---|---:|---:|---:|---:|---:|")
   for (const r of rows) {
     const failed = r.failed === 0 ? "0" : `${r.failed} (${JSON.stringify(r.failures)})`
     console.log(
-      `| ${r.name} | ${failed} | ${r.requests} | ${r.peak} | ${r.overloaded} | ${(r.lastEndMs / 1000).toFixed(2)} s |`
+      `| ${r.name} | ${failed} | ${r.requests} | ${r.peak} (${r.peakReceived}) | ${r.overloaded} | ${
+        (r.lastEndMs / 1000).toFixed(2)
+      } s |`
     )
   }
-  console.log(
-    "| `openai` SDK / Vercel AI SDK, 1,000 calls (issue 12, measured earlier) | | | 154–216 | | 3.2–4.1 s |\n" +
-      "| full-jitter loop, 1,000 calls (issue 12) | | | 81 | | 9.8 s |\n" +
-      "| keel before this change, 1,000 calls (issue 12) | 92 | | 127 | | |\n" +
-      "| keel before this change, 100 calls (issue 12) | 58 | | | | |"
-  )
 }
 
 if (process.argv[2] === "--client") {

@@ -1,7 +1,8 @@
 /**
  * The RateLimiter in the pipeline, under TestClock: learning a model's limit from one answer's headers,
  * one 429 pausing every fiber, tokens/min corrected by billed usage, the concurrency cap, the retry
- * budget holding a failing model, slow start after it recovers, the deadline while waiting, and bad
+ * budget holding a failing model, slow start after it recovers, a limit learned after an outage pacing
+ * the calls held during it, the deadline while waiting, and bad
  * options rejected when the layer is built.
  */
 import { assert, describe, it } from "@effect/vitest"
@@ -189,6 +190,36 @@ describe("RateLimiter", () => {
       assert.isAtMost(Math.max(...buckets), 50, `per 100 ms: ${buckets.join(",")}`)
       // …and the backlog is through within 1.5 s of the recovery.
       assert.isBelow(times[times.length - 1]! - recovered, 1_500, `per 100 ms: ${buckets.join(",")}`)
+    }))
+
+  it.effect("1,000 calls meet a 2 s outage before any limit is known: the limit learned after it paces them, not a herd", () =>
+    Effect.gen(function*() {
+      const times: Array<number> = []
+      // Each answer takes 20 ms (so the one attempt at a time that learns sends about 100 during the outage, and
+      // the retry budget does not hold the model); the provider announces 30,000/min (500/s: 50 per 100 ms)
+      // once it answers again.
+      const model = TestKit.scripted([], {
+        otherwise: timed(times, () =>
+          Effect.flatMap(
+            Clock.currentTimeMillis,
+            (now) =>
+              Effect.delay(
+                now < 2_000
+                  ? Effect.fail(unavailable)
+                  : Effect.succeed(withSnapshot({ limitRequests: 30_000, remainingRequests: 29_000 })),
+                "20 millis"
+              )
+          ))
+      })
+      const outcomes = yield* runCalls(1_000, model).pipe(Effect.withRandom(Random.make("learn-after-outage")))
+      assert.isTrue(outcomes.every((o) => o._tag === "Right"), "no call failed")
+      // The calls held while the limit was unknown go out at 97% of 500/s once it is learned: a bucket holding a
+      // minute's worth sent them all in the first 100 ms after recovery.
+      const recovered = times.find((t) => t >= 2_000)!
+      const buckets = perHundred(times, recovered)
+      assert.isAtMost(Math.max(...buckets), 60, `per 100 ms: ${buckets.join(",")}`)
+      // Every call done within 6 s of the outage's start (2 s + 1,000 at ~485/s, and the learning).
+      assert.isBelow(times[times.length - 1]!, 6_000, `per 100 ms: ${buckets.join(",")}`)
     }))
 
   it.effect("without a limiter the same outage sends the backlog back in bursts", () =>
