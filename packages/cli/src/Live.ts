@@ -1,9 +1,9 @@
 /**
  * The live layers of a run: the model (the simulator in-process, or OpenAI or any compatible server
  * by `OPENAI_API_KEY` / `--base-url`), the pipeline's stages (router, retry policy, circuit breaker,
- * prices, tokenizer), the budget on a SQLite ledger in the output folder, the JSON-lines call log
- * there (plus any extra sink, e.g. the progress counters), and, for batch modes, the Batch workflow
- * on a SQLite engine in the same folder.
+ * prices, tokenizer, the client-side rate limiter), the budget on a SQLite ledger in the output
+ * folder, the JSON-lines call log there (plus any extra sink, e.g. the progress counters), and, for
+ * batch modes, the Batch workflow on a SQLite engine in the same folder.
  */
 import * as Batch from "@keel/core/Batch"
 import * as BatchEngine from "@keel/core/Batch/Engine"
@@ -13,6 +13,8 @@ import * as CallLog from "@keel/core/CallLog"
 import * as JsonLines from "@keel/core/CallLog/JsonLines"
 import * as CircuitBreaker from "@keel/core/CircuitBreaker"
 import * as Llm from "@keel/core/Llm"
+import * as RateLimiter from "@keel/core/RateLimiter"
+import * as RedisLimiter from "@keel/core/RateLimiter/Redis"
 import * as RetryPolicy from "@keel/core/RetryPolicy"
 import * as Router from "@keel/core/Router"
 import * as OpenAiBatch from "@keel/openai/OpenAiBatch"
@@ -73,6 +75,46 @@ export interface Options {
   readonly sink?: CallLog.Sink | undefined
   /** Build the Batch workflow too (modes batch and auto). */
   readonly batch: boolean
+  readonly limits: Limits
+}
+
+/**
+ * The client-side rate limit of every model. An unset rate is learned from the provider's
+ * `x-ratelimit-*` headers (and every 429 slows every call to that model); the buckets live in this
+ * process, or in Redis so that several keel processes share one provider quota.
+ */
+export interface Limits {
+  readonly requestsPerMinute: Option.Option<number>
+  readonly tokensPerMinute: Option.Option<number>
+  /** A `redis://[user:password@]host[:port][/db]` URL holding the shared buckets. */
+  readonly redis: Option.Option<string>
+}
+
+/** The ioredis options of a `redis://[user:password@]host[:port][/db]` URL. */
+export const redisOptions = (url: string): RedisLimiter.Options => {
+  const parsed = new URL(url)
+  return {
+    host: parsed.hostname || "127.0.0.1",
+    port: parsed.port === "" ? 6379 : Number(parsed.port),
+    ...(parsed.username === "" ? {} : { username: decodeURIComponent(parsed.username) }),
+    ...(parsed.password === "" ? {} : { password: decodeURIComponent(parsed.password) }),
+    ...(parsed.pathname.length > 1 ? { db: Number(parsed.pathname.slice(1)) } : {}),
+    ...(parsed.protocol === "rediss:" ? { tls: {} } : {})
+  }
+}
+
+/** The rate limiter for the limits: in memory, or on Redis (limiting locally, and saying so once, while it is down). */
+export const rateLimiter = (limits: Limits) => {
+  const options: RateLimiter.Options = {
+    limits: {
+      ...Option.match(limits.requestsPerMinute, { onNone: () => ({}), onSome: (n) => ({ requestsPerMinute: n }) }),
+      ...Option.match(limits.tokensPerMinute, { onNone: () => ({}), onSome: (n) => ({ tokensPerMinute: n }) })
+    }
+  }
+  return Option.match(limits.redis, {
+    onNone: () => RateLimiter.layerMemory(options),
+    onSome: (url) => RateLimiter.layer(options).pipe(Layer.provide(RedisLimiter.layerStore(redisOptions(url))))
+  })
 }
 
 export const ledgerFile = (out: string) => Path.join(out, "ledger.sqlite")
@@ -126,10 +168,14 @@ export const layer = (options: Options) => {
     }),
     Router.layer({ tiers: tiers(options) }),
     CircuitBreaker.layer(),
-    Layer.succeed(RetryPolicy.RetryPolicy, policy)
+    Layer.succeed(RetryPolicy.RetryPolicy, policy),
+    rateLimiter(options.limits)
   )
   const model = OpenAiLanguageModel.layer().pipe(Layer.provide(clientLayer))
-  const llm = Llm.layer({ defaultModel: options.modelSimple, require: ["budget", "pricing", "callLog", "router"] })
+  const llm = Llm.layer({
+    defaultModel: options.modelSimple,
+    require: ["budget", "pricing", "callLog", "router", "rateLimiter"]
+  })
     .pipe(Layer.provideMerge(Layer.merge(model, stages)))
   if (!options.batch) return llm
   const batch = Batch.layer({ pollEvery: simulated ? "1 second" : "1 minute" }).pipe(

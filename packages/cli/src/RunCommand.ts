@@ -82,6 +82,25 @@ export const shared = {
   modelComplex: Options.text("model-complex").pipe(
     Options.withDefault(Router.defaultTiers.complex!.model),
     Options.withDescription(`the complex tier's model (default ${Router.defaultTiers.complex!.model})`)
+  ),
+  requestsPerMinute: Flags.positive("requests-per-minute").pipe(
+    Options.optional,
+    Options.withDescription("the requests/min each model is paced to (default: learned from the provider's headers)")
+  ),
+  tokensPerMinute: Flags.positive("tokens-per-minute").pipe(
+    Options.optional,
+    Options.withDescription("the tokens/min each model is paced to (default: learned from the provider's headers)")
+  ),
+  redis: Options.text("redis").pipe(
+    Options.mapEffect((url) =>
+      /^rediss?:\/\/[^/]/.test(url)
+        ? Effect.succeed(url)
+        : Effect.fail(Flags.invalid(`--redis must be a redis:// URL such as redis://127.0.0.1:6379, got ${url}`))
+    ),
+    Options.optional,
+    Options.withDescription(
+      "share the rate limits with other keel processes through this Redis (default: this process)"
+    )
   )
 }
 
@@ -96,6 +115,9 @@ export interface Settings {
   readonly modelSimple: string
   readonly modelComplex: string
   readonly scope: string
+  readonly requestsPerMinute: Option.Option<number>
+  readonly tokensPerMinute: Option.Option<number>
+  readonly redis: Option.Option<string>
 }
 
 /** What `keel batch resume` needs to run a folder's command again (run.json). */
@@ -115,7 +137,10 @@ export const plain = (settings: Settings): Recorded["settings"] => ({
   ...settings,
   budgetUsd: Option.getOrNull(settings.budgetUsd),
   faults: Option.getOrNull(settings.faults),
-  baseUrl: Option.getOrNull(settings.baseUrl)
+  baseUrl: Option.getOrNull(settings.baseUrl),
+  requestsPerMinute: Option.getOrNull(settings.requestsPerMinute),
+  tokensPerMinute: Option.getOrNull(settings.tokensPerMinute),
+  redis: Option.getOrNull(settings.redis)
 })
 
 /** The settings back from run.json. */
@@ -123,7 +148,10 @@ export const fromPlain = (settings: Recorded["settings"]): Settings => ({
   ...settings,
   budgetUsd: Option.fromNullable(settings.budgetUsd),
   faults: Option.fromNullable(settings.faults),
-  baseUrl: Option.fromNullable(settings.baseUrl)
+  baseUrl: Option.fromNullable(settings.baseUrl),
+  requestsPerMinute: Option.fromNullable(settings.requestsPerMinute),
+  tokensPerMinute: Option.fromNullable(settings.tokensPerMinute),
+  redis: Option.fromNullable(settings.redis)
 })
 
 export const recordFile = (out: string) => Path.join(out, "run.json")
@@ -190,7 +218,12 @@ export const execute = (
         scope: settings.scope,
         budgetUsd: settings.budgetUsd,
         sink: progress.sink,
-        batch: settings.mode !== "sync"
+        batch: settings.mode !== "sync",
+        limits: {
+          requestsPerMinute: settings.requestsPerMinute,
+          tokensPerMinute: settings.tokensPerMinute,
+          redis: settings.redis
+        }
       }))
     )
     if (outcome.stopped !== undefined && !outcome.stopped.startsWith("interrupted")) {

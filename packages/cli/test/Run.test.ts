@@ -116,6 +116,12 @@ describe("keel run: bad input", () => {
       const concurrency = yield* keel({}, "demo", "--concurrency", "0")
       assert.strictEqual(concurrency.code, 2)
       assert.match(concurrency.stderr, /--concurrency must be an integer from 1 to 1024/)
+      const rate = yield* keel({}, "demo", "--requests-per-minute", "0")
+      assert.strictEqual(rate.code, 2)
+      assert.match(rate.stderr, /--requests-per-minute must be a positive integer, got 0/)
+      const redis = yield* keel({}, "demo", "--redis", "127.0.0.1:6379")
+      assert.strictEqual(redis.code, 2)
+      assert.match(redis.stderr, /--redis must be a redis:\/\/ URL/)
       const badTask = yield* keel({}, "run", "--task", "./nope.ts", "--input", "/etc/hostname", "--out", out)
       assert.strictEqual(badTask.code, 2)
       assert.match(badTask.stderr, /--task \.\/nope\.ts: cannot import it/)
@@ -223,6 +229,58 @@ describe("keel demo --budget-usd", () => {
         assert.isAtMost(spent, 0.01)
         assert.isBelow(ids(out).length, 60)
       }),
+    { timeout: 60_000 }
+  )
+})
+
+describe("keel demo under a provider's rate limit", () => {
+  it.live(
+    "learns the limit from the x-ratelimit headers: no call fails and few requests are answered 429",
+    () =>
+      Effect.gen(function*() {
+        // 240 requests/min (4 per second), its bucket already emptied by another client.
+        const simulator = yield* Simulator.make({ limits: { requestsPerMinute: 240 }, seed: 3 })
+        const body = JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }] })
+        for (let status = 200; status !== 429;) {
+          status = yield* Effect.promise(() =>
+            fetch(`${simulator.url}/chat/completions`, {
+              method: "POST",
+              headers: { authorization: "Bearer sk-other", "content-type": "application/json" },
+              body
+            }).then(async (response) => {
+              await response.arrayBuffer()
+              return response.status
+            })
+          )
+        }
+        const drained = yield* simulator.stats
+        const out = tmp()
+        const { code, stdout } = yield* keel(
+          { OPENAI_API_KEY: "sk-test" },
+          "demo",
+          "--count",
+          "24",
+          "--concurrency",
+          "16",
+          "--model-complex",
+          "gpt-4o-mini",
+          "--base-url",
+          simulator.url,
+          "--out",
+          out
+        )
+        assert.strictEqual(code, 0)
+        const summary = JSON.parse(Fs.readFileSync(Path.join(out, "summary.json"), "utf8"))
+        assert.strictEqual(summary.calls.failed, 0)
+        assert.strictEqual(jsonLines(Path.join(out, "results.jsonl")).length, 24)
+        assert.match(stdout, /failures {3}none/)
+        const stats = yield* simulator.stats
+        const requests = stats.requests - drained.requests
+        const answered429 = stats.rateLimited - drained.rateLimited
+        const calls = jsonLines(Path.join(out, "calls.jsonl"))
+        assert.strictEqual(requests, calls.reduce((n, c) => n + c.attempts, 0), "every request is in calls.jsonl")
+        assert.isAtMost(answered429 / requests, 0.1, `${answered429} of ${requests} requests were answered 429`)
+      }).pipe(Effect.scoped),
     { timeout: 60_000 }
   )
 })
