@@ -35,6 +35,7 @@ import * as DiagnosticsChannel from "node:diagnostics_channel"
 import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import * as PerfHooks from "node:perf_hooks"
 import * as OpenAiClient from "../packages/openai/src/OpenAiClient.js"
 import * as OpenAiLanguageModel from "../packages/openai/src/OpenAiLanguageModel.js"
 import * as Simulator from "../packages/openai/src/Simulator.js"
@@ -53,6 +54,27 @@ interface ClientResult {
   readonly sends: Array<number>
   /** epoch ms at which each answer's headers arrived, with its status */
   readonly answers: Array<readonly [number, number]>
+  readonly loop: Loop
+}
+
+/** How a process fared: its event loop's longest stall and its CPU time, from "go" to the end. */
+interface Loop {
+  readonly maxDelayMs: number
+  readonly cpuMs: number
+}
+
+/** Starts watching this process's event loop and CPU; `stop` returns what was seen. */
+const watchLoop = () => {
+  const histogram = PerfHooks.monitorEventLoopDelay({ resolution: 10 })
+  histogram.enable()
+  const cpu = process.cpuUsage()
+  return {
+    stop: (): Loop => {
+      histogram.disable()
+      const used = process.cpuUsage(cpu)
+      return { maxDelayMs: histogram.max / 1e6, cpuMs: (used.user + used.system) / 1000 }
+    }
+  }
 }
 
 /**
@@ -81,6 +103,7 @@ const client = async (url: string, calls: number, withLimiter: boolean) => {
   })
   process.send!("ready")
   await new Promise((resolve) => process.once("message", resolve))
+  const watch = watchLoop()
   const failures: Record<string, number> = {}
   const ends: Array<number> = []
   await Promise.all(Array.from({ length: calls }, async (_, i) => {
@@ -97,7 +120,8 @@ const client = async (url: string, calls: number, withLimiter: boolean) => {
       failures,
       ends,
       sends,
-      answers
+      answers,
+      loop: watch.stop()
     } satisfies ClientResult
   )
   await runtime.dispose()
@@ -123,6 +147,9 @@ export interface Row {
   readonly received: ReadonlyArray<number>
   /** 200 answers per 100 ms from the outage's start, as the client read them */
   readonly answered: ReadonlyArray<number>
+  /** keel's process, and the simulator's */
+  readonly clientLoop: Loop
+  readonly simulatorLoop: Loop
 }
 
 /** Counts per 100 ms from `from` (epoch ms). */
@@ -156,13 +183,17 @@ export const runCase = (name: string, calls: number, withLimiter: boolean, annou
       { stdio: "inherit" }
     )
     yield* Effect.promise(() => new Promise((resolve) => child.once("message", resolve)))
-    // The simulator's engine takes its start (and the outage's) while the layer is built, just after this.
-    const outageStart = epochNow()
     return yield* Effect.gen(function*() {
+      // The simulator's engine took its start (and the outage's) as the layer was built, after loading its
+      // token counter (a second or more under load) and before binding its port (a few ms): now is within
+      // those few ms of it.
+      const outageStart = epochNow()
       const simulator = yield* Simulator.Simulator
       const result = new Promise<ClientResult>((resolve) => child.once("message", resolve as never))
+      const watch = watchLoop()
       child.send("go")
       const done = yield* Effect.promise(() => result)
+      const simulatorLoop = watch.stop()
       const stats = yield* simulator.stats
       const received = [...Array.from({ length: stats.arrivals.startMs / 100 }, () => 0), ...stats.arrivals.counts]
       const sent = per100(done.sends, outageStart)
@@ -179,7 +210,9 @@ export const runCase = (name: string, calls: number, withLimiter: boolean, annou
         lastEndMs: Math.max(...done.ends) - outageStart,
         sent,
         received,
-        answered: per100(done.answers.filter(([, status]) => status === 200).map(([t]) => t), outageStart)
+        answered: per100(done.answers.filter(([, status]) => status === 200).map(([t]) => t), outageStart),
+        clientLoop: done.loop,
+        simulatorLoop
       } satisfies Row
     }).pipe(
       Effect.provide(Simulator.layer({
@@ -248,15 +281,17 @@ const main = async () => {
     } UTC)\n`
   )
   console.log(
-    "| case | failed calls | requests | busiest 100 ms after recovery, sent (received) | answered 503 overloaded | last call done (from the outage's start) |"
+    "| case | failed calls | requests | busiest 100 ms after recovery, sent (received) | answered 503 overloaded | last call done (from the outage's start) | longest event-loop stall, keel (simulator) | CPU s, keel (simulator) |"
   )
-  console.log("|---|---:|---:|---:|---:|---:|")
+  console.log("|---|---:|---:|---:|---:|---:|---:|---:|")
   for (const r of rows) {
     const failed = r.failed === 0 ? "0" : `${r.failed} (${JSON.stringify(r.failures)})`
     console.log(
       `| ${r.name} | ${failed} | ${r.requests} | ${r.peak} (${r.peakReceived}) | ${r.overloaded} | ${
         (r.lastEndMs / 1000).toFixed(2)
-      } s |`
+      } s | ${r.clientLoop.maxDelayMs.toFixed(0)} ms (${r.simulatorLoop.maxDelayMs.toFixed(0)} ms) | ${
+        (r.clientLoop.cpuMs / 1000).toFixed(2)
+      } (${(r.simulatorLoop.cpuMs / 1000).toFixed(2)}) |`
     )
   }
 }
