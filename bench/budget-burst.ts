@@ -6,7 +6,11 @@
  * defects, and whether the call log (the sum of the records' `costUsd`) equals the ledger. Then a
  * second burst of 1,000 calls (4 × 250) against the exhausted budget: how many were refused and how
  * fast. During the first burst, 40 reservations of a dead owner expire 2 s after the start; every
- * worker reclaims every second, and the report lists when reclaim ran and what it took back.
+ * worker reclaims every second, and the report lists when reclaim ran and what it took back, beside
+ * a bare `setTimeout` chain at the same interval in each worker (how late the event loop itself
+ * fires a timer: reclaim cannot be more punctual than that). Once a worker's timers fire on time
+ * again after the start-up, it also makes 25 calls under `Effect.timeout(50 ms)`, which wait on the
+ * busy ledger, and the report says how long each took to end.
  *
  * Each call reserves its worst case (input bytes as an upper bound of its tokens, and its whole
  * `maxOutputTokens`), about 2.8× what it is then charged, and waits for other calls' reservations
@@ -17,9 +21,12 @@
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
@@ -44,6 +51,8 @@ const answerCost = Pricing.costOf(Effect.runSync(Pricing.make({ table })).prices
 const deadOwners = 40
 const deadLease = 2_000
 const reclaimEvery = 1_000
+const timed = 25
+const timeoutMillis = 50
 
 type Store = { readonly pg: string } | { readonly sqlite: string }
 
@@ -54,6 +63,8 @@ interface Job {
   readonly limit: string
   readonly delayMillis: number
   readonly worker: number
+  /** Calls made under `Effect.timeout(timeoutMillis)` once the burst has started up (the loop turned). */
+  readonly timed: number
 }
 
 /** What a worker prints when its burst is over (one JSON line). */
@@ -73,6 +84,11 @@ interface Report {
   readonly probes: ReadonlyArray<readonly [number, number]>
   /** CPU time (user + system, ms) this process used from go until the probe first fired. */
   readonly cpuBeforeFirstProbe: number
+  /** The timed calls: wall time of each (ms), and how each ended. */
+  readonly timedMillis: ReadonlyArray<number>
+  /** When the bare timer started beside each timed call fired (ms after the call began; NaN: not before it ended). */
+  readonly timerMillis: ReadonlyArray<number>
+  readonly timedOutcomes: Record<string, number>
 }
 
 const pgLayer = (maxConnections: number) =>
@@ -121,6 +137,7 @@ const worker = (job: Job) =>
     let probing = true
     const cpuAtGo = process.cpuUsage()
     let cpuBeforeFirstProbe = 0
+    const startedUp = Deferred.unsafeMake<void>(FiberId.none)
     const probe = (due: number) =>
       setTimeout(() => {
         const now = performance.now()
@@ -128,6 +145,7 @@ const worker = (job: Job) =>
           const cpu = process.cpuUsage(cpuAtGo)
           cpuBeforeFirstProbe = Math.round((cpu.user + cpu.system) / 1000)
         }
+        if (now - due < 2 * timeoutMillis) Deferred.unsafeDone(startedUp, Exit.void)
         probes.push([Math.round(now - goAt), Math.round(now - due)])
         if (probing) probe(now + reclaimEvery)
       }, Math.max(0, due - performance.now()))
@@ -146,18 +164,48 @@ const worker = (job: Job) =>
     const refusedMillis: Array<number> = []
     const failed: Record<string, number> = {}
     let defects = 0
-    yield* Effect.forEach(
+    const call = (i: number) =>
+      Llm.generate({
+        model,
+        messages: [{ role: "user", content: `Score listing #${job.worker}-${String(i).padStart(5, "0")}` }],
+        maxOutputTokens,
+        scope: `${limitScope}/run:${job.worker}`
+      })
+    // A caller's timeout around calls that wait on the busy ledger (a line of waiting reservations),
+    // started once the event loop fires timers on time again after the start-up (until then no timer
+    // of this process fires, a timeout's included).
+    const timedMillis: Array<number> = []
+    const timerMillis: Array<number> = []
+    const timedOutcomes: Record<string, number> = {}
+    const timedCalls = Effect.zipRight(
+      Deferred.await(startedUp),
+      Effect.forEach(
+        Array.from({ length: job.timed }, (_, i) => job.calls + i),
+        (i) =>
+          Effect.suspend(() => {
+            const start = performance.now()
+            // A bare timer beside the timeout: when the loop could fire it, apart from the interruption.
+            let fired = Number.NaN
+            setTimeout(() => (fired = performance.now()), timeoutMillis)
+            return Effect.map(Effect.exit(Effect.timeout(call(i), timeoutMillis)), (exit) => {
+              timedMillis.push(Math.round(performance.now() - start))
+              timerMillis.push(Math.round(fired - start))
+              const failure = Exit.isSuccess(exit) ? "ok" : Cause.failureOption(exit.cause).pipe(
+                Option.match({ onNone: () => "defect", onSome: (error) => error._tag })
+              )
+              timedOutcomes[failure] = (timedOutcomes[failure] ?? 0) + 1
+            })
+          }),
+        { concurrency: "unbounded", discard: true }
+      )
+    )
+    const burstCalls = Effect.forEach(
       Array.from({ length: job.calls }, (_, i) => i),
       (i) =>
         Effect.suspend(() => {
           const start = performance.now()
           return Effect.map(
-            Effect.exit(Llm.generate({
-              model,
-              messages: [{ role: "user", content: `Score listing #${job.worker}-${String(i).padStart(5, "0")}` }],
-              maxOutputTokens,
-              scope: `${limitScope}/run:${job.worker}`
-            })),
+            Effect.exit(call(i)),
             (exit) => {
               const took = performance.now() - start
               if (Exit.isSuccess(exit)) return okMillis.push(took)
@@ -170,7 +218,8 @@ const worker = (job: Job) =>
           )
         }),
       { concurrency: "unbounded", discard: true }
-    ).pipe(Effect.provide(context))
+    )
+    yield* Effect.all([burstCalls, timedCalls], { concurrency: 2, discard: true }).pipe(Effect.provide(context))
     probing = false
     const report: Report = {
       ok: okMillis.length,
@@ -183,7 +232,10 @@ const worker = (job: Job) =>
       okMillis: okMillis.map(Math.round),
       reclaims,
       probes,
-      cpuBeforeFirstProbe
+      cpuBeforeFirstProbe,
+      timedMillis,
+      timerMillis,
+      timedOutcomes
     }
     process.stdout.write(`report ${JSON.stringify(report)}\n`)
   }).pipe(Effect.scoped)
@@ -242,12 +294,20 @@ const ledgerOf = (prefix: string) =>
     ))
 
 /** Runs `calls` per worker in `workers` processes started together; samples the ledger meanwhile. */
-const burst = (store: Store, prefix: string, calls: number, workers: number, limit: bigint, delayMillis: number) =>
+const burst = (
+  store: Store,
+  prefix: string,
+  calls: number,
+  workers: number,
+  limit: bigint,
+  delayMillis: number,
+  timed: number
+) =>
   Effect.gen(function*() {
     const children = Array.from(
       { length: workers },
       (_, worker) =>
-        spawn({ store, tablePrefix: prefix, calls, limit: Money.format(limit), delayMillis, worker: worker + 1 })
+        spawn({ store, tablePrefix: prefix, calls, limit: Money.format(limit), delayMillis, worker: worker + 1, timed })
     )
     yield* Effect.promise(() => Promise.all(children.map((child) => child.ready)))
     return children
@@ -263,7 +323,7 @@ const run = (name: string, store: Store, client: Layer.Layer<SqlClient.SqlClient
     const sql = yield* SqlClient.SqlClient
     const storeService = yield* BudgetSql.make({ tablePrefix: prefix })
     // The workers start together, once all are ready; the dead owner's reservations expire 2 s later.
-    const children = yield* burst(store, prefix, calls, workers, limit, delayMillis)
+    const children = yield* burst(store, prefix, calls, workers, limit, delayMillis, timed)
     const chain = Budget.chain(`${limitScope}/run:dead`).map((scope) => ({
       key: `${scope}|total|total`,
       scope,
@@ -314,9 +374,17 @@ const run = (name: string, store: Store, client: Layer.Layer<SqlClient.SqlClient
     const firstRuns = results.map((r) => r.reclaims[0]?.[0] ?? Number.NaN)
     const gaps = results.flatMap((r) => r.reclaims.slice(1).map(([at], i) => at - r.reclaims[i]![0]))
     const probeLateness = results.flatMap((r) => r.probes.map(([, late]) => late))
+    const timedMillis = results.flatMap((r) => r.timedMillis)
+    const timerMillis = results.flatMap((r) => r.timerMillis)
+    const timedOutcomes = new Map<string, number>()
+    for (const r of results) {
+      for (const [outcome, n] of Object.entries(r.timedOutcomes)) {
+        timedOutcomes.set(outcome, (timedOutcomes.get(outcome) ?? 0) + n)
+      }
+    }
 
     // Second burst against the exhausted budget.
-    const second = yield* burst(store, prefix, 1000 / workers, workers, limit, delayMillis)
+    const second = yield* burst(store, prefix, 1000 / workers, workers, limit, delayMillis, 0)
     for (const child of second) child.process.stdin!.write("go\n")
     const secondResults = yield* Effect.promise(() => Promise.all(second.map((child) => child.report)))
     for (const child of second) child.process.stdin!.end()
@@ -375,6 +443,15 @@ const run = (name: string, store: Store, client: Layer.Layer<SqlClient.SqlClient
       } ms, p99 ${percentile(probeLateness, 99)} ms, max ${
         percentile(probeLateness, 100)
       } ms (${probeLateness.length} firings)`,
+      `- ${timedMillis.length} calls under Effect.timeout(${timeoutMillis} ms) once timers fired on time again: ${
+        Array.from(timedOutcomes, ([outcome, n]) => `${outcome} ${n}`).join(", ")
+      }; ended after p50 ${percentile(timedMillis, 50)} ms, p99 ${percentile(timedMillis, 99)} ms, max ${
+        percentile(timedMillis, 100)
+      } ms; within ${2 * timeoutMillis} ms: ${
+        timedMillis.filter((ms) => ms <= 2 * timeoutMillis).length
+      }; a bare ${timeoutMillis} ms timer started beside each fired after p50 ${percentile(timerMillis, 50)} ms, max ${
+        percentile(timerMillis, 100)
+      } ms`,
       `- second burst, ${
         secondRefused.length + secondOther
       } calls against the exhausted budget: refused ${secondRefused.length}, anything else ${secondOther}; p50 ${

@@ -399,6 +399,7 @@ export const make = (
     const pollEvery = yield* positiveMillis("pollEvery", options.pollEvery, 20)
     const defaultMaxWait = millisOf(options.maxWait)
     const store = yield* BudgetStore
+    const budgetScope = yield* Effect.scope
     const owner = options.owner ?? crypto.randomUUID()
     let sequence = 0
 
@@ -466,14 +467,16 @@ export const make = (
 
     /**
      * One try at writing the reservation, interruptible while the store works; interrupted, it
-     * releases whatever may have been written, so an interrupted reserve holds nothing.
+     * releases whatever may have been written, so an interrupted reserve holds nothing. The release
+     * runs in a fiber of the budget's own (it waits its turn at a busy store, a round trip or more),
+     * so the caller's timeout takes effect at once; a release that fails is retried with the renewals.
      */
     const write = (request: ReserveRequest) =>
       Effect.matchCauseEffect(Effect.interruptible(store.reserve(request)), {
         onFailure: (cause) =>
           Cause.isInterrupted(cause)
             ? Effect.zipRight(
-              Effect.ignore(closeOrRetryLater(request.id, () => store.release(request.id))),
+              Effect.forkIn(Effect.ignore(closeOrRetryLater(request.id, () => store.release(request.id))), budgetScope),
               Effect.failCause(cause)
             )
             : Effect.failCause(cause),
