@@ -32,6 +32,7 @@ import * as Budget from "./Budget.js"
 import * as CallLog from "./CallLog.js"
 import * as CircuitBreaker from "./CircuitBreaker.js"
 import * as Breaker from "./internal/breaker.js"
+import * as Counted from "./internal/counted.js"
 import * as Limiting from "./internal/limiting.js"
 import * as Metering from "./internal/metering.js"
 import * as Observe from "./internal/observe.js"
@@ -188,8 +189,10 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, LlmConfi
         reason: `a Budget needs prices to reserve with: provide ${stageTags.pricing.provide} to Llm.layer`
       })
     }
-    const tokenizer = Option.getOrUndefined(Context.getOption(context, Tokenizer.Tokenizer)) ??
-      languageModel.tokenizer ?? Tokenizer.bytesUpperBound
+    const tokenizer = Counted.memoize(
+      Option.getOrUndefined(Context.getOption(context, Tokenizer.Tokenizer)) ??
+        languageModel.tokenizer ?? Tokenizer.bytesUpperBound
+    )
     const policy = yield* RetryPolicy.RetryPolicy
     const router = Option.getOrUndefined(Context.getOption(context, Router.Router))
     const breaker = Option.getOrUndefined(Context.getOption(context, CircuitBreaker.CircuitBreaker))
