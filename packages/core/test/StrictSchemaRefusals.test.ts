@@ -198,3 +198,34 @@ describe("StrictSchema names where a size limit is broken, as a path in the valu
     )
   })
 })
+
+describe("StrictSchema.make", () => {
+  it("throws the UnsupportedSchema itself, for the caller to catch by its tag", () => {
+    const thrown = (() => {
+      try {
+        StrictSchema.make(Schema.Struct({ when: Schema.DateFromSelf }))
+      } catch (error) {
+        return error
+      }
+    })()
+    assert.instanceOf(thrown, StrictSchema.UnsupportedSchema)
+    assert.strictEqual((thrown as StrictSchema.UnsupportedSchema).path, "when")
+  })
+
+  it("lets an error that is not a refusal through as it was", () => {
+    const broken = Schema.Struct({
+      a: Schema.suspend((): Schema.Schema<string> => {
+        throw new Error("not ready")
+      })
+    })
+    assert.throws(() => StrictSchema.makeEither(broken), /^not ready$/)
+  })
+
+  it("says what to use instead of a record", () => {
+    assert.strictEqual(
+      refusal(Schema.Struct({ meta: Schema.Record({ key: Schema.String, value: Schema.Number }) })).reason,
+      "a record or index signature (free keys) cannot be expressed in strict mode: every key must be listed; " +
+        "use a struct, or an array of key/value structs"
+    )
+  })
+})

@@ -199,3 +199,39 @@ describe("shapes sent as the model must write them", () => {
     assert.isTrue(pattern.test("order-12"))
   })
 })
+
+describe("conversion details a user can see", () => {
+  it("a pattern whose text is a format's name is not taken for that format", () => {
+    assert.deepStrictEqual(sent(Schema.Struct({ v: Schema.String.pipe(Schema.pattern(/time/)) })).properties.v, {
+      type: "string",
+      pattern: "time",
+      description: "a string matching the pattern time"
+    })
+  })
+
+  it("a union inside a nullable or a union is one anyOf, unless it carries its own description", () => {
+    const plain = sent(Schema.Struct({ v: Schema.NullOr(Schema.Union(Schema.Number, Schema.Boolean)) })).properties.v
+    assert.deepStrictEqual(plain, { anyOf: [{ type: "number" }, { type: "boolean" }, { type: "null" }] })
+    const described = Schema.Union(Schema.Number, Schema.Boolean).annotations({ description: "a count or a flag" })
+    assert.deepStrictEqual(sent(Schema.Struct({ v: Schema.NullOr(described) })).properties.v, {
+      anyOf: [{ anyOf: [{ type: "number" }, { type: "boolean" }], description: "a count or a flag" }, { type: "null" }]
+    })
+  })
+
+  it("a definition whose identifier is empty is named Def", () => {
+    interface Tree {
+      readonly children: ReadonlyArray<Tree>
+    }
+    const Tree: Schema.Schema<Tree> = Schema.Struct({
+      children: Schema.Array(Schema.suspend((): Schema.Schema<Tree> => Tree))
+    }).annotations({ identifier: "" })
+    assert.deepStrictEqual(Object.keys(sent(Schema.Struct({ t: Schema.suspend(() => Tree) })).$defs), ["Def"])
+  })
+
+  it("limits given to one conversion are not taken from, or left in, the cache", () => {
+    const schema = Schema.Struct({ a: Schema.Struct({ b: Schema.String }) })
+    assert.isTrue(Either.isRight(StrictSchema.makeEither(schema)))
+    const tight = StrictSchema.makeEither(schema, { limits: { maxDepth: 1 } })
+    assert.isTrue(Either.isLeft(tight) && /nesting depth 2 exceeds the limit of 1/.test(tight.left.reason))
+  })
+})

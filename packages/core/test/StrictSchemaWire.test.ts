@@ -55,6 +55,15 @@ describe("StrictSchema's decoder", () => {
     )
   })
 
+  it("sends and decodes a field renamed on the wire (fromKey), described or not", () => {
+    const strict = StrictSchema.make(Schema.Struct({
+      id: Schema.propertySignature(Schema.String).pipe(Schema.fromKey("order_id")).annotations({ description: "ours" }),
+      note: Schema.optionalWith(Schema.String, { default: () => "" })
+    }))
+    assert.deepStrictEqual(strict.jsonSchema.required, ["order_id", "note"])
+    assert.deepStrictEqual(strict.decodeJson(`{"order_id":"a1","note":null}`), Either.right({ id: "a1", note: "" }))
+  })
+
   it("refuses a property the schema does not have, naming it", () => {
     const strict = StrictSchema.make(Line)
     const problem = Either.getLeft(strict.decodeJson(`{"sku":"a","note":null,"colour":"red"}`))
