@@ -1,6 +1,6 @@
 /**
  * The `keel` command: the root and its subcommands, one module each (`DemoCommand`, `RunCommand`,
- * `ReportCommand`, `BudgetCommand`, `BatchCommand`, `SimulateCommand`), each providing its own
+ * `ReportCommand`, `BudgetCommand`, `BatchCommand`, `SimulateCommand`, `WorkerCommand`), each providing its own
  * layers so that `keel --help` needs no API key. `main` runs it as the binary does: a bad flag or
  * configuration prints one line on stderr naming what to fix and gives exit status 2.
  */
@@ -19,6 +19,7 @@ import * as Flags from "./Flags.js"
 import * as ReportCommand from "./ReportCommand.js"
 import * as RunCommand from "./RunCommand.js"
 import * as SimulateCommand from "./SimulateCommand.js"
+import * as WorkerCommand from "./WorkerCommand.js"
 
 export { UsageError } from "./Flags.js"
 
@@ -31,7 +32,8 @@ export const command = Command.make("keel").pipe(
     ReportCommand.command,
     BudgetCommand.command,
     BatchCommand.command,
-    SimulateCommand.command
+    SimulateCommand.command,
+    WorkerCommand.command
   ])
 )
 

@@ -43,3 +43,13 @@ export const out = Options.text("out").pipe(
   Options.withDefault("keel-out"),
   Options.withDescription("the output folder: results, errors, call log, ledger, summary (default ./keel-out)")
 )
+
+/** A Postgres URL (`--postgres`, `--cluster`), e.g. postgres://keel@db:5432/keel. */
+export const postgresUrl = (name: string) =>
+  Options.text(name).pipe(
+    Options.mapEffect((url) =>
+      /^postgres(ql)?:\/\/[^/]/.test(url)
+        ? Effect.succeed(url)
+        : Effect.fail(invalid(`--${name} must be a postgres:// URL such as postgres://127.0.0.1:5432/keel, got ${url}`))
+    )
+  )

@@ -14,6 +14,7 @@ import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
+import * as ClusterRun from "./ClusterRun.js"
 import * as Flags from "./Flags.js"
 import * as Live from "./Live.js"
 import * as Runner from "./Runner.js"
@@ -240,12 +241,17 @@ export const command = Command.make("run", {
   scope: Options.text("scope").pipe(
     Options.withDefault("keel:run"),
     Options.withDescription("the budget scope charged, e.g. tenant:acme/run:42 (default keel:run)")
+  ),
+  cluster: Flags.postgresUrl("cluster").pipe(
+    Options.optional,
+    Options.withDescription("run on the `keel worker`s sharing this Postgres (see ClusterRun) instead of in-process")
   )
 }, (options) =>
   Effect.gen(function*() {
     const task = yield* Task.load(options.task).pipe(
       Effect.mapError((e) => new Flags.UsageError({ message: e.message }))
     )
+    if (Option.isSome(options.cluster)) return yield* ClusterRun.execute(task, options, options.cluster.value)
     yield* execute(task, { _tag: "File", path: options.input }, options, {
       command: "run",
       task: Path.resolve(options.task),

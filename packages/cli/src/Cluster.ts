@@ -1,0 +1,496 @@
+/**
+ * keel on `@effect/cluster`: one run's items spread over the shards of many runner processes that
+ * share Postgres (shard locks, runners, durable messages) and Redis (the provider quota).
+ *
+ * - `ItemEntity`: each item is a persisted message to the entity `${run}/${itemId}`; the cluster
+ *   routes it to the runner holding its shard, and a dead runner's unprocessed messages are read
+ *   again by whichever runner takes its shards.
+ * - `Store`: the run's outcomes in Postgres, one row per (run, item), inserted once: a message that
+ *   is delivered again finds its row and calls nothing. The call records of each run sit beside them.
+ *   The submitter (`ClusterRun`) copies both into the output folder and marks them collected.
+ * - `workerLayer`: a runner serving `ItemEntity` over the full pipeline (router, budget on the same
+ *   Postgres, rate limiter on Redis, breaker, retries), on a socket at the address it is given.
+ * - `clientLayer`: the submitter's side, a client-only member of the same cluster.
+ */
+import * as ClusterSchema from "@effect/cluster/ClusterSchema"
+import * as Entity from "@effect/cluster/Entity"
+import * as RunnerAddress from "@effect/cluster/RunnerAddress"
+import * as RunnerHealth from "@effect/cluster/RunnerHealth"
+import * as Runners from "@effect/cluster/Runners"
+import * as ShardingConfig from "@effect/cluster/ShardingConfig"
+import * as SocketRunner from "@effect/cluster/SocketRunner"
+import * as SqlMessageStorage from "@effect/cluster/SqlMessageStorage"
+import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
+import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
+import * as Rpc from "@effect/rpc/Rpc"
+import * as RpcSerialization from "@effect/rpc/RpcSerialization"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import type * as Budget from "@keel/core/Budget"
+import * as BudgetSql from "@keel/core/Budget/Sql"
+import * as CallLog from "@keel/core/CallLog"
+import * as CircuitBreaker from "@keel/core/CircuitBreaker"
+import * as Llm from "@keel/core/Llm"
+import * as RateLimiter from "@keel/core/RateLimiter"
+import * as RedisLimiter from "@keel/core/RateLimiter/Redis"
+import * as RetryPolicy from "@keel/core/RetryPolicy"
+import * as Router from "@keel/core/Router"
+import * as OpenAiLanguageModel from "@keel/openai/OpenAiLanguageModel"
+import * as OpenAiPricing from "@keel/openai/OpenAiPricing"
+import * as OpenAiTokenizer from "@keel/openai/OpenAiTokenizer"
+import * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Redacted from "effect/Redacted"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import { Redis } from "ioredis"
+import * as Live from "./Live.js"
+import * as Task from "./Task.js"
+
+/** Postgres or Redis cannot be reached (or refused us): which, where and why. */
+export class StoreUnreachable extends Schema.TaggedError<StoreUnreachable>("@keel/cli/Cluster/StoreUnreachable")(
+  "StoreUnreachable",
+  { store: Schema.Literal("Postgres", "Redis"), url: Schema.String, reason: Schema.String }
+) {
+  override get message() {
+    return `${this.store} at ${this.url} is unreachable: ${this.reason}`
+  }
+}
+
+/** A store operation of the cluster run failed (Postgres went away mid-run, a statement failed). */
+export class StoreError extends Schema.TaggedError<StoreError>("@keel/cli/Cluster/StoreError")("StoreError", {
+  operation: Schema.String,
+  reason: Schema.String
+}) {
+  override get message() {
+    return `cluster store: ${this.operation} failed: ${this.reason}`
+  }
+}
+
+/** The URL with its password hidden, for messages. */
+export const redactUrl = (url: string): string => url.replace(/\/\/([^:/@]+):[^@/]*@/, "//$1:***@")
+
+const reasonOf = (error: unknown): string => {
+  const cause = (error as { readonly cause?: unknown }).cause
+  const inner = cause instanceof Error ? cause : error instanceof Error ? error : undefined
+  if (inner === undefined) return String(error)
+  const code = (inner as { readonly code?: unknown }).code
+  return typeof code === "string" && !inner.message.includes(code) ? `${inner.message} (${code})` : inner.message
+}
+
+/** One item of a run, as it travels in a durable message. */
+export const ItemPayload = {
+  /** The run's id (one per output folder). */
+  run: Schema.String,
+  /** The task module, as the worker imports it: an absolute path or a package specifier. */
+  task: Schema.String,
+  /** The budget scope charged. */
+  scope: Schema.String,
+  id: Schema.String,
+  tier: Schema.String,
+  /** The input line, parsed but not decoded (the worker decodes it with the task's Schema). */
+  input: Schema.Unknown
+}
+
+/** Process one item: persisted, so it survives the runner that holds it; keyed by run and item. */
+export const Process = Rpc.make("Process", {
+  payload: ItemPayload,
+  primaryKey: (item) => `${item.run}/${item.id}`
+})
+
+/** The entity each item is addressed to, at `${run}/${itemId}` (so items spread over every shard). */
+export const ItemEntity = Entity.make("KeelItem", [Process]).annotateRpcs(ClusterSchema.Persisted, true)
+
+/** The entity id of an item. */
+export const entityId = (run: string, id: string) => `${run}/${id}`
+
+/** An item's outcome, as stored and as written to results.jsonl or errors.jsonl. */
+export type Outcome =
+  | { readonly kind: "result"; readonly line: { readonly id: string; readonly output: unknown } }
+  | {
+    readonly kind: "error"
+    readonly line: { readonly id: string; readonly errorTag: string; readonly message: string }
+  }
+
+export interface StoreOptions {
+  /** Prefix of the cluster's tables (messages, runners, results, calls). Default `keel_cluster`. */
+  readonly prefix: string
+}
+
+export const defaultPrefix = "keel_cluster"
+
+/** The call records of the item this fiber processes, stored with its outcome (see `callSink`). */
+const currentRecords = FiberRef.unsafeMake<Array<string> | undefined>(undefined)
+
+const typed = (operation: string) => <A, R>(effect: Effect.Effect<A, SqlError, R>) =>
+  Effect.mapError(effect, (error) => new StoreError({ operation, reason: reasonOf(error) }))
+
+const makeStore = (options: StoreOptions) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(options.prefix)) {
+      return yield* new StoreError({
+        operation: "open the tables",
+        reason: `the table prefix ${options.prefix} must be letters, digits and underscores`
+      })
+    }
+    const results = sql(`${options.prefix}_results`)
+    const calls = sql(`${options.prefix}_calls`)
+    yield* sql`CREATE TABLE IF NOT EXISTS ${results} (
+      run_id TEXT NOT NULL, item_id TEXT NOT NULL, kind TEXT NOT NULL, line TEXT NOT NULL,
+      collected BOOLEAN NOT NULL DEFAULT FALSE, created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+      PRIMARY KEY (run_id, item_id))`.pipe(
+      Effect.zipRight(sql`CREATE INDEX IF NOT EXISTS ${sql(`${options.prefix}_results_uncollected`)}
+        ON ${results} (run_id) WHERE NOT collected`),
+      Effect.zipRight(sql`CREATE TABLE IF NOT EXISTS ${calls} (
+        seq BIGSERIAL PRIMARY KEY, run_id TEXT NOT NULL, item_id TEXT NOT NULL, record TEXT NOT NULL,
+        collected BOOLEAN NOT NULL DEFAULT FALSE)`),
+      Effect.zipRight(sql`CREATE INDEX IF NOT EXISTS ${sql(`${options.prefix}_calls_uncollected`)}
+        ON ${calls} (run_id) WHERE NOT collected`),
+      // Workers starting together race on CREATE … IF NOT EXISTS; the loser's statement is retried.
+      Effect.retry(Schedule.intersect(Schedule.spaced("50 millis"), Schedule.recurs(5))),
+      typed("create the tables")
+    )
+
+    return {
+      /** Whether the item already has its outcome. */
+      has: (run: string, id: string) =>
+        sql<{ readonly n: number }>`SELECT 1 AS n FROM ${results} WHERE run_id = ${run} AND item_id = ${id}`.pipe(
+          Effect.map((rows) => rows.length > 0),
+          typed("read an outcome")
+        ),
+      /**
+       * Stores the item's outcome and its call records in one transaction unless it has an outcome
+       * already; true when this call stored them.
+       */
+      insertOnce: (run: string, outcome: Outcome, records: ReadonlyArray<string>) =>
+        Effect.gen(function*() {
+          const inserted = yield* sql<{ readonly item_id: string }>`
+            INSERT INTO ${results} (run_id, item_id, kind, line)
+            VALUES (${run}, ${outcome.line.id}, ${outcome.kind}, ${JSON.stringify(outcome.line)})
+            ON CONFLICT (run_id, item_id) DO NOTHING RETURNING item_id`
+          if (inserted.length === 0 || records.length === 0) return inserted.length > 0
+          yield* sql`INSERT INTO ${calls} ${
+            sql.insert(records.map((record) => ({ run_id: run, item_id: outcome.line.id, record })))
+          }`
+          return true
+        }).pipe(sql.withTransaction, typed("store an outcome")),
+      /** Outcomes of the run not yet copied into its folder, oldest first. */
+      uncollected: (run: string, limit: number) =>
+        sql<{ readonly item_id: string; readonly kind: string; readonly line: string }>`
+          SELECT item_id, kind, line FROM ${results} WHERE run_id = ${run} AND NOT collected
+          ORDER BY created_at LIMIT ${limit}`.pipe(typed("read outcomes")),
+      markCollected: (run: string, ids: ReadonlyArray<string>) =>
+        ids.length === 0 ? Effect.void : sql`UPDATE ${results} SET collected = TRUE
+          WHERE run_id = ${run} AND item_id IN ${sql.in(ids)}`.pipe(Effect.asVoid, typed("mark outcomes collected")),
+      uncollectedCalls: (run: string, limit: number) =>
+        sql<{ readonly seq: string; readonly record: string }>`
+          SELECT seq, record FROM ${calls} WHERE run_id = ${run} AND NOT collected ORDER BY seq LIMIT ${limit}`
+          .pipe(typed("read call records")),
+      markCallsCollected: (seqs: ReadonlyArray<string>) =>
+        seqs.length === 0 ? Effect.void : sql`UPDATE ${calls} SET collected = TRUE WHERE seq IN ${sql.in(seqs)}`
+          .pipe(Effect.asVoid, typed("mark call records collected")),
+      /** How many outcomes the run has in the store. */
+      count: (run: string) =>
+        sql<{ readonly n: string }>`SELECT count(*) AS n FROM ${results} WHERE run_id = ${run}`.pipe(
+          Effect.map((rows) => Number(rows[0]?.n ?? 0)),
+          typed("count outcomes")
+        )
+    }
+  })
+
+/** The run's outcomes and call records in Postgres. */
+export class Store extends Context.Tag("@keel/cli/Cluster/Store")<
+  Store,
+  Effect.Effect.Success<ReturnType<typeof makeStore>>
+>() {
+  static readonly layer = (options: StoreOptions) => Layer.effect(Store, makeStore(options))
+}
+
+/** The Postgres client for a URL; an unreachable or refusing server is a `StoreUnreachable`. */
+export const postgres = (url: string) =>
+  PgClient.layer({ url: Redacted.make(url), connectTimeout: "5 seconds", applicationName: "keel" }).pipe(
+    Layer.catchAllCause((cause) =>
+      Layer.fail(
+        new StoreUnreachable({ store: "Postgres", url: redactUrl(url), reason: reasonOf(Cause.squash(cause)) })
+      )
+    )
+  )
+
+/** The Redis connection options of a `redis://[:password@]host[:port][/db]` URL. */
+export const redisOptions = (url: string): RedisLimiter.Options => {
+  const parsed = new URL(url)
+  return {
+    host: parsed.hostname || "127.0.0.1",
+    port: parsed.port === "" ? 6379 : Number(parsed.port),
+    ...(parsed.password === "" ? {} : { password: decodeURIComponent(parsed.password) }),
+    ...(parsed.username === "" ? {} : { username: decodeURIComponent(parsed.username) }),
+    ...(parsed.pathname.length > 1 ? { db: Number(parsed.pathname.slice(1)) } : {})
+  }
+}
+
+/**
+ * Fails with `StoreUnreachable` unless Redis answers PING within 2 s. (The limiter's store never
+ * fails to start, it falls back to process memory; a worker must not start on a quota it cannot share.)
+ */
+export const checkRedis = (url: string): Effect.Effect<void, StoreUnreachable> =>
+  Effect.acquireUseRelease(
+    Effect.sync(() => {
+      const client = new Redis({
+        ...redisOptions(url),
+        lazyConnect: true,
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 0,
+        connectTimeout: 2_000,
+        retryStrategy: () => null
+      })
+      // ioredis reports "Connection is closed" to the command; the socket's own error says why.
+      const seen: { error?: unknown } = {}
+      client.on("error", (error) => {
+        seen.error = error
+      })
+      return { client, seen }
+    }),
+    ({ client, seen }) =>
+      Effect.tryPromise({
+        try: () => client.connect().then(() => client.ping()),
+        catch: (error) =>
+          new StoreUnreachable({ store: "Redis", url: redactUrl(url), reason: reasonOf(seen.error ?? error) })
+      }),
+    ({ client }) => Effect.sync(() => client.disconnect())
+  ).pipe(Effect.asVoid)
+
+export interface ClusterOptions extends StoreOptions {
+  /** How often runners read due messages from storage and refresh shard assignments. */
+  readonly pollInterval?: number | undefined
+}
+
+const shardingConfig = (options: ClusterOptions, address: Option.Option<RunnerAddress.RunnerAddress>) =>
+  ShardingConfig.layer({
+    runnerAddress: address,
+    entityMessagePollInterval: options.pollInterval ?? 1_000,
+    entityReplyPollInterval: 200,
+    refreshAssignmentsInterval: 1_000,
+    runnerHealthCheckInterval: "3 seconds",
+    // Shard locks are Postgres advisory locks: a killed runner's connection closes and frees them at once.
+    shardLockRefreshInterval: "2 seconds",
+    shardLockExpiration: "10 seconds",
+    entityMailboxCapacity: "unbounded"
+  })
+
+const storage = (options: ClusterOptions) =>
+  Layer.mergeAll(
+    Layer.orDie(SqlMessageStorage.layerWith({ prefix: options.prefix })),
+    Layer.orDie(SqlRunnerStorage.layerWith({ prefix: options.prefix }))
+  )
+
+/** A runner of the cluster on a socket at `host:port`, over the `SqlClient` in context. */
+export const runnerLayer = (options: ClusterOptions & { readonly host: string; readonly port: number }) =>
+  SocketRunner.layer.pipe(
+    Layer.provide(RunnerHealth.layerPing.pipe(
+      Layer.provide(Runners.layerRpc),
+      Layer.provide(NodeClusterSocket.layerClientProtocol)
+    )),
+    Layer.provide([NodeClusterSocket.layerSocketServer, NodeClusterSocket.layerClientProtocol]),
+    Layer.provideMerge(storage(options)),
+    Layer.provide(shardingConfig(options, Option.some(RunnerAddress.make(options.host, options.port)))),
+    Layer.provide(RpcSerialization.layerMsgPack)
+  )
+
+/** A client-only member of the cluster (sends messages, runs no entities), over the `SqlClient` in context. */
+export const clientLayer = (options: ClusterOptions) =>
+  SocketRunner.layerClientOnly.pipe(
+    Layer.provide(NodeClusterSocket.layerClientProtocol),
+    Layer.provideMerge(storage(options)),
+    Layer.provide(shardingConfig(options, Option.none())),
+    Layer.provide(RpcSerialization.layerMsgPack)
+  )
+
+export interface WorkerOptions extends ClusterOptions {
+  readonly postgresUrl: string
+  readonly redisUrl: string
+  readonly host: string
+  readonly port: number
+  /** Items this worker processes at once. */
+  readonly concurrency: number
+  readonly backend: Live.Backend
+  readonly modelSimple: string
+  readonly modelComplex: string
+  /** A spend limit (USD) on a scope, the same on every worker. */
+  readonly budget: Option.Option<{ readonly scope: string; readonly usd: number }>
+  /** The provider's requests/min shared by every worker through Redis; learned from headers when unset. */
+  readonly requestsPerMinute: Option.Option<number>
+  /** Budget tables prefix (default the budget's own, `keel_budget`). */
+  readonly budgetPrefix?: string | undefined
+}
+
+const tiers = (options: WorkerOptions): Record<string, Router.Tier> => ({
+  simple: options.modelSimple === Router.defaultTiers.simple!.model
+    ? Router.defaultTiers.simple!
+    : { model: options.modelSimple },
+  complex: options.modelComplex === Router.defaultTiers.complex!.model
+    ? Router.defaultTiers.complex!
+    : { model: options.modelComplex }
+})
+
+/**
+ * A call-log sink keeping each record with the item being processed, to be stored with its outcome:
+ * a worker killed before the outcome is stored leaves no record of a call whose item is done again.
+ */
+const callSink: CallLog.Sink = {
+  name: "cluster",
+  write: (record) =>
+    Effect.flatMap(FiberRef.get(currentRecords), (records) =>
+      Effect.sync(() => {
+        records?.push(JSON.stringify(record))
+      }))
+}
+
+/** The pipeline a worker runs items through: the budget on the worker's Postgres, the quota on Redis. */
+const pipeline = (options: WorkerOptions) => {
+  const simulated = options.backend._tag === "Simulator"
+  const stages = Layer.mergeAll(
+    OpenAiPricing.layer(),
+    OpenAiTokenizer.layer,
+    BudgetSql.layer({
+      limits: Option.match(options.budget, {
+        onNone: () => [],
+        onSome: ({ scope, usd }) => [{ scope, limit: String(usd) }]
+      }),
+      ...(options.budgetPrefix === undefined ? {} : { tablePrefix: options.budgetPrefix }),
+      concurrency: 8
+    }),
+    CallLog.layer({ sinks: [callSink] }),
+    Router.layer({ tiers: tiers(options) }),
+    CircuitBreaker.layer(),
+    Layer.succeed(
+      RetryPolicy.RetryPolicy,
+      RetryPolicy.make(simulated ? { attemptTimeout: "10 seconds", deadline: "1 minute" } : {})
+    ),
+    RateLimiter.layer({
+      limits: Option.match(options.requestsPerMinute, {
+        onNone: () => ({}),
+        onSome: (requestsPerMinute) => ({ requestsPerMinute })
+      })
+    }).pipe(Layer.provide(RedisLimiter.layerStore(redisOptions(options.redisUrl))))
+  )
+  const model = OpenAiLanguageModel.layer().pipe(Layer.provide(Live.client(options.backend)))
+  return Llm.layer({
+    defaultModel: options.modelSimple,
+    require: ["budget", "pricing", "callLog", "router", "rateLimiter"]
+  }).pipe(Layer.provideMerge(Layer.merge(model, stages)))
+}
+
+/** Decodes an item with its task and runs it through the pipeline into its outcome. */
+const processItem = (task: Task.Any, item: typeof Process.payloadSchema.Type) =>
+  Effect.gen(function*() {
+    const decoded = Schema.decodeUnknownEither(task.input)(item.input)
+    if (decoded._tag === "Left") {
+      return {
+        kind: "error",
+        line: {
+          id: item.id,
+          errorTag: "InputInvalid",
+          message: ParseResult.TreeFormatter.formatErrorSync(decoded.left)
+        }
+      } satisfies Outcome
+    }
+    const schema = task.outputs[item.tier]
+    if (schema === undefined) {
+      return {
+        kind: "error",
+        line: { id: item.id, errorTag: "InputInvalid", message: `the task has no output Schema for tier ${item.tier}` }
+      } satisfies Outcome
+    }
+    return yield* Llm.generateObject({
+      ...task.prompt(decoded.right, item.tier),
+      schema,
+      tier: item.tier,
+      task: task.name,
+      scope: item.scope
+    }).pipe(
+      Effect.map((output): Outcome => ({ kind: "result", line: { id: item.id, output } })),
+      Effect.catchAll((error) =>
+        Effect.succeed<Outcome>({ kind: "error", line: { id: item.id, errorTag: error._tag, message: error.message } })
+      )
+    )
+  })
+
+/**
+ * The store may be down for a while (Postgres restarting): its operations are retried, so the message
+ * stays unprocessed, never answered with a failure, and is read again when the store is back.
+ */
+const persistently = <A, R>(effect: Effect.Effect<A, StoreError, R>): Effect.Effect<A, never, R> =>
+  Effect.retry(
+    Effect.tapError(effect, (error) => Effect.logWarning(`${error.message}; retrying`)),
+    Schedule.exponential("200 millis").pipe(Schedule.union(Schedule.spaced("5 seconds")))
+  ).pipe(Effect.orDie) // the schedule never ends: no error is left to die with
+
+/**
+ * The handlers of `ItemEntity`, made once per process (an entity instance per item shares them): at
+ * most `concurrency` items in the pipeline at once, each task module imported once.
+ */
+const handlers = (concurrency: number) =>
+  Effect.gen(function*() {
+    const store = yield* Store
+    const permits = yield* Effect.makeSemaphore(concurrency)
+    const context = yield* Effect.context<Llm.Llm | Budget.Budget>()
+    const tasks = new Map<string, Effect.Effect<Task.Any, Task.TaskLoadError>>()
+    const loadTask = (module: string) =>
+      Effect.suspend(() => {
+        const cached = tasks.get(module)
+        if (cached !== undefined) return cached
+        return Effect.flatMap(Effect.cached(Task.load(module)), (load) => {
+          tasks.set(module, load)
+          return load
+        })
+      })
+    return ItemEntity.of({
+      Process: ({ payload: item }) =>
+        Effect.gen(function*() {
+          if (yield* persistently(store.has(item.run, item.id))) return
+          const records: Array<string> = []
+          const outcome = yield* loadTask(item.task).pipe(
+            Effect.flatMap((task) => processItem(task, item)),
+            Effect.catchTag("TaskLoadError", (error) =>
+              Effect.succeed<Outcome>({
+                kind: "error",
+                line: { id: item.id, errorTag: error._tag, message: error.message }
+              })),
+            Effect.locally(currentRecords, records),
+            permits.withPermits(1),
+            Effect.provide(context)
+          )
+          yield* persistently(store.insertOnce(item.run, outcome, records))
+        })
+    })
+  })
+
+/**
+ * A worker: the runner, the pipeline and the entity, on Postgres and Redis. Postgres and Redis are
+ * checked first, so an unreachable one fails the layer with `StoreUnreachable`.
+ */
+export const workerLayer = (options: WorkerOptions) => {
+  const sql = postgres(options.postgresUrl)
+  const store = Store.layer(options)
+  // `toLayer` would run an Effect of handlers once per entity instance: they are built here, once.
+  const entity = Layer.unwrapEffect(Effect.map(handlers(options.concurrency), (built) =>
+    ItemEntity.toLayer(built, {
+      concurrency: "unbounded",
+      mailboxCapacity: "unbounded",
+      maxIdleTime: "10 seconds"
+    })))
+  return entity.pipe(
+    Layer.provide(pipeline(options)),
+    Layer.provide(runnerLayer(options)),
+    Layer.provideMerge(store),
+    Layer.provide(sql),
+    Layer.provide(Layer.effectDiscard(checkRedis(options.redisUrl)))
+  )
+}

@@ -1,0 +1,241 @@
+/**
+ * `keel worker` and `keel run --cluster` as real processes: a `keel simulate` server, three workers
+ * sharing Postgres (a schema of their own) and Redis, and a run over generated listings. Every item
+ * ends once in the output folder, the ledger charges what calls.jsonl records, and a worker killed
+ * with SIGKILL mid-run leaves its items to the others. Workers refuse to start on an unreachable
+ * Postgres or Redis.
+ */
+import * as PgClient from "@effect/sql-pg/PgClient"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as ManagedRuntime from "effect/ManagedRuntime"
+import * as ChildProcess from "node:child_process"
+import * as Crypto from "node:crypto"
+import * as Fs from "node:fs"
+import * as Net from "node:net"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import * as Listings from "../src/Listings.js"
+
+const bin = Path.join(import.meta.dirname, "..", "src", "bin.ts")
+const task = Path.join(import.meta.dirname, "..", "src", "JobScoring.ts")
+
+interface Keel {
+  readonly process: ChildProcess.ChildProcess
+  /** stdout and stderr as they came. */
+  readonly stderr: () => string
+  readonly exited: Promise<number | null>
+}
+
+const running: Array<Keel> = []
+
+/** Starts `keel` with the given arguments; every process still running is killed after the file. */
+const spawnKeel = (...args: Array<string>): Keel => {
+  const child = ChildProcess.spawn(process.execPath, ["--import", "tsx", "--conditions=@keel/source", bin, ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, OPENAI_API_KEY: "" }
+  })
+  let stderr = ""
+  // Both streams: the simulator says where it listens on stdout, the others write progress to stderr.
+  child.stdout.on("data", (chunk) => (stderr += chunk))
+  child.stderr.on("data", (chunk) => (stderr += chunk))
+  const keel = {
+    process: child,
+    stderr: () => stderr,
+    exited: new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
+  }
+  running.push(keel)
+  return keel
+}
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const server = Net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as Net.AddressInfo
+      server.close(() => resolve(port))
+    })
+  })
+
+const waitFor = async (what: string, check: () => boolean | Promise<boolean>, timeoutMs = 60_000) => {
+  const deadline = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
+const schema = `keel_worker_test_${Crypto.randomBytes(4).toString("hex")}`
+const postgresUrl = `postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D${schema}`
+const db = ManagedRuntime.make(
+  PgClient.layer({ host: "127.0.0.1", port: 5432, database: "test", username: "postgres" }).pipe(Layer.orDie)
+)
+const query = <A extends object>(text: string) =>
+  db.runPromise(Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe<A>(text)))
+
+let simulatorUrl = ""
+
+beforeAll(async () => {
+  await query(`CREATE SCHEMA ${schema}`)
+  const port = await freePort()
+  const simulator = spawnKeel("simulate", "--port", String(port), "--latency-ms", "300")
+  await waitFor("the simulator", () => simulator.stderr().includes("listening") || simulator.process.exitCode !== null)
+  simulatorUrl = `http://127.0.0.1:${port}/v1`
+}, 60_000)
+
+afterAll(async () => {
+  for (const keel of running) keel.process.kill("SIGKILL")
+  await Promise.all(running.map((keel) => keel.exited))
+  await query(`DROP SCHEMA ${schema} CASCADE`)
+  await db.dispose()
+}, 60_000)
+
+const startWorker = async () => {
+  const port = await freePort()
+  const worker = spawnKeel(
+    "worker",
+    "--postgres",
+    postgresUrl,
+    "--port",
+    String(port),
+    "--base-url",
+    simulatorUrl,
+    "--concurrency",
+    "32"
+  )
+  await waitFor(
+    "a worker",
+    () => worker.stderr().includes("keel: worker at") || worker.process.exitCode !== null
+  )
+  assert.strictEqual(worker.process.exitCode, null, worker.stderr())
+  return worker
+}
+
+const jsonLines = (file: string): Array<Record<string, any>> =>
+  Fs.existsSync(file) ? Fs.readFileSync(file, "utf8").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l)) : []
+
+const input = (count: number, from = 1) => {
+  const file = Path.join(Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-cluster-in-")), "listings.jsonl")
+  Fs.writeFileSync(
+    file,
+    Array.from({ length: count }, (_, i) => JSON.stringify(Listings.listing(from + i))).join("\n") + "\n"
+  )
+  return file
+}
+
+/** USD decimal string → pico-dollars, as the ledger keeps amounts. */
+const pico = (usd: string) => {
+  const [whole, fraction = ""] = usd.split(".")
+  return BigInt(whole!) * 10n ** 12n + BigInt(fraction.padEnd(12, "0").slice(0, 12))
+}
+
+/** Reservations of the ledger by status: count and amount charged (pico-dollars). */
+const ledger = async () => {
+  const rows = await query<{ status: string; n: string; charged: string | null }>(
+    `SELECT status, count(*) AS n, sum(charged) AS charged FROM ${schema}.keel_budget_reservations GROUP BY status`
+  )
+  return Object.fromEntries(rows.map((r) => [r.status, { n: Number(r.n), charged: BigInt(r.charged ?? 0) }]))
+}
+
+const runOn = (count: number, from: number) => {
+  const out = Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-cluster-out-"))
+  const run = spawnKeel("run", "--cluster", postgresUrl, "--task", task, "--input", input(count, from), "--out", out)
+  return { out, run }
+}
+
+/** Every listing of the run once in results.jsonl or errors.jsonl, and nothing else. */
+const assertEachOnce = (out: string, count: number, from: number) => {
+  const ids = [
+    ...jsonLines(Path.join(out, "results.jsonl")).map((r) => r.id as string),
+    ...jsonLines(Path.join(out, "errors.jsonl")).map((e) => e.id as string)
+  ]
+  assert.strictEqual(ids.length, count)
+  assert.deepStrictEqual(
+    new Set(ids),
+    new Set(Array.from({ length: count }, (_, i) => Listings.listing(from + i).id))
+  )
+}
+
+describe("keel worker", () => {
+  it("refuses to start on an unreachable Postgres or Redis, naming it, with a non-zero status", async () => {
+    const closed = await freePort()
+    const noPostgres = spawnKeel(
+      "worker",
+      "--postgres",
+      `postgres://postgres@127.0.0.1:${closed}/test`,
+      "--base-url",
+      "http://127.0.0.1:1/v1"
+    )
+    const noRedis = spawnKeel(
+      "worker",
+      "--postgres",
+      postgresUrl,
+      "--redis",
+      `redis://127.0.0.1:${closed}`,
+      "--base-url",
+      "http://127.0.0.1:1/v1"
+    )
+    assert.strictEqual(await noPostgres.exited, 1)
+    assert.match(
+      noPostgres.stderr(),
+      new RegExp(`Postgres at postgres://postgres@127.0.0.1:${closed}/test is unreachable`)
+    )
+    assert.strictEqual(await noRedis.exited, 1)
+    assert.match(noRedis.stderr(), new RegExp(`Redis at redis://127.0.0.1:${closed} is unreachable: .*ECONNREFUSED`))
+  }, 60_000)
+
+  it("three workers run 300 items, each once, and the ledger charges exactly the calls recorded", async () => {
+    const workers = await Promise.all([startWorker(), startWorker(), startWorker()])
+    const before = await ledger()
+    const { out, run } = runOn(300, 1)
+    assert.strictEqual(await run.exited, 0, run.stderr())
+    assertEachOnce(out, 300, 1)
+    const calls = jsonLines(Path.join(out, "calls.jsonl"))
+    assert.strictEqual(new Set(calls.map((c) => c.callId)).size, calls.length)
+    assert.strictEqual(calls.length, 300, "one call per item: each item was called once")
+    const after = await ledger()
+    const settled = after.settled!.n - (before.settled?.n ?? 0)
+    const charged = after.settled!.charged - (before.settled?.charged ?? 0n)
+    assert.strictEqual(settled, calls.length)
+    assert.strictEqual(charged, calls.reduce((sum, c) => sum + pico(c.costUsd), 0n))
+    assert.strictEqual(after.open?.n ?? 0, 0)
+    const summary = JSON.parse(Fs.readFileSync(Path.join(out, "summary.json"), "utf8"))
+    assert.strictEqual(summary.items.results + summary.items.errors, 300)
+    assert.strictEqual(summary.calls.calls, 300)
+    // Every worker took a share of the shards.
+    const runners = await query<{ n: string }>(`SELECT count(*) AS n FROM ${schema}.keel_cluster_runners WHERE healthy`)
+    assert.strictEqual(Number(runners[0]!.n), 3)
+    for (const worker of workers) worker.process.kill("SIGTERM")
+    await Promise.all(workers.map((worker) => worker.exited))
+  }, 180_000)
+
+  it("a worker killed with SIGKILL mid-run: its items finish on the others, each once", async () => {
+    const workers = await Promise.all([startWorker(), startWorker(), startWorker()])
+    const before = await ledger()
+    const from = 1_001
+    const { out, run } = runOn(900, from)
+    const stored = async () =>
+      Number((await query<{ n: string }>(`SELECT count(*) AS n FROM ${schema}.keel_cluster_results`))[0]!.n)
+    const already = await stored()
+    await waitFor("a third of the run", async () => (await stored()) - already >= 300, 120_000)
+    workers[0]!.process.kill("SIGKILL")
+    assert.strictEqual(await run.exited, 0, run.stderr())
+    assertEachOnce(out, 900, from)
+    const calls = jsonLines(Path.join(out, "calls.jsonl"))
+    assert.strictEqual(new Set(calls.map((c) => c.callId)).size, calls.length)
+    assert.strictEqual(calls.length, 900, "calls.jsonl holds one call per item")
+    const after = await ledger()
+    const settled = after.settled!.n - (before.settled?.n ?? 0)
+    const open = (after.open?.n ?? 0) - (before.open?.n ?? 0)
+    // Every recorded call is charged. Not every charge is recorded: the killed worker's calls in flight
+    // stay reserved (charged at their estimate when their lease expires), and items whose shard moved
+    // while a survivor was calling are called again by their new owner (see the README: a known gap).
+    process.stderr.write(
+      `kill -9 run: ${calls.length} calls recorded, ${settled} settled, ${open} open (killed in flight)\n`
+    )
+    assert.isAtLeast(settled, calls.length)
+    assert.isAtMost(open, 32, "no more than the killed worker's concurrency is left in flight")
+    for (const worker of workers.slice(1)) worker.process.kill("SIGTERM")
+  }, 240_000)
+})
