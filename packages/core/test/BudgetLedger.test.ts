@@ -9,7 +9,9 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, it } from "@effect/vitest"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
@@ -423,4 +425,68 @@ describe("the budget's scope chain", () => {
     ])
     assert.deepStrictEqual(Budget.chain("global/tenant:a/run:1"), ["global", "tenant:a", "tenant:a/run:1"])
   })
+})
+
+describe("the budget's configuration and identity", () => {
+  it.scoped("each duration option is checked and named when it is not a positive duration", () =>
+    Effect.gen(function*() {
+      for (const field of ["lease", "renewEvery", "reclaimEvery", "pollEvery"] as const) {
+        const error = yield* Effect.flip(
+          Budget.make({ [field]: "0 millis" }).pipe(Effect.provideService(Budget.BudgetStore, Budget.makeMemoryStore()))
+        )
+        assert.strictEqual(
+          error.message,
+          `Invalid budget configuration at ${field}: must be a positive duration`
+        )
+      }
+    }))
+
+  it("a second limit for the same scope and window is named; a limit of zero is allowed", () => {
+    const twice = Budget.validateLimits([
+      { scope: "tenant:acme", window: "day", limit: "1" },
+      { scope: "tenant:acme", window: "day", limit: "2" }
+    ])
+    assert.isTrue(Either.isLeft(twice))
+    if (Either.isLeft(twice)) {
+      assert.strictEqual(
+        twice.left.message,
+        `Invalid budget configuration at limits.1: a second day limit for scope "tenant:acme"`
+      )
+    }
+    assert.isTrue(Either.isRight(Budget.validateLimits([{ scope: "tenant:acme", limit: "0" }])))
+  })
+
+  it.scoped("a limit of zero refuses any spend there, and nothing else", () =>
+    Effect.gen(function*() {
+      const budget = yield* budgetOn(Budget.makeMemoryStore(), { limits: [{ scope: "tenant:free", limit: "0" }] })
+      assert.deepStrictEqual(refusal(yield* Effect.flip(budget.reserve("tenant:free/run:1", 1n))), [
+        "tenant:free",
+        "total",
+        "0",
+        "0",
+        "0",
+        "0.000000000001"
+      ])
+      yield* budget.reserve("tenant:paid", usd("5"))
+    }))
+
+  it.scoped("reservations carry the owner's name and a sequence, as the ledger records them", () =>
+    Effect.gen(function*() {
+      const budget = yield* budgetOn(Budget.makeMemoryStore(), { owner: "worker-7" })
+      const first = yield* budget.reserve("tenant:acme", usd("0.1"))
+      const second = yield* budget.reserve("tenant:acme", usd("0.1"))
+      assert.deepStrictEqual([first.id, second.id], ["worker-7:1", "worker-7:2"])
+    }))
+
+  it.scoped("a request that fits exactly once the others settle waits for them, then gets in", () =>
+    Effect.gen(function*() {
+      const budget = yield* budgetOn(Budget.makeMemoryStore(), { limits: [{ scope: "tenant:acme", limit: "1" }] })
+      const other = yield* budget.reserve("tenant:acme", usd("0.6"))
+      const waiting = yield* Effect.fork(budget.reserve("tenant:acme", usd("1"), { maxWait: "1 second" }))
+      yield* TestClock.adjust("100 millis")
+      yield* budget.release(other)
+      const got = yield* Fiber.join(waiting)
+      assert.strictEqual(got.amount, usd("1"))
+      assert.deepStrictEqual((yield* balances(budget, "tenant:acme"))["tenant:acme total"], ["0", "1", "0"])
+    }))
 })
