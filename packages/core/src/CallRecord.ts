@@ -109,6 +109,7 @@ export const canonicalJson = (value: unknown): string => {
       return value ? "true" : "false"
     case "object": {
       if (value === null) return "null"
+      if (value instanceof Rendered) return value.json
       if (Array.isArray(value)) {
         let out = "["
         for (let i = 0; i < value.length; i++) {
@@ -142,6 +143,26 @@ export const canonicalJson = (value: unknown): string => {
 const omitted = (value: unknown): boolean =>
   value === undefined || typeof value === "function" || typeof value === "symbol"
 
+/** Canonical JSON already rendered, written as it is. */
+class Rendered {
+  constructor(readonly json: string) {}
+}
+
+/**
+ * The canonical JSON of JSON Schemas, by object (`LlmRequest.decode` keeps the caller's, the same on every call of a
+ * task): a tool's schema is most of a prompt's text, and rendering it again cost more than hashing it.
+ */
+const renderedSchemas = new WeakMap<object, Rendered>()
+
+const rendered = (schema: object): Rendered => {
+  let known = renderedSchemas.get(schema)
+  if (known === undefined) {
+    known = new Rendered(canonicalJson(schema))
+    renderedSchemas.set(schema, known)
+  }
+  return known
+}
+
 /**
  * `sha256:<hex>` of the canonical JSON of the model-independent parts of a request (messages,
  * tools, tool choice, response format, max output tokens, temperature, seed): the same prompt sent
@@ -152,9 +173,11 @@ export const promptHash = (request: LlmRequest.LlmRequest): string =>
     "sha256",
     canonicalJson({
       messages: request.messages,
-      tools: request.tools,
+      tools: request.tools?.map((tool) => ({ ...tool, parameters: rendered(tool.parameters) })),
       toolChoice: request.toolChoice,
-      responseFormat: request.responseFormat,
+      responseFormat: request.responseFormat?._tag === "json_schema"
+        ? { ...request.responseFormat, schema: rendered(request.responseFormat.schema) }
+        : request.responseFormat,
       maxOutputTokens: request.maxOutputTokens,
       temperature: request.temperature,
       seed: request.seed

@@ -195,6 +195,26 @@ const checkRequest = (request: LlmRequest, input: Input): InvalidRequest | undef
   return undefined
 }
 
+/**
+ * The decoded request holding the caller's own JSON Schema objects: decoding copies their top level (the same keys
+ * and values), and what is remembered per schema object (the strict check here, a tool's token count, its part of
+ * the prompt hash) needs the object that stays the same from call to call.
+ */
+const withCallerSchemas = (request: LlmRequest, input: Input): LlmRequest => {
+  let out = request
+  if (request.tools !== undefined) {
+    out = { ...out, tools: request.tools.map((tool, i) => ({ ...tool, parameters: input.tools![i]!.parameters })) }
+  }
+  const format = request.responseFormat
+  if (format?._tag === "json_schema") {
+    out = {
+      ...out,
+      responseFormat: { ...format, schema: (input.responseFormat as { readonly schema: JsonSchema }).schema }
+    }
+  }
+  return out
+}
+
 /** Validates untrusted input; a failure is `InvalidRequest` naming the field and what is wrong. */
 export const decode = (input: unknown): Effect.Effect<LlmRequest, InvalidRequest> =>
   Either.match(decodeEither(input), {
@@ -204,6 +224,6 @@ export const decode = (input: unknown): Effect.Effect<LlmRequest, InvalidRequest
     },
     onRight: (request) => {
       const error = checkRequest(request, input as Input)
-      return error === undefined ? Effect.succeed(request) : Effect.fail(error)
+      return error === undefined ? Effect.succeed(withCallerSchemas(request, input as Input)) : Effect.fail(error)
     }
   })

@@ -63,6 +63,23 @@ const replyPriming = 3
 /** Tokens the tool preamble adds per tool, over the tool's JSON. */
 const perTool = 8
 
+/**
+ * A tool's count, remembered by its `parameters` object (the same one on every call of a task, see
+ * `LlmRequest.decode`): building and hashing its JSON again cost more than the rest of the count.
+ */
+const toolCounts = new WeakMap<object, { readonly definition: LlmRequest.ToolDefinition; readonly tokens: number }>()
+
+const toolTokens = (count: Counter, definition: LlmRequest.ToolDefinition): number => {
+  const known = toolCounts.get(definition.parameters)
+  if (
+    known !== undefined && known.definition.name === definition.name &&
+    known.definition.description === definition.description && known.definition.strict === definition.strict
+  ) return known.tokens
+  const tokens = count(JSON.stringify(tool(definition)))
+  toolCounts.set(definition.parameters, { definition, tokens })
+  return tokens
+}
+
 /** The input tokens of a request: messages with their overhead, tool definitions, response format schema. */
 export const input = (request: LlmRequest.LlmRequest): Effect.Effect<number> =>
   withCounter((count) => inputWith(count, request))
@@ -89,7 +106,7 @@ const inputWith = (count: Counter, request: LlmRequest.LlmRequest): number => {
   }
   // Tools and a response format are counted as the JSON sent, which errs high against the prompt
   // text OpenAI renders from them.
-  for (const definition of request.tools ?? []) total += perTool + count(JSON.stringify(tool(definition)))
+  for (const definition of request.tools ?? []) total += perTool + toolTokens(count, definition)
   if (request.responseFormat !== undefined && request.responseFormat._tag !== "text") {
     total += perTool + count(JSON.stringify(responseFormat(request.responseFormat)))
   }
