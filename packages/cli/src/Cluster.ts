@@ -284,10 +284,18 @@ const shardingConfig = (options: ClusterOptions, address: Option.Option<RunnerAd
     entityMailboxCapacity: "unbounded"
   })
 
+/**
+ * The cluster's message and runner storage. Runners starting together on a new database race on
+ * its tables' migrations (a duplicate type on CREATE TABLE, raised as a defect): the loser builds again.
+ */
 const storage = (options: ClusterOptions) =>
   Layer.mergeAll(
-    Layer.orDie(SqlMessageStorage.layerWith({ prefix: options.prefix })),
-    Layer.orDie(SqlRunnerStorage.layerWith({ prefix: options.prefix }))
+    SqlMessageStorage.layerWith({ prefix: options.prefix }),
+    SqlRunnerStorage.layerWith({ prefix: options.prefix })
+  ).pipe(
+    Layer.catchAllCause((cause) => Layer.fail(Cause.squash(cause))),
+    Layer.retry(Schedule.intersect(Schedule.spaced("250 millis"), Schedule.recurs(8))),
+    Layer.orDie
   )
 
 /** A runner of the cluster on a socket at `host:port`, over the `SqlClient` in context. */
