@@ -22,6 +22,7 @@ if [ ${#files[@]} -eq 0 ]; then
     packages/openai/test/transport.test.ts
     packages/openai/test/Simulator.test.ts
     packages/openai/test/SimulatorSdk.test.ts
+    packages/openai/test/SimulatorBatch.test.ts
     packages/openai/test/BatchDurability.test.ts
     packages/cli/test
   )

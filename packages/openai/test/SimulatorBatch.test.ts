@@ -8,7 +8,7 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as TestClock from "effect/TestClock"
 import OpenAI, { toFile } from "openai"
-import { FormData, request } from "undici"
+import { request } from "undici"
 import * as Simulator from "../src/Simulator.js"
 
 type Sim = Simulator.Simulator["Type"]
@@ -29,13 +29,15 @@ const call = (sim: Sim, method: "GET" | "POST" | "DELETE", path: string, body?: 
     }
   })
 
+// Node's own fetch and FormData: npm undici's request refuses (Node 26) or breaks on (Node 24) a
+// FormData holding Node's global Blob.
 const upload = (sim: Sim, content: string, purpose = "batch") =>
   Effect.promise(async () => {
     const form = new FormData()
     form.append("purpose", purpose)
     form.append("file", new Blob([content]), "input.jsonl")
-    const res = await request(`${sim.url}/files`, { method: "POST", headers: auth, body: form })
-    return { status: res.statusCode, json: (await res.body.json()) as any }
+    const res = await fetch(`${sim.url}/files`, { method: "POST", headers: auth, body: form })
+    return { status: res.status, json: (await res.json()) as any }
   })
 
 const body = (i: number, model = "gpt-4o-mini") => ({
