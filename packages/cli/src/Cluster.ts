@@ -223,27 +223,15 @@ export const postgres = (url: string) =>
     )
   )
 
-/** The Redis connection options of a `redis://[:password@]host[:port][/db]` URL. */
-export const redisOptions = (url: string): RedisLimiter.Options => {
-  const parsed = new URL(url)
-  return {
-    host: parsed.hostname || "127.0.0.1",
-    port: parsed.port === "" ? 6379 : Number(parsed.port),
-    ...(parsed.password === "" ? {} : { password: decodeURIComponent(parsed.password) }),
-    ...(parsed.username === "" ? {} : { username: decodeURIComponent(parsed.username) }),
-    ...(parsed.pathname.length > 1 ? { db: Number(parsed.pathname.slice(1)) } : {})
-  }
-}
-
 /**
  * Fails with `StoreUnreachable` unless Redis answers PING within 2 s. (The limiter's store never
  * fails to start, it falls back to process memory; a worker must not start on a quota it cannot share.)
  */
 export const checkRedis = (url: string): Effect.Effect<void, StoreUnreachable> =>
   Effect.acquireUseRelease(
-    Effect.sync(() => {
+    Effect.map(Live.redisOptions(url), (options) => {
       const client = new Redis({
-        ...redisOptions(url),
+        ...options,
         lazyConnect: true,
         enableOfflineQueue: false,
         maxRetriesPerRequest: 0,
@@ -386,7 +374,7 @@ const pipeline = (options: WorkerOptions) => {
         onNone: () => ({}),
         onSome: (requestsPerMinute) => ({ requestsPerMinute })
       })
-    }).pipe(Layer.provide(RedisLimiter.layerStore(redisOptions(options.redisUrl))))
+    }).pipe(Layer.provide(Layer.unwrapEffect(Effect.map(Live.redisOptions(options.redisUrl), RedisLimiter.layerStore))))
   )
   const model = OpenAiLanguageModel.layer().pipe(Layer.provide(Live.client(options.backend)))
   return Llm.layer({

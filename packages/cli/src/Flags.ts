@@ -50,6 +50,21 @@ export const postgresUrl = (name: string) =>
     Options.mapEffect((url) =>
       /^postgres(ql)?:\/\/[^/]/.test(url)
         ? Effect.succeed(url)
-        : Effect.fail(invalid(`--${name} must be a postgres:// URL such as postgres://127.0.0.1:5432/keel, got ${url}`))
+        : Effect.fail(invalid(`--${name} must be a postgres:// URL such as postgres://127.0.0.1:5432/keel`))
     )
   )
+
+/**
+ * `--redis URL`: a `redis://[user@]host[:port][/db]` URL. A password in it is refused, since the URL shows
+ * in process lists and run.json keeps it: the password comes from `KEEL_REDIS_PASSWORD` (`Live.redisOptions`).
+ */
+export const redisUrl = Options.text("redis").pipe(
+  Options.mapEffect((url) => {
+    if (!/^rediss?:\/\/[^/]/.test(url)) {
+      return Effect.fail(invalid("--redis must be a redis:// URL such as redis://127.0.0.1:6379"))
+    }
+    return URL.canParse(url) && new URL(url).password === ""
+      ? Effect.succeed(url)
+      : Effect.fail(invalid("--redis must not hold a password: set it in KEEL_REDIS_PASSWORD instead"))
+  })
+)

@@ -23,6 +23,7 @@ import * as OpenAiLanguageModel from "@keel/openai/OpenAiLanguageModel"
 import * as OpenAiPricing from "@keel/openai/OpenAiPricing"
 import * as OpenAiTokenizer from "@keel/openai/OpenAiTokenizer"
 import * as Simulator from "@keel/openai/Simulator"
+import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -90,18 +91,22 @@ export interface Limits {
   readonly redis: Option.Option<string>
 }
 
-/** The ioredis options of a `redis://[user:password@]host[:port][/db]` URL. */
-export const redisOptions = (url: string): RedisLimiter.Options => {
-  const parsed = new URL(url)
-  return {
-    host: parsed.hostname || "127.0.0.1",
-    port: parsed.port === "" ? 6379 : Number(parsed.port),
-    ...(parsed.username === "" ? {} : { username: decodeURIComponent(parsed.username) }),
-    ...(parsed.password === "" ? {} : { password: decodeURIComponent(parsed.password) }),
-    ...(parsed.pathname.length > 1 ? { db: Number(parsed.pathname.slice(1)) } : {}),
-    ...(parsed.protocol === "rediss:" ? { tls: {} } : {})
-  }
-}
+/** The ioredis options of a `redis://[user@]host[:port][/db]` URL (`Flags.redisUrl`), the password from `KEEL_REDIS_PASSWORD`. */
+export const redisOptions = (url: string): Effect.Effect<RedisLimiter.Options> =>
+  Config.option(Config.redacted("KEEL_REDIS_PASSWORD")).pipe(
+    Effect.orElseSucceed(() => Option.none<Redacted.Redacted>()),
+    Effect.map((password) => {
+      const parsed = new URL(url)
+      return {
+        host: parsed.hostname || "127.0.0.1",
+        port: parsed.port === "" ? 6379 : Number(parsed.port),
+        ...(parsed.username === "" ? {} : { username: decodeURIComponent(parsed.username) }),
+        ...(Option.isSome(password) ? { password: Redacted.value(password.value) } : {}),
+        ...(parsed.pathname.length > 1 ? { db: Number(parsed.pathname.slice(1)) } : {}),
+        ...(parsed.protocol === "rediss:" ? { tls: {} } : {})
+      }
+    })
+  )
 
 /** The rate limiter for the limits: in memory, or on Redis (limiting locally, and saying so once, while it is down). */
 export const rateLimiter = (limits: Limits) => {
@@ -113,7 +118,10 @@ export const rateLimiter = (limits: Limits) => {
   }
   return Option.match(limits.redis, {
     onNone: () => RateLimiter.layerMemory(options),
-    onSome: (url) => RateLimiter.layer(options).pipe(Layer.provide(RedisLimiter.layerStore(redisOptions(url))))
+    onSome: (url) =>
+      RateLimiter.layer(options).pipe(
+        Layer.provide(Layer.unwrapEffect(Effect.map(redisOptions(url), RedisLimiter.layerStore)))
+      )
   })
 }
 

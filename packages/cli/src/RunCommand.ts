@@ -92,12 +92,7 @@ export const shared = {
     Options.optional,
     Options.withDescription("the tokens/min each model is paced to (default: learned from the provider's headers)")
   ),
-  redis: Options.text("redis").pipe(
-    Options.mapEffect((url) =>
-      /^rediss?:\/\/[^/]/.test(url)
-        ? Effect.succeed(url)
-        : Effect.fail(Flags.invalid(`--redis must be a redis:// URL such as redis://127.0.0.1:6379, got ${url}`))
-    ),
+  redis: Flags.redisUrl.pipe(
     Options.optional,
     Options.withDescription(
       "share the rate limits with other keel processes through this Redis (default: this process)"

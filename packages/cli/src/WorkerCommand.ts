@@ -26,12 +26,7 @@ export const command = Command.make("worker", {
       "the cluster's Postgres (messages, shards, results, budget), e.g. postgres://keel@db:5432/keel"
     )
   ),
-  redis: Options.text("redis").pipe(
-    Options.mapEffect((url) =>
-      /^rediss?:\/\/[^/]/.test(url)
-        ? Effect.succeed(url)
-        : Effect.fail(Flags.invalid(`--redis must be a redis:// URL such as redis://127.0.0.1:6379, got ${url}`))
-    ),
+  redis: Flags.redisUrl.pipe(
     Options.withDefault("redis://127.0.0.1:6379"),
     Options.withDescription("the Redis holding the shared provider quota (default redis://127.0.0.1:6379)")
   ),

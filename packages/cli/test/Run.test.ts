@@ -122,6 +122,11 @@ describe("keel run: bad input", () => {
       const redis = yield* keel({}, "demo", "--redis", "127.0.0.1:6379")
       assert.strictEqual(redis.code, 2)
       assert.match(redis.stderr, /--redis must be a redis:\/\/ URL/)
+      // A password on the command line shows in process lists and would be kept in run.json.
+      const password = yield* keel({}, "demo", "--redis", "redis://:hunter2@127.0.0.1:6379")
+      assert.strictEqual(password.code, 2)
+      assert.match(password.stderr, /--redis must not hold a password: set it in KEEL_REDIS_PASSWORD/)
+      assert.notInclude(password.stderr, "hunter2")
       const badTask = yield* keel({}, "run", "--task", "./nope.ts", "--input", "/etc/hostname", "--out", out)
       assert.strictEqual(badTask.code, 2)
       assert.match(badTask.stderr, /--task \.\/nope\.ts: cannot import it/)
