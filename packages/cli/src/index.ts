@@ -5,6 +5,10 @@ export * as BudgetCommand from "./BudgetCommand.js"
 
 export * as Cli from "./Cli.js"
 
+export * as Cluster from "./Cluster.js"
+
+export * as ClusterRun from "./ClusterRun.js"
+
 export * as DemoCommand from "./DemoCommand.js"
 
 export * as Flags from "./Flags.js"
@@ -28,3 +32,5 @@ export * as Runner from "./Runner.js"
 export * as SimulateCommand from "./SimulateCommand.js"
 
 export * as Task from "./Task.js"
+
+export * as WorkerCommand from "./WorkerCommand.js"
