@@ -326,15 +326,6 @@ export interface WorkerOptions extends ClusterOptions {
   readonly budgetPrefix?: string | undefined
 }
 
-const tiers = (options: WorkerOptions): Record<string, Router.Tier> => ({
-  simple: options.modelSimple === Router.defaultTiers.simple!.model
-    ? Router.defaultTiers.simple!
-    : { model: options.modelSimple },
-  complex: options.modelComplex === Router.defaultTiers.complex!.model
-    ? Router.defaultTiers.complex!
-    : { model: options.modelComplex }
-})
-
 /**
  * A call-log sink keeping each record with the item being processed, to be stored with its outcome:
  * a worker killed before the outcome is stored leaves no record of a call whose item is done again.
@@ -363,7 +354,7 @@ const pipeline = (options: WorkerOptions) => {
       concurrency: 8
     }),
     CallLog.layer({ sinks: [callSink] }),
-    Router.layer({ tiers: tiers(options) }),
+    Router.layer({ tiers: Live.tiers(options) }),
     CircuitBreaker.layer(),
     Layer.succeed(
       RetryPolicy.RetryPolicy,

@@ -68,3 +68,13 @@ export const redisUrl = Options.text("redis").pipe(
       : Effect.fail(invalid("--redis must not hold a password: set it in KEEL_REDIS_PASSWORD instead"))
   })
 )
+
+/** `--base-url`: an OpenAI-compatible server, without its trailing slash. */
+export const baseUrl = Options.text("base-url").pipe(
+  Options.mapEffect((url) =>
+    /^https?:\/\/[^/]/.test(url)
+      ? Effect.succeed(url.replace(/\/+$/, ""))
+      : Effect.fail(invalid(`--base-url must be an http(s) URL such as http://127.0.0.1:8787/v1, got ${url}`))
+  ),
+  Options.optional
+)

@@ -147,7 +147,10 @@ export const budget = (out: string, limits: ReadonlyArray<typeof Budget.Limit.En
     Layer.provide(BudgetSql.layerSqliteClient({ filename: ledgerFile(out) }))
   )
 
-const tiers = (options: Options): Record<string, Router.Tier> => ({
+/** The router's two tiers for the chosen models (a default model keeps its default fallback). */
+export const tiers = (
+  options: { readonly modelSimple: string; readonly modelComplex: string }
+): Record<string, Router.Tier> => ({
   simple: options.modelSimple === Router.defaultTiers.simple!.model
     ? Router.defaultTiers.simple!
     : { model: options.modelSimple },

@@ -67,13 +67,7 @@ export const shared = {
     Options.withDefault(1),
     Options.withDescription("seed of the generated listings and the simulator's answers and faults (default 1)")
   ),
-  baseUrl: Options.text("base-url").pipe(
-    Options.mapEffect((url) =>
-      /^https?:\/\/[^/]/.test(url)
-        ? Effect.succeed(url.replace(/\/+$/, ""))
-        : Effect.fail(Flags.invalid(`--base-url must be an http(s) URL such as http://127.0.0.1:8787/v1, got ${url}`))
-    ),
-    Options.optional,
+  baseUrl: Flags.baseUrl.pipe(
     Options.withDescription("an OpenAI-compatible server (e.g. http://127.0.0.1:8787/v1); OPENAI_API_KEY is its key")
   ),
   modelSimple: Options.text("model-simple").pipe(

@@ -42,13 +42,7 @@ export const command = Command.make("worker", {
     Options.withDefault(32),
     Options.withDescription("items this worker runs at once (default 32)")
   ),
-  baseUrl: Options.text("base-url").pipe(
-    Options.mapEffect((url) =>
-      /^https?:\/\/[^/]/.test(url)
-        ? Effect.succeed(url.replace(/\/+$/, ""))
-        : Effect.fail(Flags.invalid(`--base-url must be an http(s) URL such as http://127.0.0.1:8787/v1, got ${url}`))
-    ),
-    Options.optional,
+  baseUrl: Flags.baseUrl.pipe(
     Options.withDescription(
       "an OpenAI-compatible server; OPENAI_API_KEY is its key (default OpenAI when the key is set)"
     )

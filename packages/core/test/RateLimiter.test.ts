@@ -18,6 +18,7 @@ import * as RateLimiter from "../src/RateLimiter.js"
 import * as RetryPolicy from "../src/RetryPolicy.js"
 import * as TestKit from "../src/TestKit.js"
 import * as Tokenizer from "../src/Tokenizer.js"
+import { recordingTimes } from "./utils/retry.js"
 
 const request = (i = 0) => ({ model: "m", messages: [{ role: "user" as const, content: `call ${i}` }] })
 const unavailable = new LlmError.ProviderUnavailable({ status: 503 })
@@ -53,17 +54,6 @@ const runCalls = (
     (self) => TestKit.runWithTestClock(self, { step: options.step ?? Duration.millis(5) })
   )
 
-/** A model step that notes the virtual time of each attempt, then runs `step`. */
-const timed = (times: Array<number>, step: TestKit.Step): TestKit.Step => (req, attempt) =>
-  Effect.flatMap(Clock.currentTimeMillis, (now) => {
-    times.push(now)
-    return typeof step === "function"
-      ? step(req, attempt)
-      : LlmError.isLlmError(step)
-      ? Effect.fail(step)
-      : Effect.succeed(step)
-  })
-
 const withSnapshot = (rateLimit: RateLimitSnapshot) => TestKit.response({ rateLimit })
 
 /** Attempts per 100 ms bucket, from `from`. */
@@ -83,7 +73,7 @@ describe("RateLimiter", () => {
     Effect.gen(function*() {
       const times: Array<number> = []
       const model = TestKit.scripted([], {
-        otherwise: timed(
+        otherwise: recordingTimes(
           times,
           TestKit.delayed(
             "50 millis",
@@ -105,8 +95,10 @@ describe("RateLimiter", () => {
   it.effect("a 429 pauses later calls on the model too: a call started during the pause waits it out", () =>
     Effect.gen(function*() {
       const times: Array<number> = []
-      const model = TestKit.scripted([timed(times, new LlmError.RateLimited({ retryAfter: Duration.seconds(3) }))], {
-        otherwise: timed(times, TestKit.response())
+      const model = TestKit.scripted([
+        recordingTimes(times, new LlmError.RateLimited({ retryAfter: Duration.seconds(3) }))
+      ], {
+        otherwise: recordingTimes(times, TestKit.response())
       })
       // Configured limits are known at once: no learning attempt goes first.
       const layer = Llm.layer({ defaultModel: "m" }).pipe(
@@ -168,7 +160,7 @@ describe("RateLimiter", () => {
     Effect.gen(function*() {
       const times: Array<number> = []
       const model = TestKit.scripted([], {
-        otherwise: timed(times, () =>
+        otherwise: recordingTimes(times, () =>
           Effect.flatMap(
             Clock.currentTimeMillis,
             (now) => now < 2_000 ? Effect.fail(unavailable) : Effect.succeed(TestKit.response())
@@ -199,7 +191,7 @@ describe("RateLimiter", () => {
       // the retry budget does not hold the model); the provider announces 30,000/min (500/s: 50 per 100 ms)
       // once it answers again.
       const model = TestKit.scripted([], {
-        otherwise: timed(times, () =>
+        otherwise: recordingTimes(times, () =>
           Effect.flatMap(
             Clock.currentTimeMillis,
             (now) =>
@@ -226,7 +218,7 @@ describe("RateLimiter", () => {
     Effect.gen(function*() {
       const times: Array<number> = []
       const model = TestKit.scripted([], {
-        otherwise: timed(times, () =>
+        otherwise: recordingTimes(times, () =>
           Effect.flatMap(
             Clock.currentTimeMillis,
             (now) => now < 2_000 ? Effect.fail(unavailable) : Effect.succeed(TestKit.response())
