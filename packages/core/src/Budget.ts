@@ -56,6 +56,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -180,6 +181,11 @@ export declare namespace BudgetStore {
     readonly reclaim: Effect.Effect<number, BudgetStoreError>
     /** The state of the given counters (missing ones are zero). */
     readonly balances: (keys: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<Balance>, BudgetStoreError>
+    /**
+     * True for a store that answers without I/O (the memory store): `reserve` then runs it in the
+     * caller's fiber, since there is no round trip an interrupted caller would have to wait for.
+     */
+    readonly synchronous?: boolean
   }
 }
 
@@ -466,25 +472,31 @@ export const make = (
     const invalid = (operation: string, reason: string) => Effect.fail(new BudgetStoreError({ operation, reason }))
 
     /**
-     * One try at writing the reservation, interruptible while the store works; interrupted, it
-     * releases whatever may have been written, so an interrupted reserve holds nothing. The release
-     * runs in a fiber of the budget's own (it waits its turn at a busy store, a round trip or more),
-     * so the caller's timeout takes effect at once; a release that fails is retried with the renewals.
+     * One try at writing the reservation. A store with I/O works in a fiber of its own (a daemon, so
+     * it does not depend on any scope still being open), which the caller awaits interruptibly: interrupted, the caller leaves at once (its timeout does
+     * not wait for a round trip or a rollback at a busy store) while that fiber is stopped and
+     * whatever it may have written is released, so an interrupted reserve holds nothing; a release
+     * that fails is retried with the renewals.
      */
-    const write = (request: ReserveRequest) =>
-      Effect.matchCauseEffect(Effect.interruptible(store.reserve(request)), {
-        onFailure: (cause) =>
-          Cause.isInterrupted(cause)
-            ? Effect.zipRight(
-              Effect.forkIn(Effect.ignore(closeOrRetryLater(request.id, () => store.release(request.id))), budgetScope),
-              Effect.failCause(cause)
-            )
-            : Effect.failCause(cause),
-        onSuccess: () => {
-          held.add(request.id)
-          return Effect.void
-        }
-      })
+    const write = (request: ReserveRequest): Effect.Effect<void, BudgetExceeded | BudgetStoreError> => {
+      const opened = Effect.sync(() => held.add(request.id))
+      if (store.synchronous === true) return Effect.zipRight(store.reserve(request), opened)
+      return Effect.flatMap(
+        Effect.forkDaemon(Effect.interruptible(store.reserve(request))),
+        (writing) =>
+          Effect.matchCauseEffect(Effect.interruptible(Fiber.join(writing)), {
+            onFailure: (cause) => {
+              if (!Cause.isInterrupted(cause)) return Effect.failCause(cause)
+              const release = Effect.ignore(closeOrRetryLater(request.id, () => store.release(request.id)))
+              return Effect.zipRight(
+                Effect.forkIn(Effect.zipRight(Fiber.interrupt(writing), release), budgetScope),
+                Effect.failCause(cause)
+              )
+            },
+            onSuccess: () => opened
+          })
+      )
+    }
 
     /** The refusal stands until some reservation settles: spent alone plus the request still fits. */
     const blockedByReservations = (error: BudgetExceeded, amount: Money.Money): boolean =>
@@ -768,6 +780,7 @@ export const makeMemoryStore = (): BudgetStore.Service => {
   }
 
   return BudgetStore.of({
+    synchronous: true,
     reserve: (request) =>
       Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<void, BudgetExceeded | BudgetStoreError> => {
         if (open.has(request.id)) {

@@ -304,6 +304,26 @@ describe("Budget (memory store)", () => {
       assert.strictEqual(total(yield* budget.status("tenant:acme"), "tenant:acme").reserved, usd("0.90"))
     }).pipe(Effect.provide(Budget.layerMemory({ limits }))))
 
+  it.effect("a timeout does not wait for a store round trip in flight; what it wrote is released", () =>
+    Effect.gen(function*() {
+      const memory = Budget.makeMemoryStore()
+      // A busy SQL store: the statement, once sent, runs to its end (300 ms) whatever the caller does.
+      const busy = Budget.BudgetStore.of({
+        ...memory,
+        synchronous: false,
+        reserve: (request) =>
+          Effect.uninterruptible(Effect.zipRight(Effect.sleep("300 millis"), memory.reserve(request)))
+      })
+      const budget = yield* Budget.make({ limits }).pipe(Effect.provideService(Budget.BudgetStore, busy))
+      const timed = yield* Effect.fork(budget.reserve("tenant:acme", usd("0.50")).pipe(Effect.timeout("50 millis")))
+      yield* TestClock.adjust("50 millis")
+      const at50 = timed.unsafePoll()
+      yield* TestClock.adjust("250 millis")
+      assert.isTrue(at50 !== null && Exit.isFailure(at50), "the timeout took effect at 50 ms, not at 300")
+      const after = total(yield* budget.status("tenant:acme"), "tenant:acme")
+      assert.deepStrictEqual([after.spent, after.reserved], [0n, 0n], "the late write was released")
+    }).pipe(Effect.scoped))
+
   it.effect("against an exhausted budget, refusals do not ask the store again; a fresh budget knows at start", () =>
     Effect.gen(function*() {
       const memory = Budget.makeMemoryStore()
