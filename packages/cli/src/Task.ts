@@ -17,6 +17,7 @@
 import type * as Batch from "@keel/core/Batch"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
+import * as Fs from "node:fs"
 import * as Path from "node:path"
 import * as Url from "node:url"
 
@@ -58,14 +59,15 @@ const isTask = (value: unknown): value is Any =>
   typeof (value as Any).prompt === "function"
 
 /**
- * Imports a task module (a path, relative to the working directory, or a package specifier) and
- * takes its `task` or default export. TypeScript modules load when keel runs under `tsx`.
+ * Imports a task module (a path, relative to the working directory — `./` optional when the file
+ * exists — or a package specifier) and takes its `task` or default export. TypeScript modules load when keel runs under `tsx`.
  */
 export const load = (module: string): Effect.Effect<Any, TaskLoadError> =>
   Effect.tryPromise({
     try: () => {
-      const specifier = module.startsWith(".") || Path.isAbsolute(module)
-        ? Url.pathToFileURL(Path.resolve(module)).href
+      const path = Path.resolve(module)
+      const specifier = module.startsWith(".") || Path.isAbsolute(module) || Fs.existsSync(path)
+        ? Url.pathToFileURL(path).href
         : module
       return import(specifier) as Promise<Record<string, unknown>>
     },

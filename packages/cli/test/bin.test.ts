@@ -13,7 +13,8 @@ import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
 
-const bin = Path.join(import.meta.dirname, "..", "src", "bin.ts")
+const repo = Path.join(import.meta.dirname, "..", "..", "..")
+const bin = Path.join(repo, "packages", "cli", "src", "bin.ts")
 
 interface Keel {
   readonly process: ChildProcess.ChildProcess
@@ -30,6 +31,7 @@ const spawnKeel = (...args: Array<string>) =>
         process.execPath,
         ["--import", "tsx", "--conditions=@keel/source", bin, ...args],
         {
+          cwd: repo,
           stdio: ["ignore", "pipe", "pipe"]
         }
       )
@@ -140,6 +142,23 @@ describe("the keel binary", () => {
         assert.notInclude(keel.stdout(), "\u001b[")
         assert.match(keel.stdout(), /^keel simulate \[--port integer\]/m)
         assert.include(keel.stdout(), "(default 8787; 0 picks a free one)")
+      }).pipe(Effect.scoped),
+    { timeout: 120_000 }
+  )
+
+  it.live(
+    "keel run --task takes a path relative to the working directory without ./, as the README writes it",
+    () =>
+      Effect.gen(function*() {
+        const out = Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-bin-"))
+        const input = Path.join(out, "in.jsonl")
+        Fs.writeFileSync(
+          input,
+          Fs.readFileSync(Path.join(repo, "examples/listings-1000.jsonl"), "utf8").split("\n").slice(0, 3).join("\n")
+        )
+        const keel = yield* spawnKeel("run", "--task", "packages/cli/src/JobScoring.ts", "--input", input, "--out", out)
+        assert.strictEqual(yield* keel.exited, 0, keel.stderr())
+        assert.strictEqual(lines(Path.join(out, "results.jsonl")).length, 3)
       }).pipe(Effect.scoped),
     { timeout: 120_000 }
   )
