@@ -7,7 +7,8 @@
  * It learns from the provider. Until a model's limits are known (configured, or read from the
  * `x-ratelimit-*` snapshot of an answer) its attempts go one at a time; then they are paced to 97% of
  * the limit, evenly: the requests bucket holds 10 ms of that rate, not a minute's worth, so the calls
- * held while a limit was learned or an outage lasted go out at the rate, not at once. Every snapshot brings the local bucket down to what the provider says remains, and every
+ * held while a limit was learned or an outage lasted go out at the rate, not at once; and the attempts
+ * whose slots fell due while the process stalled are spaced again when they wake. Every snapshot brings the local bucket down to what the provider says remains, and every
  * 429 empties it and pauses the model for the hint, so one fiber's 429 slows every fiber on that model.
  *
  * Retry budget: retries to a model may add at most `retryBudget` (20%) of its first attempts over the
@@ -288,6 +289,8 @@ export const make = (
       learning = false
       readonly learners: Array<Deferred.Deferred<void>> = []
       pausedUntil = 0
+      /** The earliest time (epoch ms) the next attempt may be sent, by this process's spacing. */
+      nextSend = 0
       readonly semaphore: Effect.Semaphore | undefined
       phase: "open" | "down" | "recovering" = "open"
       readonly queue: Array<Deferred.Deferred<void>> = []
@@ -317,6 +320,19 @@ export const make = (
       }
       get known(): boolean {
         return this.headerless || this.requestsPerMinute !== undefined || this.tokensPerMinute !== undefined
+      }
+
+      /**
+       * When an attempt that has its slot in the requests bucket goes out. Attempts whose slots fell due
+       * while the process stalled (a long GC, a busy loop) wake together; spaced again here from when they
+       * wake, one interval of the paced rate apart, they go out at the rate instead of at once. Up to
+       * `REQUESTS_BURST_MS` of lateness is absorbed (the bucket's own burst); slots missed beyond it are
+       * not made up.
+       */
+      sendTime(now: number, perMinute: number): number {
+        const at = Math.max(this.nextSend, now - REQUESTS_BURST_MS)
+        this.nextSend = at + 60_000 / perMinute
+        return at
       }
 
       /** Moves the budget's window to `now`, emptying slots that fell out of it. */
@@ -504,6 +520,7 @@ export const make = (
         if (rpm !== undefined) {
           const delay = yield* take(requestsBucket(m.requestsKey, rpm), 1)
           if (delay > 0) waited = (yield* sleepUntil((yield* Clock.currentTimeMillis) + delay, attempt)) || waited
+          waited = (yield* sleepUntil(m.sendTime(yield* Clock.currentTimeMillis, rpm), attempt)) || waited
         }
         const tpm = m.tokensPerMinute
         let estimate: number | undefined

@@ -34,6 +34,7 @@ const runCalls = (
     readonly maxOutputTokens?: number
     readonly step?: Duration.DurationInput
     readonly concurrency?: number
+    readonly stall?: Stall
   } = {}
 ) =>
   Effect.forEach(
@@ -51,8 +52,32 @@ const runCalls = (
         ))
       )
     ),
+    (self) =>
+      options.stall === undefined
+        ? self
+        : Effect.clockWith((clock) => Effect.withClock(self, stalled(clock, options.stall!))),
     (self) => TestKit.runWithTestClock(self, { step: options.step ?? Duration.millis(5) })
   )
+
+/** A stretch of virtual time (ms from the start) in which the process runs nothing, as under a long GC or a busy loop. */
+interface Stall {
+  readonly from: number
+  readonly to: number
+}
+
+/** `clock`, except that a sleep due inside the stall wakes at its end, together with every other one due in it. */
+const stalled = (clock: Clock.Clock, stall: Stall): Clock.Clock => ({
+  [Clock.ClockTypeId]: Clock.ClockTypeId,
+  unsafeCurrentTimeMillis: () => clock.unsafeCurrentTimeMillis(),
+  unsafeCurrentTimeNanos: () => clock.unsafeCurrentTimeNanos(),
+  currentTimeMillis: clock.currentTimeMillis,
+  currentTimeNanos: clock.currentTimeNanos,
+  sleep: (duration) =>
+    Effect.flatMap(clock.currentTimeMillis, (now) => {
+      const due = now + Duration.toMillis(duration)
+      return clock.sleep(Duration.millis(due >= stall.from && due < stall.to ? stall.to - now : due - now))
+    })
+})
 
 const withSnapshot = (rateLimit: RateLimitSnapshot) => TestKit.response({ rateLimit })
 
@@ -212,6 +237,24 @@ describe("RateLimiter", () => {
       assert.isAtMost(Math.max(...buckets), 60, `per 100 ms: ${buckets.join(",")}`)
       // Every call done within 6 s of the outage's start (2 s + 1,000 at ~485/s, and the learning).
       assert.isBelow(times[times.length - 1]!, 6_000, `per 100 ms: ${buckets.join(",")}`)
+    }))
+
+  it.effect("a process stall does not turn into a burst: attempts whose slots fell due in it go out at the rate", () =>
+    Effect.gen(function*() {
+      const times: Array<number> = []
+      // 30,000/min (500/s: 50 per 100 ms) known from the start; 1,000 calls take their slots over ~2 s; the
+      // process stalls from 500 to 800 ms, so ~145 slots fall due while nothing runs.
+      const model = TestKit.scripted([], {
+        otherwise: recordingTimes(times, () => Effect.delay(Effect.succeed(TestKit.response()), "20 millis"))
+      })
+      const outcomes = yield* runCalls(1_000, model, {
+        limiter: { limits: { requestsPerMinute: 30_000 } },
+        stall: { from: 500, to: 800 }
+      })
+      assert.isTrue(outcomes.every((o) => o._tag === "Right"), "no call failed")
+      const buckets = perHundred(times, 0)
+      assert.strictEqual(buckets[5] ?? 0, 0, "nothing is sent during the stall")
+      assert.isAtMost(Math.max(...buckets), 60, `per 100 ms: ${buckets.join(",")}`)
     }))
 
   it.effect("without a limiter the same outage sends the backlog back in bursts", () =>
