@@ -13,13 +13,19 @@
  * binary a user installs (`packages/cli/bin/keel.js`, plain node). The simulator always runs from
  * sources.
  *
+ * `--command run` runs `keel run --task JobScoring --input FILE` instead, over the same N listings
+ * written to a JSON-lines file first (`Listings.lines`, seed 1): the input streamed from disk.
+ *
  *   npx tsx --conditions=@keel/source bench/scale.ts [--count 100000] [--entry sources|built]
- *     [--simulator separate|in-process] [--json FILE]
+ *     [--simulator separate|in-process] [--command demo|run] [--json FILE]
  */
+import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
 import { execFileSync, spawn } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import * as Listings from "../packages/cli/src/Listings.js"
 import * as Results from "./lib/results.js"
 
 const sources = Path.resolve("packages/cli/src/bin.ts")
@@ -60,6 +66,8 @@ export interface Data {
   readonly concurrency: number
   /** How keel ran: from its sources under tsx, or the built binary under plain node. */
   readonly entry?: "sources" | "built"
+  /** The command: `keel demo --count N`, or `keel run` over a file of N listings. */
+  readonly command?: "demo" | "run"
   /** Where the simulator ran: its own process (`keel simulate`), or inside keel's. */
   readonly simulator?: "separate" | "in-process"
   readonly exitCode: number | null
@@ -95,6 +103,7 @@ const main = async () => {
   const count = Results.numberFlag("count", 100_000)
   const entry = choiceFlag("entry", ["sources", "built"] as const)
   const where = choiceFlag("simulator", ["separate", "in-process"] as const)
+  const command = choiceFlag("command", ["demo", "run"] as const)
   const concurrency = 64
   if (entry === "built") {
     execFileSync(process.execPath, [Path.resolve("node_modules/typescript/bin/tsc"), "-b", "tsconfig.build.json"], {
@@ -102,6 +111,21 @@ const main = async () => {
     })
   }
   const out = Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-bench-scale-"))
+  const input = Path.join(out, "listings.jsonl")
+  if (command === "run") {
+    const file = Fs.createWriteStream(input)
+    await Effect.runPromise(
+      Stream.runForEach(
+        Listings.lines(count),
+        (line) =>
+          Effect.promise(() =>
+            new Promise<void>((resolve) => file.write(`${line}\n`) ? resolve() : file.once("drain", resolve))
+          )
+      )
+    )
+    await new Promise<void>((resolve) => file.end(resolve))
+  }
+  const task = entry === "sources" ? "packages/cli/src/JobScoring.ts" : "packages/cli/dist/JobScoring.js"
   const separate = where === "separate" ? await startSimulator() : undefined
   const { OPENAI_API_KEY: _key, ...env } = process.env
   const started = performance.now()
@@ -109,9 +133,7 @@ const main = async () => {
     process.execPath,
     [
       ...(entry === "sources" ? [...nodeArgs, sources] : [built]),
-      "demo",
-      "--count",
-      String(count),
+      ...(command === "demo" ? ["demo", "--count", String(count)] : ["run", "--task", task, "--input", input]),
       "--concurrency",
       String(concurrency),
       ...(separate === undefined ? [] : ["--base-url", separate.url]),
@@ -158,6 +180,7 @@ const main = async () => {
     count,
     concurrency,
     entry,
+    command,
     simulator: where,
     exitCode,
     wallSeconds,
