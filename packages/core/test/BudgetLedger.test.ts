@@ -489,4 +489,35 @@ describe("the budget's configuration and identity", () => {
       assert.strictEqual(got.amount, usd("1"))
       assert.deepStrictEqual((yield* balances(budget, "tenant:acme"))["tenant:acme total"], ["0", "1", "0"])
     }))
+
+  it.scoped("a reservation or extension of zero is accepted and holds nothing", () =>
+    Effect.gen(function*() {
+      const budget = yield* budgetOn(Budget.makeMemoryStore(), { limits: [{ scope: "tenant:acme", limit: "1" }] })
+      const held = yield* budget.reserve("tenant:acme", 0n)
+      const more = yield* budget.extend(held, 0n)
+      assert.deepStrictEqual([held.amount, more.amount], [0n, 0n])
+      assert.deepStrictEqual((yield* balances(budget, "tenant:acme"))["tenant:acme total"], ["0", "0", "0"])
+    }))
+
+  it.effect("the memory store: renew counts one owner's open reservations, release says whether it closed one", () =>
+    Effect.gen(function*() {
+      const store = Budget.makeMemoryStore()
+      const counters: ReadonlyArray<Budget.Counter> = [
+        { key: "global|total|total", scope: "global", window: "total", period: "total", limit: undefined }
+      ]
+      for (const [id, owner] of [["a:1", "a"], ["a:2", "a"], ["b:1", "b"]] as const) {
+        yield* store.reserve({ id, owner, amount: usd("0.1"), counters, lease: 60_000 })
+      }
+      assert.deepStrictEqual(
+        [yield* store.renew("a", 60_000), yield* store.renew("b", 60_000), yield* store.renew("c", 60_000)],
+        [2, 1, 0]
+      )
+      assert.deepStrictEqual([yield* store.release("a:1"), yield* store.release("a:1")], [true, false])
+      assert.strictEqual(yield* store.renew("a", 60_000), 1)
+      // A counter never written reads as zero, named from its key.
+      assert.deepStrictEqual(yield* store.balances(["tenant:x|day|2026-12-01", "odd"]), [
+        { scope: "tenant:x", window: "day", period: "2026-12-01", spent: 0n, reserved: 0n, overrun: 0n },
+        { scope: "odd", window: "total", period: "", spent: 0n, reserved: 0n, overrun: 0n }
+      ])
+    }))
 })

@@ -913,3 +913,27 @@ describe("Budget/Sql: the path of a SQLite ledger", () => {
       )
     }).pipe(Effect.scoped))
 })
+
+describe("Budget/Sql's failures without a cause, and the ledger file's handle", () => {
+  it.scoped("a client failure that carries no cause reads as the client's message alone, not retried", () =>
+    Effect.gen(function*() {
+      const faults: Array<Effect.Effect<never, unknown>> = [
+        Effect.fail(new SqlError({ message: "Connection terminated" })),
+        Effect.fail(new SqlError({ message: "Connection terminated" }))
+      ]
+      const { prefix, sql } = yield* connect(sqlite)
+      const store = yield* Effect.orDie(makeStore(faulty(sql, faults), { tablePrefix: prefix }))
+      const error = storeError(yield* Effect.flip(store.reserve(request("a:1", "0.5", [total("global")]))))
+      assert.strictEqual(error.message, "Budget store failed to reserve: Connection terminated")
+      assert.strictEqual(faults.length, 1)
+    }))
+
+  it("checking a ledger file leaves no file handle open", () => {
+    const filename = Path.join(tempDir(), "header.db")
+    Fs.writeFileSync(filename, Buffer.concat([Buffer.from("SQLite format 3\0"), Buffer.alloc(84)]))
+    const handles = () => Fs.readdirSync("/proc/self/fd").length
+    const before = handles()
+    for (let i = 0; i < 20; i++) assert.isUndefined(BudgetSql.checkSqlitePath(filename))
+    assert.strictEqual(handles(), before)
+  })
+})
