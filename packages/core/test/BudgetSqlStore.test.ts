@@ -186,19 +186,21 @@ describe.each(dialects)("Budget/Sql's tables on $name", (dialect) => {
       // Nothing was created for the refused configurations.
       const exists = yield* Effect.either(sql.unsafe(`SELECT version FROM keel_never_made_migrations`))
       assert.isTrue(exists._tag === "Left")
-      // The longest prefix, one starting with an underscore, and concurrency 1 are fine. (Capitals only on SQLite:
-      // Postgres folds the unquoted names of CREATE TABLE to lower case but not the quoted ones of later statements.)
-      const goods = [`_${freshPrefix()}`.padEnd(41, "x"), `${freshPrefix()}_${dialect.name === "SQLite" ? "Z9" : "z9"}`]
+      // The longest prefix, one starting with an underscore, one with capitals (its tables are named in lower case,
+      // as Postgres folds unquoted names), and concurrency 1 are fine.
+      const goods = [`_${freshPrefix()}`.padEnd(41, "x"), `Keel_${freshPrefix()}_Z9`]
       for (const good of goods) {
+        const tables = good.toLowerCase()
         yield* Effect.addFinalizer(() =>
           Effect.orDie(Effect.forEach(
             ["counters", "reservations", "migrations"],
-            (table) => sql.unsafe(`DROP TABLE IF EXISTS ${good}_${table}`)
+            (table) => sql.unsafe(`DROP TABLE IF EXISTS ${tables}_${table}`)
           ))
         )
         const store = yield* Effect.orDie(makeStore(sql, { tablePrefix: good, concurrency: 1 }))
         yield* Effect.orDie(store.reserve(request("a:1", "1", [total("global")])))
-        assert.deepStrictEqual(yield* versions(sql, good).pipe(Effect.map((v) => v.length)), 2)
+        assert.deepStrictEqual(yield* versions(sql, tables).pipe(Effect.map((v) => v.length)), 2)
+        assert.deepStrictEqual(yield* money(store, ["global|total|total"]), { "global|total|total": ["0", "1", "0"] })
       }
     }))
 })

@@ -48,7 +48,7 @@ import type { BudgetExceeded } from "../LlmError.js"
 import * as Sqlite from "../Sqlite.js"
 
 export interface Options {
-  /** Table name prefix: letters, digits and underscores. Default `keel_budget`. */
+  /** Table name prefix: letters, digits and underscores, folded to lower case. Default `keel_budget`. */
   readonly tablePrefix?: string
   /**
    * Trace each SQL statement as its own span (`@effect/sql`'s default). Default false: a call's
@@ -250,8 +250,8 @@ export const make = (
   options: Options = {}
 ): Effect.Effect<Budget.BudgetStore.Service, Budget.BudgetStoreError | Budget.BudgetConfigError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
-    const prefix = options.tablePrefix ?? "keel_budget"
-    if (!/^[A-Za-z_][A-Za-z0-9_]{0,40}$/.test(prefix)) {
+    const tablePrefix = options.tablePrefix ?? "keel_budget"
+    if (!/^[A-Za-z_][A-Za-z0-9_]{0,40}$/.test(tablePrefix)) {
       return yield* new Budget.BudgetConfigError({
         field: "tablePrefix",
         reason: "must be letters, digits and underscores, starting with a letter or underscore"
@@ -262,6 +262,9 @@ export const make = (
       return yield* new Budget.BudgetConfigError({ field: "concurrency", reason: "must be a positive integer" })
     }
     const sql = yield* SqlClient.SqlClient
+    // Lower case, as Postgres folds the unquoted names of the migrations; the quoted names of the
+    // later statements then name the same tables (SQLite ignores case either way).
+    const prefix = tablePrefix.toLowerCase()
     const tables: Tables = {
       counters: `${prefix}_counters`,
       reservations: `${prefix}_reservations`,
