@@ -352,7 +352,8 @@ const scale = (
       "The run's own summary:",
       "",
       "```",
-      d.summary.split("\n").filter((line) => !line.includes(" INFO ")).join("\n"),
+      // the files line names the run's temporary folder, a path of the machine that ran it
+      d.summary.split("\n").filter((line) => !line.includes(" INFO ") && !line.startsWith("files ")).join("\n"),
       "```",
       ""
     )
