@@ -291,6 +291,10 @@ export const make = (
       pausedUntil = 0
       /** The earliest time (epoch ms) the next attempt may be sent, by this process's spacing. */
       nextSend = 0
+      /** The pace's virtual time: when the next attempt may go out, by the times attempts were sent. */
+      sentClock = 0
+      /** The earliest time for the next attempt the pace refused when it woke. */
+      nextLate = 0
       readonly semaphore: Effect.Semaphore | undefined
       phase: "open" | "down" | "recovering" = "open"
       readonly queue: Array<Deferred.Deferred<void>> = []
@@ -332,6 +336,25 @@ export const make = (
       sendTime(now: number, perMinute: number): number {
         const at = Math.max(this.nextSend, now - REQUESTS_BURST_MS)
         this.nextSend = at + 60_000 / perMinute
+        return at
+      }
+
+      /**
+       * Sends now if the pace allows it, counted by when attempts actually go out (a GCRA: `sentClock` is
+       * the pace's virtual time, `REQUESTS_BURST_MS` its burst), so attempts waking together after a stall
+       * go out at the rate, however their slots were handed out.
+       */
+      send(now: number, perMinute: number): boolean {
+        const due = Math.max(this.sentClock, now)
+        if (due - now > REQUESTS_BURST_MS) return false
+        this.sentClock = due + 60_000 / perMinute
+        return true
+      }
+
+      /** The next place in the line of attempts the pace refused when they woke. */
+      lateTime(perMinute: number): number {
+        const at = Math.max(this.nextLate, this.sentClock - REQUESTS_BURST_MS)
+        this.nextLate = at + 60_000 / perMinute
         return at
       }
 
@@ -508,6 +531,23 @@ export const make = (
         }
       })
 
+    /**
+     * Sleeps until the attempt's send time, then checks the pace at the moment it wakes: the process can
+     * stall during that sleep too (a busy stretch handing out slots to a thousand attempts, some due before
+     * it ends), and every sleep due in a stall wakes when it ends. An attempt the pace refuses then waits
+     * in the line of late attempts, one interval apart from the pace's next free moment.
+     */
+    const spaced = (m: Model, rpm: number, attempt: RateLimiter.Attempt) =>
+      Effect.gen(function*() {
+        let waited = false
+        let at = m.sendTime(yield* Clock.currentTimeMillis, rpm)
+        while (true) {
+          waited = (yield* sleepUntil(at, attempt)) || waited
+          if (m.send(yield* Clock.currentTimeMillis, rpm)) return waited
+          at = m.lateTime(rpm)
+        }
+      })
+
     /** Waits out a 429's pause, the concurrency cap and the buckets, then runs the attempt and learns from it. */
     const run = (
       m: Model,
@@ -520,7 +560,7 @@ export const make = (
         if (rpm !== undefined) {
           const delay = yield* take(requestsBucket(m.requestsKey, rpm), 1)
           if (delay > 0) waited = (yield* sleepUntil((yield* Clock.currentTimeMillis) + delay, attempt)) || waited
-          waited = (yield* sleepUntil(m.sendTime(yield* Clock.currentTimeMillis, rpm), attempt)) || waited
+          waited = (yield* spaced(m, rpm, attempt)) || waited
         }
         const tpm = m.tokensPerMinute
         let estimate: number | undefined

@@ -5,6 +5,7 @@
  * the calls held during it, the deadline while waiting, and bad
  * options rejected when the layer is built.
  */
+import * as ExperimentalLimiter from "@effect/experimental/RateLimiter"
 import { assert, describe, it } from "@effect/vitest"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
@@ -35,6 +36,7 @@ const runCalls = (
     readonly step?: Duration.DurationInput
     readonly concurrency?: number
     readonly stall?: Stall
+    readonly store?: Layer.Layer<ExperimentalLimiter.RateLimiterStore>
   } = {}
 ) =>
   Effect.forEach(
@@ -46,7 +48,7 @@ const runCalls = (
       Llm.layer({ defaultModel: "m" }).pipe(
         Layer.provide(Layer.mergeAll(
           model.layer,
-          RateLimiter.layerMemory(options.limiter),
+          RateLimiter.layer(options.limiter).pipe(Layer.provide(options.store ?? ExperimentalLimiter.layerStoreMemory)),
           Layer.succeed(RetryPolicy.RetryPolicy, RetryPolicy.make(options.policy)),
           Tokenizer.layer(options.tokenizer ?? Tokenizer.bytesUpperBound)
         ))
@@ -77,6 +79,12 @@ const stalled = (clock: Clock.Clock, stall: Stall): Clock.Clock => ({
       const due = now + Duration.toMillis(duration)
       return clock.sleep(Duration.millis(due >= stall.from && due < stall.to ? stall.to - now : due - now))
     })
+})
+
+/** A shared store whose buckets always have room (as other processes may see them): only the process's own pace spaces its attempts. */
+const roomyStore = Layer.succeed(ExperimentalLimiter.RateLimiterStore, {
+  fixedWindow: ({ tokens }) => Effect.succeed([tokens, 0] as const),
+  tokenBucket: ({ limit }) => Effect.succeed(limit)
 })
 
 const withSnapshot = (rateLimit: RateLimitSnapshot) => TestKit.response({ rateLimit })
@@ -255,6 +263,27 @@ describe("RateLimiter", () => {
       const buckets = perHundred(times, 0)
       assert.strictEqual(buckets[5] ?? 0, 0, "nothing is sent during the stall")
       assert.isAtMost(Math.max(...buckets), 60, `per 100 ms: ${buckets.join(",")}`)
+    }))
+
+  it.effect("a stall while attempts sleep to their send times does not turn into a burst either", () =>
+    Effect.gen(function*() {
+      const times: Array<number> = []
+      // The buckets always have room, so the 1,000 attempts take their send times at once, from 0 to ~2 s; the ~150
+      // due while the process stalls from 500 to 800 ms all wake at 800.
+      const model = TestKit.scripted([], {
+        otherwise: recordingTimes(times, () => Effect.delay(Effect.succeed(TestKit.response()), "20 millis"))
+      })
+      const outcomes = yield* runCalls(1_000, model, {
+        limiter: { limits: { requestsPerMinute: 30_000 } },
+        store: roomyStore,
+        stall: { from: 500, to: 800 }
+      })
+      assert.isTrue(outcomes.every((o) => o._tag === "Right"), "no call failed")
+      const buckets = perHundred(times, 0)
+      assert.strictEqual(buckets[5] ?? 0, 0, "nothing is sent during the stall")
+      assert.isAtMost(Math.max(...buckets), 60, `per 100 ms: ${buckets.join(",")}`)
+      // Nothing is lost to the stall but its own 300 ms: 1,000 at ~485/s take ~2.1 s, and 0.3 s more.
+      assert.isBelow(times[times.length - 1]!, 2_500, `per 100 ms: ${buckets.join(",")}`)
     }))
 
   it.effect("without a limiter the same outage sends the backlog back in bursts", () =>
