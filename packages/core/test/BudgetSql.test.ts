@@ -640,7 +640,13 @@ describe.each(backends())("Budget/Sql on $name: leases and the store under load"
           }).pipe(Layer.orDie)
           : sqlLayer(backend.store)
         const filename = "sqlite" in backend.store ? backend.store.sqlite : ""
-        /** Postgres: every connection of the run's pool is terminated. SQLite: another connection's lock holds the file. */
+        /** Calls that have ended in BudgetUnavailable so far. */
+        let hit = 0
+        /**
+         * Postgres: every connection of the run's pool is terminated. SQLite: another connection's lock holds the
+         * file until a call has been hit (at most 5 s): how long the store's queue takes to reach a statement that
+         * meets the lock depends on the machine's load (the settles in flight go first).
+         */
         const takeAway = "pg" in backend.store
           ? Effect.flatMap(SqlClient.SqlClient, (sql) =>
             sql`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ${applicationName}`)
@@ -648,7 +654,15 @@ describe.each(backends())("Budget/Sql on $name: leases and the store under load"
           : Effect.scoped(Effect.gen(function*() {
             const holder = yield* Sqlite.make({ filename })
             yield* holder.unsafe("BEGIN EXCLUSIVE")
-            yield* Effect.ensuring(Effect.sleep(300), Effect.orDie(holder.unsafe("ROLLBACK")))
+            const held = Effect.sleep(5).pipe(
+              Effect.repeat({
+                until: () =>
+                  hit > 0
+              }),
+              Effect.timeout(5_000),
+              Effect.ignore
+            )
+            yield* Effect.ensuring(Effect.zipRight(Effect.sleep(300), held), Effect.orDie(holder.unsafe("ROLLBACK")))
           })).pipe(Effect.provide(Reactivity.layer), Effect.orDie)
         const scripted = TestKit.scripted([], {
           otherwise: () =>
@@ -679,15 +693,24 @@ describe.each(backends())("Budget/Sql on $name: leases and the store under load"
             yield* takeAway
           }))
           const exits = yield* Effect.forEach(
-            Array.from({ length: 400 }, (_, i) =>
-              i),
+            Array.from({ length: 400 }, (_, i) => i),
             (i) =>
               Effect.exit(llm.generate({
                 model,
                 messages: [{ role: "user", content: `Score listing #${i}` }],
                 maxOutputTokens: 40,
                 scope: `${limitScope}/run:1`
-              })).pipe(Effect.ensuring(Effect.sync(() => finished++))),
+              })).pipe(
+                Effect.tap((exit) =>
+                  Effect.sync(() => {
+                    if (
+                      Exit.isFailure(exit) && exit.cause._tag === "Fail" &&
+                      exit.cause.error._tag === "BudgetUnavailable"
+                    ) hit++
+                  })
+                ),
+                Effect.ensuring(Effect.sync(() => finished++))
+              ),
             { concurrency: 20 }
           )
           yield* Fiber.join(disruptor)
