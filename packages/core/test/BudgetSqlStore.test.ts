@@ -704,10 +704,14 @@ describe("Budget/Sql's failures, injected", () => {
     })
 
   it.scopedLive(
-    "a deadlock or serialization failure runs the operation again, once over",
+    "a deadlock, a serialization failure or a stray cancel runs the operation again, once over",
     () =>
       Effect.gen(function*() {
-        const faults = [failure("40P01", "deadlock detected"), failure("40001", "could not serialize access")]
+        const faults = [
+          failure("40P01", "deadlock detected"),
+          failure("40001", "could not serialize access"),
+          failure("57014", "canceling statement due to user request")
+        ]
         const { prefix, sql, store } = yield* openFaulty(faults)
         yield* Effect.orDie(store.reserve(request("a:1", "0.5", [total("global"), total("tenant:a")])))
         assert.strictEqual(faults.length, 0)
@@ -726,6 +730,13 @@ describe("Budget/Sql's failures, injected", () => {
         assert.deepStrictEqual(yield* money(store, ["global|total|total"]), {
           "global|total|total": ["0.25", "0", "0"]
         })
+        // A statement timeout is the database's answer, not a stray cancel: it is not run again.
+        faults.push(failure("57014", "canceling statement due to statement timeout"))
+        const timedOut = yield* Effect.flip(store.reserve(request("a:2", "0.1", [total("global")])))
+        assert.strictEqual(
+          timedOut.message,
+          "Budget store failed to reserve: Failed to execute statement: canceling statement due to statement timeout (57014)"
+        )
       }),
     { timeout: 20_000 }
   )

@@ -73,10 +73,16 @@ const describe = (error: SqlError): string => {
   return detail === "" ? error.message : `${error.message}: ${detail}${code}`
 }
 
-/** Postgres deadlock or serialization failure: the statement may simply run again. */
+/**
+ * The statement may simply run again: a Postgres deadlock or serialization failure, or a statement
+ * cancelled "due to user request" that this fiber did not ask to cancel. `@effect/sql-pg` cancels an
+ * interrupted query with `pg_cancel_backend`, which can land after that query ended, on the next
+ * statement the pooled connection runs (an interrupted fiber itself never gets here: it does not retry).
+ */
 const isTransient = (error: SqlError): boolean => {
-  const code = (error.cause as { readonly code?: unknown } | undefined)?.code
-  return code === "40P01" || code === "40001"
+  const cause = error.cause as { readonly code?: unknown; readonly message?: unknown } | undefined
+  return cause?.code === "40P01" || cause?.code === "40001" ||
+    (cause?.code === "57014" && typeof cause.message === "string" && cause.message.endsWith("due to user request"))
 }
 
 const retryTransient = <A, E>(effect: Effect.Effect<A, E | SqlError>) =>
