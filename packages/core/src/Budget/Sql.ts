@@ -281,7 +281,7 @@ export const make = (
     const counters = sql(tables.counters)
     const reservations = sql(tables.reservations)
     const isPg = sql.onDialectOrElse({ pg: () => true, orElse: () => false })
-    /** Postgres: the database's clock in epoch milliseconds, read when the statement runs. */
+    /** Postgres: the database's clock in epoch milliseconds, read anew at each use (a row's two times read it once). */
     const dbNow = sql.literal("CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)")
 
     /**
@@ -359,9 +359,9 @@ export const make = (
           RETURNING c.key
         ), written AS (
           INSERT INTO ${reservations} (id, owner, amount, counters, created_at, lease_until, status, estimated)
-          SELECT ${request.id}, ${request.owner}, ${request.amount}, ${keys.join(",")}, ${dbNow},
-            ${dbNow} + ${request.lease}, 'open', 0
-          FROM verdict WHERE verdict.fits
+          SELECT ${request.id}, ${request.owner}, ${request.amount}, ${keys.join(",")}, stamp.at,
+            stamp.at + ${request.lease}, 'open', 0
+          FROM verdict, (SELECT ${dbNow} AS at) stamp WHERE verdict.fits
           RETURNING id
         )
         SELECT locked.key, CAST(locked.spent AS TEXT) AS spent, CAST(locked.reserved AS TEXT) AS reserved,
