@@ -213,11 +213,10 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, LlmConfi
     // observation, so one record and one span cover every hop.
     const stages: Array<Stage.Stage> = []
     if (breaker !== undefined) stages.push(Breaker.make(breaker))
-    if (pricing !== undefined) {
-      stages.push(Metering.make({ budget, policy, pricing, tokenizer }))
-      // Reservations count tokens: load the encoder now, off the first call's path.
-      if (budget !== undefined) yield* Effect.forkDaemon(tokenizer.load)
-    }
+    if (pricing !== undefined) stages.push(Metering.make({ budget, policy, pricing, tokenizer }))
+    const limiter = Option.getOrUndefined(Context.getOption(context, RateLimiter.RateLimiter))
+    // Reservations and tokens/min limits count tokens: load the encoder now, off the first call's path.
+    if (budget !== undefined || limiter !== undefined) yield* Effect.forkDaemon(tokenizer.load)
     const observe = Observe.make({
       provider: languageModel.provider,
       callLog: yield* CallLog.CallLog,
@@ -227,7 +226,6 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, LlmConfi
     const routing = router === undefined ? undefined : Routing.make({ router, tokenizer, budget })
     if (routing !== undefined) stages.push(routing.stage)
     // The rate limiter is the outermost attempt wrapper: its waits fall outside every other stage's attempt.
-    const limiter = Option.getOrUndefined(Context.getOption(context, RateLimiter.RateLimiter))
     if (limiter !== undefined) stages.unshift(Limiting.make({ limiter, policy, tokenizer }))
     const pipeline = Stage.compose(stages)
     yield* Effect.logInfo(

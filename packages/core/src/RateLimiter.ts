@@ -556,12 +556,9 @@ export const make = (
     ): Effect.Effect<LlmResponse, LlmError.LlmError> =>
       Effect.gen(function*() {
         let waited = yield* sleepUntil(m.pausedUntil, attempt)
-        const rpm = m.requestsPerMinute
-        if (rpm !== undefined) {
-          const delay = yield* take(requestsBucket(m.requestsKey, rpm), 1)
-          if (delay > 0) waited = (yield* sleepUntil((yield* Clock.currentTimeMillis) + delay, attempt)) || waited
-          waited = (yield* spaced(m, rpm, attempt)) || waited
-        }
+        // Tokens before requests: the requests pace is checked last, at the moment of sending, so nothing
+        // between it and the send (the first estimate loads the tokenizer: half a second of CPU) can bunch
+        // the attempts it spaced.
         const tpm = m.tokensPerMinute
         let estimate: number | undefined
         if (tpm !== undefined) {
@@ -570,6 +567,12 @@ export const make = (
             const delay = yield* take(tokensBucket(m.tokensKey, tpm), estimate)
             if (delay > 0) waited = (yield* sleepUntil((yield* Clock.currentTimeMillis) + delay, attempt)) || waited
           }
+        }
+        const rpm = m.requestsPerMinute
+        if (rpm !== undefined) {
+          const delay = yield* take(requestsBucket(m.requestsKey, rpm), 1)
+          if (delay > 0) waited = (yield* sleepUntil((yield* Clock.currentTimeMillis) + delay, attempt)) || waited
+          waited = (yield* spaced(m, rpm, attempt)) || waited
         }
         // A wait may have eaten into the deadline the attempt's own timeout was computed from.
         const bounded = waited ? beforeDeadline(self, attempt) : self

@@ -7,12 +7,15 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
+import * as TestClock from "effect/TestClock"
 import * as Budget from "../src/Budget.js"
 import * as CallLog from "../src/CallLog.js"
 import * as Llm from "../src/Llm.js"
 import * as LlmError from "../src/LlmError.js"
+import * as RateLimiter from "../src/RateLimiter.js"
 import * as RetryPolicy from "../src/RetryPolicy.js"
 import * as TestKit from "../src/TestKit.js"
+import * as Tokenizer from "../src/Tokenizer.js"
 import * as TestPrices from "./utils/prices.js"
 
 const request = { model: "gpt-4o-mini", messages: [{ role: "user" as const, content: "hi" }] }
@@ -112,5 +115,26 @@ describe("Llm.layer composition", () => {
       assert.isDefined(line)
       assert.match(line!, /stages: budget, observe \(spans, metrics\), retry \(/)
       assert.include(line!, "tokenizer bytes (upper bound)")
+    }))
+  it.effect("the tokenizer is loaded when the layer is built if a Budget or a RateLimiter will count tokens, not otherwise", () =>
+    Effect.gen(function*() {
+      const built = <A, E>(stages: Layer.Layer<A, E>) =>
+        Effect.gen(function*() {
+          let loads = 0
+          const counting: Tokenizer.Tokenizer.Service = {
+            name: "counting",
+            load: Effect.sync(() => void loads++),
+            input: () => Effect.succeed(1)
+          }
+          const model = TestKit.scripted([], { otherwise: TestKit.response() })
+          yield* Effect.scoped(Layer.build(
+            Llm.layer().pipe(Layer.provide(Layer.mergeAll(model.layer, Tokenizer.layer(counting), stages)))
+          ))
+          yield* TestClock.adjust("1 millis") // the load runs in a fiber of its own
+          return loads
+        })
+      assert.strictEqual(yield* built(Layer.merge(budget, TestPrices.layer())), 1)
+      assert.strictEqual(yield* built(RateLimiter.layerMemory()), 1)
+      assert.strictEqual(yield* built(TestPrices.layer()), 0)
     }))
 })

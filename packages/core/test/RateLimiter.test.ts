@@ -282,6 +282,30 @@ describe("RateLimiter", () => {
       assert.isBelow(times[times.length - 1]!, 2_500, `last send at ${times[times.length - 1]} ms`)
     }))
 
+  // The first estimate of a real tokenizer loads its encoder (half a second of CPU in a process): attempts the
+  // requests pace had already spaced would all wait for it, and go out together when it is done.
+  it.effect("a slow token estimate does not bunch attempts: the requests pace is the last gate before sending", () =>
+    Effect.gen(function*() {
+      const times: Array<number> = []
+      const model = TestKit.scripted([], {
+        otherwise: recordingTimes(times, () => Effect.delay(Effect.succeed(TestKit.response()), "20 millis"))
+      })
+      const loadsFor300ms: Tokenizer.Tokenizer.Service = {
+        name: "loading",
+        load: Effect.void,
+        input: () =>
+          Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.as(Effect.sleep(Math.max(0, 300 - now)), 100))
+      }
+      const outcomes = yield* runCalls(300, model, {
+        limiter: { limits: { requestsPerMinute: 30_000, tokensPerMinute: 1e9 } },
+        tokenizer: loadsFor300ms
+      })
+      assert.isTrue(outcomes.every((o) => o._tag === "Right"), "no call failed")
+      const buckets = perHundred(times, 0)
+      assert.strictEqual(Math.min(...times), 300, "nothing goes before the first estimate")
+      assert.isAtMost(Math.max(...buckets), 55, `per 100 ms: ${buckets.join(",")}`)
+    }))
+
   it.effect("without a limiter the same outage sends the backlog back in bursts", () =>
     Effect.gen(function*() {
       const times: Array<number> = []
