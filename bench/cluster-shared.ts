@@ -1,6 +1,6 @@
 /**
- * Cluster, shared limits: three `keel worker`s (concurrency 32 each, one Postgres schema per
- * configuration, Redis) held to one budget and one provider quota.
+ * Cluster, shared limits: three `keel worker`s (concurrency 32 each, Postgres, Redis) held to one
+ * budget and one provider quota. Each configuration has a Postgres database of its own.
  *
  * 1. Budget. A first run of N generated listings without a limit gives their cost (the ledger's
  *    charges); a second run of the same N items on fresh workers with `--budget-usd` = a third of it.
@@ -11,16 +11,19 @@
  *    and refills continuously; past it, 429), both tiers on one model so the whole run shares that one
  *    limit. Before the run the bench empties the simulator's bucket and keeps it empty until the
  *    workers' first call, so the limit binds from the first item. Twice: the workers told
- *    `--requests-per-minute 3000`, then learning the limit from the headers. Reported: failed items
- *    (errors.jsonl by errorTag), 429s the simulator answered the workers, retries (calls.jsonl
- *    attempts), and throughput against 3,000/min.
+ *    `--requests-per-minute 3000`, then learning the limit from the headers (and, with `--modes
+ *    unlimited`, the same run on a simulator without a limit, for the cluster's own pace here).
+ *    Reported: failed items (errors.jsonl by errorTag), 429s the simulator answered the workers,
+ *    retries (calls.jsonl attempts), the busiest 10 s and the throughput against 3,000/min.
  *
  * The simulators run in this process (for their counters); the workers and `keel run --cluster` are
  * processes from sources. The rate limiter's Redis keys live in Redis database 9 (`--redis
  * redis://127.0.0.1:6379/9`), whose `keel:ratelimit:*` keys are deleted before each configuration,
  * so no other run shares the quota.
  *
- *   npx tsx --conditions=@keel/source bench/cluster-shared.ts [--count 1500] [--rate-count 2000] [--latency 50] [--json FILE]
+ *   npx tsx --conditions=@keel/source bench/cluster-shared.ts [--count 1500] [--rate-count 2000]
+ *     [--latency 50] [--rpm 3000] [--budget-only | --rate-only] [--modes configured,learned,unlimited]
+ *     [--json FILE]
  */
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
@@ -44,7 +47,6 @@ const bin = Path.resolve("packages/cli/src/bin.ts")
 const task = Path.resolve("packages/cli/src/JobScoring.ts")
 const nodeArgs = ["--conditions=@keel/source", "--import", "tsx"]
 const redisUrl = "redis://127.0.0.1:6379/9"
-const RPM = 3_000
 
 const keel = (args: ReadonlyArray<string>) => {
   const child = spawn(process.execPath, [...nodeArgs, bin, ...args], {
@@ -85,18 +87,32 @@ const stop = async (processes: ReadonlyArray<{ readonly child: ChildProcess; rea
   await Promise.all(processes.map((p) => p.exited))
 }
 
-const db = ManagedRuntime.make(
-  PgClient.layer({ host: "127.0.0.1", port: 5432, database: "test", username: "postgres" }).pipe(Layer.orDie)
-)
-const query = <A extends object = Record<string, unknown>>(text: string) =>
-  db.runPromise(Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe<A>(text)))
+const runtimes = new Map<string, ManagedRuntime.ManagedRuntime<SqlClient.SqlClient, never>>()
+const runtime = (database: string) => {
+  let found = runtimes.get(database)
+  if (found === undefined) {
+    found = ManagedRuntime.make(
+      PgClient.layer({ host: "127.0.0.1", port: 5432, database, username: "postgres" }).pipe(Layer.orDie)
+    )
+    runtimes.set(database, found)
+  }
+  return found
+}
+const query = <A extends object = Record<string, unknown>>(text: string, database = "test") =>
+  runtime(database).runPromise(Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe<A>(text)))
+const disconnect = async (database: string) => {
+  await runtimes.get(database)?.dispose()
+  runtimes.delete(database)
+}
 
 /** A simulator in this process, for its counters. */
 const startSimulator = async (options: Simulator.Options) => {
+  const startedAt = Date.now()
   const scope = Effect.runSync(Scope.make())
   const simulator = await Effect.runPromise(Scope.extend(Simulator.make(options), scope))
   return {
     url: simulator.url,
+    startedAt,
     stats: () => Effect.runPromise(simulator.stats),
     close: () => Effect.runPromise(Scope.close(scope, Exit.void))
   }
@@ -118,7 +134,11 @@ const countBy = (values: ReadonlyArray<string>) => {
   return counts
 }
 
-/** A fresh schema, three workers on it, and a run of `count` listings; the folder's files when done. */
+/**
+ * A fresh database, three workers on it, and a run of `count` listings; the folder's files when done.
+ * A database, not a schema: the runners' shard locks are advisory locks, which are per database, so a
+ * cluster in another schema of the same database (a test, another bench) would hold some of our shards.
+ */
 const clusterRun = async <I extends Record<string, unknown>>(
   options: {
     readonly count: number
@@ -129,11 +149,11 @@ const clusterRun = async <I extends Record<string, unknown>>(
     /** Runs once the run has started, until it ends. */
     readonly duringRun?: () => Promise<void>
   },
-  inspect: (schema: string, out: string) => Promise<I>
+  inspect: (database: string, out: string) => Promise<I>
 ) => {
-  const schema = `keel_bench_shared_${Crypto.randomBytes(4).toString("hex")}`
-  await query(`CREATE SCHEMA ${schema}`)
-  const postgres = `postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D${schema}`
+  const database = `keel_bench_shared_${Crypto.randomBytes(4).toString("hex")}`
+  await query(`CREATE DATABASE ${database}`)
+  const postgres = `postgres://postgres@127.0.0.1:5432/${database}`
   const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-bench-shared-"))
   const workers: Array<ReturnType<typeof keel>> = []
   try {
@@ -188,20 +208,22 @@ const clusterRun = async <I extends Record<string, unknown>>(
       calls: calls.length,
       attempts: calls.reduce((sum, c) => sum + (c.attempts as number), 0),
       callsCostUsd: usd(calls.reduce((sum, c) => sum + (c.costUsd === undefined ? 0n : pico(c.costUsd)), 0n)),
-      ...(await inspect(schema, out))
+      ...(await inspect(database, out))
     }
   } finally {
     await stop(workers.filter((w) => w.child.exitCode === null && w.child.signalCode === null))
-    await query(`DROP SCHEMA ${schema} CASCADE`)
+    await disconnect(database)
+    await query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`)
     Fs.rmSync(dir, { recursive: true, force: true })
   }
 }
 
 /** The ledger: reservations by status (count, charged, reserved amount) and the counters. */
-const ledger = async (schema: string) => {
+const ledger = async (database: string) => {
   const rows = await query<{ status: string; n: string; charged: string | null; amount: string | null }>(
     `SELECT status, count(*) AS n, sum(charged) AS charged, sum(amount) AS amount
-     FROM ${schema}.keel_budget_reservations GROUP BY status`
+     FROM keel_budget_reservations GROUP BY status`,
+    database
   )
   const reservations = Object.fromEntries(
     rows.map((r) => [r.status, { n: Number(r.n), charged: BigInt(r.charged ?? 0), amount: BigInt(r.amount ?? 0) }])
@@ -210,7 +232,8 @@ const ledger = async (schema: string) => {
     { key: string; scope: string; spent: string; reserved: string; overrun: string }
   >(
     `SELECT key, scope, CAST(spent AS TEXT) AS spent, CAST(reserved AS TEXT) AS reserved,
-     CAST(overrun AS TEXT) AS overrun FROM ${schema}.keel_budget_counters`
+     CAST(overrun AS TEXT) AS overrun FROM keel_budget_counters`,
+    database
   )
   const spent = (reservations.settled?.charged ?? 0n) + (reservations.reclaimed?.charged ?? 0n)
   return {
@@ -234,8 +257,8 @@ const budgetPart = async (count: number, latencyMs: number) => {
   try {
     const unlimited = await clusterRun(
       { count, simulatorUrl: simulator.url, workerArgs: [] },
-      async (schema) => {
-        const l = await ledger(schema)
+      async (database) => {
+        const l = await ledger(database)
         return {
           spentUsd: usd(l.spent),
           spentPico: String(l.spent),
@@ -251,8 +274,8 @@ const budgetPart = async (count: number, latencyMs: number) => {
     const limit = pico(limitUsd.toFixed(6))
     const limited = await clusterRun(
       { count, simulatorUrl: simulator.url, workerArgs: ["--budget-usd", limitUsd.toFixed(6)] },
-      async (schema) => {
-        const l = await ledger(schema)
+      async (database) => {
+        const l = await ledger(database)
         const counter = l.counters.find((c) => c.key.includes("keel:run"))
         return {
           limitUsd,
@@ -288,14 +311,31 @@ const flushRateLimiterKeys = async () => {
 
 const model = "gpt-4o-mini"
 
-const ratePart = async (count: number, latencyMs: number) => {
+/** The most requests that arrived in any 10 s from `fromMs` (epoch), as a rate per minute. */
+const peakPerMinute = (arrivals: Simulator.Stats["arrivals"], simulatorStartedAt: number, fromMs: number) => {
+  const first = Math.max(0, Math.floor((fromMs - simulatorStartedAt - arrivals.startMs) / 100))
+  const counts = arrivals.counts.slice(first)
+  let window = 0
+  let peak = 0
+  for (let i = 0; i < counts.length; i++) {
+    window += counts[i]! - (i >= 100 ? counts[i - 100]! : 0)
+    peak = Math.max(peak, window)
+  }
+  return peak * 6
+}
+
+type Mode = "configured" | "learned" | "unlimited"
+
+const ratePart = async (count: number, latencyMs: number, RPM: number, modes: ReadonlyArray<Mode>) => {
   const rows: Array<Record<string, unknown>> = []
-  for (const mode of ["configured", "learned"] as const) {
+  for (const mode of modes) {
+    // "unlimited": the same run on a simulator without a limit, for the throughput the cluster reaches here.
+    const limited = mode !== "unlimited"
     const simulator = await startSimulator({
       port: 0,
       seed: 1,
       latency: { baseMs: latencyMs },
-      limits: { requestsPerMinute: RPM }
+      ...(limited ? { limits: { requestsPerMinute: RPM } } : {})
     })
     try {
       await flushRateLimiterKeys()
@@ -330,6 +370,7 @@ const ratePart = async (count: number, latencyMs: number) => {
           ...(mode === "configured" ? ["--requests-per-minute", String(RPM)] : [])
         ],
         beforeRun: async () => {
+          if (!limited) return
           drain.loops = Array.from({ length: 32 }, loop)
           await until("the simulator's bucket to empty", () => drain.emptyAt !== 0)
         },
@@ -347,12 +388,13 @@ const ratePart = async (count: number, latencyMs: number) => {
         const worker429 = stats.rateLimited - drain.limited
         return {
           mode,
-          rpmLimit: RPM,
+          rpmLimit: limited ? RPM : null,
           drainRequests: drain.sent,
           drainedMsBeforeFirstWorkerCall: workersFirstAt - drain.emptyAt,
           simulatorRequestsFromWorkers: workerRequests,
           simulator429sToWorkers: worker429,
-          simulatorByStatus: stats.byStatus
+          simulatorByStatus: stats.byStatus,
+          peakRequestsPerMinuteOver10s: peakPerMinute(stats.arrivals, simulator.startedAt, workersFirstAt)
         }
       })
       const accepted = row.simulatorRequestsFromWorkers - row.simulator429sToWorkers
@@ -381,10 +423,13 @@ const main = async () => {
   try {
     const only = process.argv.includes("--rate-only") ? "rate" : process.argv.includes("--budget-only") ? "budget" : ""
     const budget = only === "rate" ? undefined : await budgetPart(count, latencyMs)
-    const rate = only === "budget" ? undefined : await ratePart(rateCount, latencyMs)
+    const rpm = Results.numberFlag("rpm", 3_000)
+    const modesFlag = process.argv.indexOf("--modes")
+    const modes = (modesFlag >= 0 ? process.argv[modesFlag + 1]!.split(",") : ["configured", "learned"]) as Array<Mode>
+    const rate = only === "budget" ? undefined : await ratePart(rateCount, latencyMs, rpm, modes)
     timer.finish({ workers: 3, concurrencyPerWorker: 32, latencyMs, budget, rate, load: Os.loadavg() })
   } finally {
-    await db.dispose()
+    for (const database of [...runtimes.keys()]) await disconnect(database)
   }
 }
 
