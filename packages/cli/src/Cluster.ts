@@ -26,6 +26,7 @@ import * as Rpc from "@effect/rpc/Rpc"
 import * as RpcSerialization from "@effect/rpc/RpcSerialization"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
+import type * as SqlConnection from "@effect/sql/SqlConnection"
 import type { SqlError } from "@effect/sql/SqlError"
 import type * as Budget from "@keel/core/Budget"
 import * as BudgetSql from "@keel/core/Budget/Sql"
@@ -42,13 +43,18 @@ import * as OpenAiTokenizer from "@keel/openai/OpenAiTokenizer"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
+import * as FiberSet from "effect/FiberSet"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
 import { Redis } from "ioredis"
 import * as Live from "./Live.js"
 import * as Task from "./Task.js"
@@ -146,6 +152,8 @@ const makeStore = (options: StoreOptions) =>
       run_id TEXT NOT NULL, item_id TEXT NOT NULL, kind TEXT NOT NULL, line TEXT NOT NULL,
       collected BOOLEAN NOT NULL DEFAULT FALSE, created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
       PRIMARY KEY (run_id, item_id))`.pipe(
+      // Which worker stored the outcome (see `workerName`): tables made before it lack the column.
+      Effect.zipRight(sql`ALTER TABLE ${results} ADD COLUMN IF NOT EXISTS runner TEXT`),
       Effect.zipRight(sql`CREATE INDEX IF NOT EXISTS ${sql(`${options.prefix}_results_uncollected`)}
         ON ${results} (run_id) WHERE NOT collected`),
       Effect.zipRight(sql`CREATE TABLE IF NOT EXISTS ${calls} (
@@ -167,13 +175,13 @@ const makeStore = (options: StoreOptions) =>
         ),
       /**
        * Stores the item's outcome and its call records in one transaction unless it has an outcome
-       * already; true when this call stored them.
+       * already; true when this call stored them. `runner` names the worker storing it.
        */
-      insertOnce: (run: string, outcome: Outcome, records: ReadonlyArray<string>) =>
+      insertOnce: (run: string, outcome: Outcome, records: ReadonlyArray<string>, runner: string | null = null) =>
         Effect.gen(function*() {
           const inserted = yield* sql<{ readonly item_id: string }>`
-            INSERT INTO ${results} (run_id, item_id, kind, line)
-            VALUES (${run}, ${outcome.line.id}, ${outcome.kind}, ${JSON.stringify(outcome.line)})
+            INSERT INTO ${results} (run_id, item_id, kind, line, runner)
+            VALUES (${run}, ${outcome.line.id}, ${outcome.kind}, ${JSON.stringify(outcome.line)}, ${runner})
             ON CONFLICT (run_id, item_id) DO NOTHING RETURNING item_id`
           if (inserted.length === 0 || records.length === 0) return inserted.length > 0
           yield* sql`INSERT INTO ${calls} ${
@@ -214,8 +222,8 @@ export class Store extends Context.Tag("@keel/cli/Cluster/Store")<
 }
 
 /** The Postgres client for a URL; an unreachable or refusing server is a `StoreUnreachable`. */
-export const postgres = (url: string) =>
-  PgClient.layer({ url: Redacted.make(url), connectTimeout: "5 seconds", applicationName: "keel" }).pipe(
+export const postgres = (url: string, applicationName = "keel") =>
+  PgClient.layer({ url: Redacted.make(url), connectTimeout: "5 seconds", applicationName }).pipe(
     Layer.catchAllCause((cause) =>
       Layer.fail(
         new StoreUnreachable({ store: "Postgres", url: redactUrl(url), reason: reasonOf(Cause.squash(cause)) })
@@ -339,6 +347,14 @@ const callSink: CallLog.Sink = {
       }))
 }
 
+/**
+ * The worker's name in the store: its address and process id. It owns the worker's reservations in
+ * the budget ledger and is kept with each outcome it stores, so a run's charges can be traced to the
+ * worker that made them (the cluster tests and bench/cluster.ts --kill do).
+ */
+export const workerName = (options: { readonly host: string; readonly port: number }) =>
+  `${options.host}:${options.port}#${process.pid}`
+
 /** The pipeline a worker runs items through: the budget on the worker's Postgres, the quota on Redis. */
 const pipeline = (options: WorkerOptions) => {
   const simulated = options.backend._tag === "Simulator"
@@ -351,6 +367,7 @@ const pipeline = (options: WorkerOptions) => {
         onSome: ({ scope, usd }) => [{ scope, limit: String(usd) }]
       }),
       ...(options.budgetPrefix === undefined ? {} : { tablePrefix: options.budgetPrefix }),
+      owner: workerName(options),
       concurrency: 8
     }),
     CallLog.layer({ sinks: [callSink] }),
@@ -420,14 +437,122 @@ const persistently = <A, R>(effect: Effect.Effect<A, StoreError, R>): Effect.Eff
   ).pipe(Effect.orDie) // the schedule never ends: no error is left to die with
 
 /**
+ * Per-item claims: a Postgres advisory lock per (run, item), held on one connection of this worker's
+ * own for as long as the item is being called.
+ *
+ * Why: when a runner dies, the cluster reassigns every shard (bounded-load consistent hashing over the
+ * healthy runners), so shards also move between the survivors. A survivor that loses a shard asks its
+ * entities to end and waits `entityTerminationTimeout` (15 s) before interrupting them and releasing the
+ * shard; the new owner then reads the message again. Without a claim, a call cut off there (charged
+ * at its estimate, its record lost) or still running would be called a second time. With the claim,
+ * the call is never cut off (it runs on, detached from the entity, until its outcome is stored) and a
+ * second delivery of the item waits while another live worker holds its claim, then finds the outcome.
+ *
+ * Why an advisory lock rather than a claims table with leases: it needs no heartbeat and no expiry to
+ * tune, and a killed worker's connection closes with it, so its claims are free at once and its items
+ * run again elsewhere without waiting for a lease (as the cluster's own shard locks do). The two-key
+ * form keeps these locks apart from the cluster's shard locks (one bigint key). If the connection is
+ * lost (Postgres restarting), its locks go with it: a new one is taken for the next claims.
+ */
+const makeClaims = (options: { readonly postgresUrl: string; readonly prefix: string }) =>
+  Effect.gen(function*() {
+    const layerScope = yield* Effect.scope
+    // A pool of its own, so the claims' connection takes nothing from the worker's pool.
+    const sql = Context.get(
+      yield* Layer.build(postgres(options.postgresUrl, "keel-claims")),
+      SqlClient.SqlClient
+    )
+    const opening = yield* Effect.makeSemaphore(1)
+    /** One statement at a time on the connection (node-postgres would queue them, deprecated). */
+    const serial = yield* Effect.makeSemaphore(1)
+    let current: { readonly connection: SqlConnection.Connection; readonly scope: Scope.CloseableScope } | undefined
+    /** Items claimed by this process (a session's advisory locks are re-entrant, so it must not ask twice). */
+    const held = new Set<string>()
+    const connection = opening.withPermits(1)(Effect.suspend(() => {
+      if (current !== undefined) return Effect.succeed(current)
+      return Effect.gen(function*() {
+        const scope = yield* Scope.fork(layerScope, ExecutionStrategy.sequential)
+        const connection = yield* sql.reserve.pipe(
+          Scope.extend(scope),
+          Effect.tapError(() => Scope.close(scope, Exit.void))
+        )
+        // Unlock before the connection goes back to the pool (a broken one is discarded).
+        yield* Scope.addFinalizer(
+          scope,
+          connection.executeRaw("SELECT pg_advisory_unlock_all()", []).pipe(Effect.timeout("2 seconds"), Effect.ignore)
+        )
+        current = { connection, scope }
+        return current
+      })
+    }))
+    /** One statement on the claims' connection; a connection that no longer answers is dropped. */
+    const statement = (text: string, params: ReadonlyArray<unknown>) =>
+      Effect.flatMap(connection, (entry) =>
+        serial.withPermits(1)(entry.connection.executeValues(text, params)).pipe(
+          Effect.tapError(() =>
+            serial.withPermits(1)(entry.connection.executeValues("SELECT 1", [])).pipe(
+              Effect.timeout("2 seconds"),
+              Effect.catchAllCause(() =>
+                Effect.suspend(() => {
+                  if (current !== entry) return Effect.void
+                  current = undefined
+                  return Scope.close(entry.scope, Exit.void)
+                })
+              )
+            )
+          )
+        )).pipe(Effect.uninterruptible) // never cancelled half-way: its outcome is always known
+    const keys = (run: string, id: string) => [`${options.prefix}/${run}`, id]
+    return {
+      /** Claims the item unless another worker, or this one, holds it; false on a store error too. */
+      tryClaim: (run: string, id: string) =>
+        Effect.suspend(() => {
+          const key = `${run}\u0000${id}`
+          if (held.has(key)) return Effect.succeed(false)
+          held.add(key)
+          return statement("SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))", keys(run, id)).pipe(
+            Effect.map((rows) => rows[0]?.[0] === true),
+            Effect.catchAll((error) =>
+              Effect.as(Effect.logWarning(`cluster store: claim an item failed: ${reasonOf(error)}`), false)
+            ),
+            Effect.tap((claimed) => claimed ? Effect.void : Effect.sync(() => held.delete(key)))
+          )
+        }),
+      release: (run: string, id: string) =>
+        statement("SELECT pg_advisory_unlock(hashtext($1), hashtext($2))", keys(run, id)).pipe(
+          Effect.catchAll((error) => Effect.logWarning(`cluster store: release an item failed: ${reasonOf(error)}`)),
+          Effect.ensuring(Effect.sync(() => held.delete(`${run}\u0000${id}`))),
+          Effect.asVoid
+        )
+    }
+  })
+
+/** How often a delivery whose item another worker is calling looks again for its outcome or its claim. */
+const claimPollInterval = "500 millis"
+
+/**
  * The handlers of `ItemEntity`, made once per process (an entity instance per item shares them): at
  * most `concurrency` items in the pipeline at once, each task module imported once.
+ *
+ * A handler calls only once it holds the item's claim (see `makeClaims`), and the call runs in a fiber
+ * of its own that outlives the handler: an entity interrupted because its shard moved leaves the call
+ * to finish and store its outcome, and the delivery on the shard's new owner waits for it. On shutdown
+ * no new call starts and the calls in flight are given a minute to end.
  */
-const handlers = (concurrency: number) =>
+const handlers = (options: WorkerOptions) =>
   Effect.gen(function*() {
     const store = yield* Store
-    const permits = yield* Effect.makeSemaphore(concurrency)
+    const claims = yield* makeClaims(options)
+    const permits = yield* Effect.makeSemaphore(options.concurrency)
     const context = yield* Effect.context<Llm.Llm | Budget.Budget>()
+    const calls = yield* FiberSet.make<void>()
+    let closing = false
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => {
+        closing = true
+        return FiberSet.awaitEmpty(calls).pipe(Effect.timeoutOption("1 minute"), Effect.asVoid)
+      })
+    )
     const tasks = new Map<string, Effect.Effect<Task.Any, Task.TaskLoadError>>()
     const loadTask = (module: string) =>
       Effect.suspend(() => {
@@ -438,23 +563,49 @@ const handlers = (concurrency: number) =>
           return load
         })
       })
+    /** Calls the item and stores its outcome, unless an earlier holder of its claim stored one. */
+    const call = (item: typeof Process.payloadSchema.Type) =>
+      Effect.gen(function*() {
+        if (yield* persistently(store.has(item.run, item.id))) return
+        const records: Array<string> = []
+        const outcome = yield* loadTask(item.task).pipe(
+          Effect.flatMap((task) => processItem(task, item)),
+          Effect.catchTag("TaskLoadError", (error) =>
+            Effect.succeed<Outcome>({
+              kind: "error",
+              line: { id: item.id, errorTag: error._tag, message: error.message }
+            })),
+          Effect.locally(currentRecords, records),
+          Effect.provide(context)
+        )
+        yield* persistently(store.insertOnce(item.run, outcome, records, workerName(options)))
+      })
+    /** With a permit, claims the item and starts its call; `undefined` when another worker holds it. */
+    const start = (item: typeof Process.payloadSchema.Type) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function*() {
+          yield* restore(permits.take(1))
+          const claimed = !closing && (yield* claims.tryClaim(item.run, item.id))
+          if (!claimed) {
+            yield* permits.release(1)
+            return undefined
+          }
+          return yield* FiberSet.run(
+            calls,
+            Effect.interruptible(call(item)).pipe(
+              Effect.ensuring(Effect.zipRight(claims.release(item.run, item.id), permits.release(1)))
+            )
+          )
+        })
+      )
     return ItemEntity.of({
       Process: ({ payload: item }) =>
         Effect.gen(function*() {
-          if (yield* persistently(store.has(item.run, item.id))) return
-          const records: Array<string> = []
-          const outcome = yield* loadTask(item.task).pipe(
-            Effect.flatMap((task) => processItem(task, item)),
-            Effect.catchTag("TaskLoadError", (error) =>
-              Effect.succeed<Outcome>({
-                kind: "error",
-                line: { id: item.id, errorTag: error._tag, message: error.message }
-              })),
-            Effect.locally(currentRecords, records),
-            permits.withPermits(1),
-            Effect.provide(context)
-          )
-          yield* persistently(store.insertOnce(item.run, outcome, records))
+          while (!(yield* persistently(store.has(item.run, item.id)))) {
+            const fiber = yield* start(item)
+            if (fiber !== undefined) return yield* Fiber.join(fiber)
+            yield* Effect.sleep(claimPollInterval)
+          }
         })
     })
   })
@@ -467,12 +618,14 @@ export const workerLayer = (options: WorkerOptions) => {
   const sql = postgres(options.postgresUrl)
   const store = Store.layer(options)
   // `toLayer` would run an Effect of handlers once per entity instance: they are built here, once.
-  const entity = Layer.unwrapEffect(Effect.map(handlers(options.concurrency), (built) =>
-    ItemEntity.toLayer(built, {
-      concurrency: "unbounded",
-      mailboxCapacity: "unbounded",
-      maxIdleTime: "10 seconds"
-    })))
+  const entity = Layer.unwrapScoped(
+    Effect.map(handlers(options), (built) =>
+      ItemEntity.toLayer(built, {
+        concurrency: "unbounded",
+        mailboxCapacity: "unbounded",
+        maxIdleTime: "10 seconds"
+      }))
+  )
   return entity.pipe(
     Layer.provide(pipeline(options)),
     Layer.provide(runnerLayer(options)),
