@@ -7,7 +7,14 @@
  * summary.json), items/s over it, the wall time of the `keel run` process, and the check that every
  * item is in the folder once. Every process runs from sources (`node --import tsx`).
  *
- *   npx tsx --conditions=@keel/source bench/cluster.ts [--count 3000] [--latency 500] [--json FILE]
+ * `--kill`: one run on 3 workers instead (default 5,000 items), one of them killed with SIGKILL once a
+ * third of the items are stored. Reported: the run's exit code and seconds, the items in the folder
+ * (lines, unique, expected), the calls recorded, the ledger's reservations by status with their
+ * amounts, and the calls beyond those recorded with an outcome, by worker (each owns its reservations
+ * and is named with the outcomes it stores): the killed worker's calls in flight, and any by the
+ * survivors (an item called twice by live workers).
+ *
+ *   npx tsx --conditions=@keel/source bench/cluster.ts [--count 3000] [--latency 500] [--kill] [--json FILE]
  */
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
@@ -85,15 +92,21 @@ const db = ManagedRuntime.make(
 )
 const query = (text: string) => db.runPromise(Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(text)))
 
-const measure = async (workers: number, count: number, latencyMs: number, simulatorUrl: string): Promise<Row> => {
+/** A fresh schema, the input file and `workers` runners on it, each seen ready. */
+const setUp = async (workers: number, count: number, simulatorUrl: string) => {
   const schema = `keel_bench_cluster_${Crypto.randomBytes(4).toString("hex")}`
   await query(`CREATE SCHEMA ${schema}`)
   const postgres = `postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D${schema}`
   const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-bench-cluster-"))
+  const input = Path.join(dir, "listings.jsonl")
+  Fs.writeFileSync(input, Array.from({ length: count }, (_, i) => JSON.stringify(Listings.listing(i + 1))).join("\n"))
+  const runners: Array<ReturnType<typeof keel>> = []
+  const tearDown = async () => {
+    await stop(runners.filter((runner) => runner.child.exitCode === null && runner.child.signalCode === null))
+    await query(`DROP SCHEMA ${schema} CASCADE`)
+    Fs.rmSync(dir, { recursive: true, force: true })
+  }
   try {
-    const input = Path.join(dir, "listings.jsonl")
-    Fs.writeFileSync(input, Array.from({ length: count }, (_, i) => JSON.stringify(Listings.listing(i + 1))).join("\n"))
-    const runners = []
     for (let i = 0; i < workers; i++) {
       const port = await freePort()
       runners.push(keel([
@@ -114,7 +127,26 @@ const measure = async (workers: number, count: number, latencyMs: number, simula
     }
     // Let every runner see the others and take its share of the shards before the clock starts.
     await new Promise((resolve) => setTimeout(resolve, 5_000))
-    const out = Path.join(dir, "out")
+  } catch (error) {
+    await tearDown()
+    throw error
+  }
+  return { schema, postgres, dir, input, out: Path.join(dir, "out"), runners, tearDown }
+}
+
+/** The ids in the folder's results.jsonl and errors.jsonl. */
+const outputIds = (out: string) =>
+  ["results.jsonl", "errors.jsonl"].flatMap((file) =>
+    Fs.existsSync(Path.join(out, file))
+      ? Fs.readFileSync(Path.join(out, file), "utf8").split("\n").filter((line) => line !== "").map((line) =>
+        JSON.parse(line).id as string
+      )
+      : []
+  )
+
+const measure = async (workers: number, count: number, latencyMs: number, simulatorUrl: string): Promise<Row> => {
+  const { input, out, postgres, runners, tearDown } = await setUp(workers, count, simulatorUrl)
+  try {
     const started = performance.now()
     const run = keel(["run", "--cluster", postgres, "--task", task, "--input", input, "--out", out])
     const exitCode = await run.exited
@@ -122,11 +154,7 @@ const measure = async (workers: number, count: number, latencyMs: number, simula
     await stop(runners)
     if (exitCode !== 0) throw new Error(`keel run exited with ${exitCode}: ${run.output()}`)
     const summary = JSON.parse(Fs.readFileSync(Path.join(out, "summary.json"), "utf8"))
-    const ids = ["results.jsonl", "errors.jsonl"].flatMap((file) =>
-      Fs.readFileSync(Path.join(out, file), "utf8").split("\n").filter((line) => line !== "").map((line) =>
-        JSON.parse(line).id as string
-      )
-    )
+    const ids = outputIds(out)
     return {
       workers,
       count,
@@ -141,20 +169,143 @@ const measure = async (workers: number, count: number, latencyMs: number, simula
       errors: summary.items.errors
     }
   } finally {
-    await query(`DROP SCHEMA ${schema} CASCADE`)
-    Fs.rmSync(dir, { recursive: true, force: true })
+    await tearDown()
+  }
+}
+
+/** Reservations of one status: how many, what they reserved and what they were charged (USD). */
+export interface LedgerStatus {
+  readonly n: number
+  readonly reservedUsd: number
+  readonly chargedUsd: number
+}
+
+export interface KillRow {
+  readonly mode: "kill"
+  readonly workers: number
+  readonly count: number
+  readonly concurrencyPerWorker: number
+  readonly latencyMs: number
+  /** `keel run`'s exit code: 0 when the run finished */
+  readonly exitCode: number | null
+  /** outcomes in the store when the worker was killed, and seconds since the run started */
+  readonly killedAtStored: number
+  readonly killedAtSeconds: number
+  /** summary.json's elapsedMs, when the run finished */
+  readonly runSeconds: number | null
+  readonly wallSeconds: number
+  readonly output: { readonly lines: number; readonly unique: number; readonly expected: number }
+  readonly eachOnce: boolean
+  /** lines of calls.jsonl (one per call whose outcome was stored) */
+  readonly callsRecorded: number
+  readonly ledger: Record<string, LedgerStatus>
+  /** reservations (calls) beyond the calls recorded, and why */
+  readonly extraCalls: {
+    readonly total: number
+    /**
+     * the killed worker's calls with no outcome stored: its calls in flight, run again elsewhere (their
+     * reservations left open or reclaimed, or settled just before the kill)
+     */
+    readonly killedInFlight: number
+    /** the survivors' calls with no outcome stored by them (an item called twice by live workers) */
+    readonly others: number
+  }
+}
+
+const usd = (pico: unknown) => Number(BigInt(String(pico ?? 0))) / 1e12
+
+const measureKill = async (count: number, latencyMs: number, simulatorUrl: string): Promise<KillRow> => {
+  const workers = 3
+  const { input, out, postgres, runners, schema, tearDown } = await setUp(workers, count, simulatorUrl)
+  try {
+    const stored = async () =>
+      Number(((await query(`SELECT count(*) AS n FROM ${schema}.keel_cluster_results`)) as Array<any>)[0].n)
+    const started = performance.now()
+    const run = keel(["run", "--cluster", postgres, "--task", task, "--input", input, "--out", out])
+    let killedAtStored = 0
+    while (run.child.exitCode === null) {
+      killedAtStored = await stored()
+      if (killedAtStored >= count / 3) break
+      await new Promise((resolve) => setTimeout(resolve, 200))
+    }
+    runners[0]!.child.kill("SIGKILL")
+    const killedAtSeconds = (performance.now() - started) / 1000
+    console.error(`killed a worker at ${killedAtStored} outcomes stored, ${killedAtSeconds.toFixed(1)} s`)
+    const exitCode = await run.exited
+    const wallSeconds = (performance.now() - started) / 1000
+    if (exitCode !== 0) console.error(`keel run exited with ${exitCode}: ${run.output().slice(-2_000)}`)
+    const summaryFile = Path.join(out, "summary.json")
+    const summary = Fs.existsSync(summaryFile) ? JSON.parse(Fs.readFileSync(summaryFile, "utf8")) : undefined
+    const ids = outputIds(out)
+    const callsFile = Path.join(out, "calls.jsonl")
+    const callsRecorded = Fs.existsSync(callsFile)
+      ? Fs.readFileSync(callsFile, "utf8").split("\n").filter((line) => line !== "").length
+      : 0
+    const rows = (await query(
+      `SELECT owner, status, count(*) AS n, sum(amount) AS reserved, sum(charged) AS charged
+       FROM ${schema}.keel_budget_reservations GROUP BY owner, status`
+    )) as Array<{ owner: string; status: string; n: string; reserved: string | null; charged: string | null }>
+    const ledger: Record<string, LedgerStatus> = {}
+    for (const row of rows) {
+      const before = ledger[row.status] ?? { n: 0, reservedUsd: 0, chargedUsd: 0 }
+      ledger[row.status] = {
+        n: before.n + Number(row.n),
+        reservedUsd: before.reservedUsd + usd(row.reserved),
+        chargedUsd: before.chargedUsd + usd(row.charged)
+      }
+    }
+    // A worker's reservations are owned by its name, `${host}:${port}#${pid}` (Cluster.workerName), also
+    // kept with each outcome it stored: its calls beyond the calls recorded with those outcomes.
+    const recordedBy = (await query(
+      `SELECT r.runner, count(*) AS n FROM ${schema}.keel_cluster_calls c
+       JOIN ${schema}.keel_cluster_results r USING (run_id, item_id) GROUP BY r.runner`
+    )) as Array<{ runner: string | null; n: string }>
+    const extraOf = (pid: number | undefined) => {
+      const mine = (owner: string | null) => owner?.endsWith(`#${pid}`) === true
+      const calls = rows.filter((row) => mine(row.owner) && row.status !== "released")
+        .reduce((sum, row) => sum + Number(row.n), 0)
+      return calls - recordedBy.filter((row) => mine(row.runner)).reduce((sum, row) => sum + Number(row.n), 0)
+    }
+    const killedInFlight = extraOf(runners[0]!.child.pid)
+    const others = runners.slice(1).reduce((sum, runner) => sum + extraOf(runner.child.pid), 0)
+    return {
+      mode: "kill",
+      workers,
+      count,
+      concurrencyPerWorker: 32,
+      latencyMs,
+      exitCode,
+      killedAtStored,
+      killedAtSeconds,
+      runSeconds: summary === undefined ? null : summary.run.elapsedMs / 1000,
+      wallSeconds,
+      output: { lines: ids.length, unique: new Set(ids).size, expected: count },
+      eachOnce: ids.length === count && new Set(ids).size === count,
+      callsRecorded,
+      ledger,
+      extraCalls: { total: killedInFlight + others, killedInFlight, others }
+    }
+  } finally {
+    await tearDown()
   }
 }
 
 const main = async () => {
-  const timer = Results.start("cluster")
-  const count = Results.numberFlag("count", 3_000)
+  const kill = process.argv.includes("--kill")
+  const timer = Results.start(kill ? "cluster-kill" : "cluster")
+  const count = Results.numberFlag("count", kill ? 5_000 : 3_000)
   const latencyMs = Results.numberFlag("latency", 500)
   const port = await freePort()
   const simulator = keel(["simulate", "--port", String(port), "--latency-ms", String(latencyMs)])
   await until("the simulator", () => simulator.output().includes("listening") || simulator.child.exitCode !== null)
   const url = `http://127.0.0.1:${port}/v1`
   try {
+    if (kill) {
+      const row = await measureKill(count, latencyMs, url)
+      console.log(JSON.stringify(row))
+      timer.finish({ rows: [row], load: Os.loadavg() })
+      return
+    }
     const rows: Array<Row> = []
     for (const workers of [1, 3]) {
       const row = await measure(workers, count, latencyMs, url)
