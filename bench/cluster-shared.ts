@@ -390,7 +390,7 @@ const ratePart = async (count: number, latencyMs: number, RPM: number, modes: Re
           mode,
           rpmLimit: limited ? RPM : null,
           drainRequests: drain.sent,
-          drainedMsBeforeFirstWorkerCall: workersFirstAt - drain.emptyAt,
+          drainedMsBeforeFirstWorkerCall: limited ? workersFirstAt - drain.emptyAt : null,
           simulatorRequestsFromWorkers: workerRequests,
           simulator429sToWorkers: worker429,
           simulatorByStatus: stats.byStatus,
