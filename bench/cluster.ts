@@ -1,6 +1,6 @@
 /**
  * Cluster: `keel run --cluster` over N generated listings (the job-scoring task, the whole pipeline)
- * on 1 and then 3 `keel worker` processes sharing Postgres (a fresh schema per configuration) and
+ * on 1 and then 3 `keel worker` processes sharing Postgres (a fresh database per configuration) and
  * Redis, each at concurrency 32, against one `keel simulate` answering after 500 ms. The work is
  * latency-bound, so the workers' items in flight, not the 2 cores, set the pace. Reported per
  * configuration: the run's own time (first message sent to last outcome in the folder, from
@@ -87,23 +87,32 @@ export interface Row {
   readonly errors: number
 }
 
-const db = ManagedRuntime.make(
-  PgClient.layer({ host: "127.0.0.1", port: 5432, database: "test", username: "postgres" }).pipe(Layer.orDie)
-)
-const query = (text: string) => db.runPromise(Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(text)))
+const pg = (database: string) =>
+  ManagedRuntime.make(
+    PgClient.layer({ host: "127.0.0.1", port: 5432, database, username: "postgres" }).pipe(Layer.orDie)
+  )
+const admin = pg("test")
+const query = (text: string, runtime = admin) =>
+  runtime.runPromise(Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(text)))
 
-/** A fresh schema, the input file and `workers` runners on it, each seen ready. */
+/**
+ * A fresh database, the input file and `workers` runners on it, each seen ready. A database, not a
+ * schema: the runners' shard locks are advisory locks, which are per database, so a cluster in another
+ * schema of the same database (a test, another bench) would hold some of our shards.
+ */
 const setUp = async (workers: number, count: number, simulatorUrl: string) => {
-  const schema = `keel_bench_cluster_${Crypto.randomBytes(4).toString("hex")}`
-  await query(`CREATE SCHEMA ${schema}`)
-  const postgres = `postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D${schema}`
+  const database = `keel_bench_cluster_${Crypto.randomBytes(4).toString("hex")}`
+  await query(`CREATE DATABASE ${database}`)
+  const db = pg(database)
+  const postgres = `postgres://postgres@127.0.0.1:5432/${database}`
   const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-bench-cluster-"))
   const input = Path.join(dir, "listings.jsonl")
   Fs.writeFileSync(input, Array.from({ length: count }, (_, i) => JSON.stringify(Listings.listing(i + 1))).join("\n"))
   const runners: Array<ReturnType<typeof keel>> = []
   const tearDown = async () => {
     await stop(runners.filter((runner) => runner.child.exitCode === null && runner.child.signalCode === null))
-    await query(`DROP SCHEMA ${schema} CASCADE`)
+    await db.dispose()
+    await query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`)
     Fs.rmSync(dir, { recursive: true, force: true })
   }
   try {
@@ -131,7 +140,9 @@ const setUp = async (workers: number, count: number, simulatorUrl: string) => {
     await tearDown()
     throw error
   }
-  return { schema, postgres, dir, input, out: Path.join(dir, "out"), runners, tearDown }
+  /** A statement in the cluster's database. */
+  const inCluster = (text: string) => query(text, db)
+  return { inCluster, postgres, dir, input, out: Path.join(dir, "out"), runners, tearDown }
 }
 
 /** The ids in the folder's results.jsonl and errors.jsonl. */
@@ -199,6 +210,16 @@ export interface KillRow {
   /** lines of calls.jsonl (one per call whose outcome was stored) */
   readonly callsRecorded: number
   readonly ledger: Record<string, LedgerStatus>
+  readonly results: number | null
+  readonly errors: number | null
+  readonly errorTags: Record<string, number>
+  /** per worker: its reservations by status, the charged calls recorded with the outcomes it stored */
+  readonly byWorker: ReadonlyArray<{
+    readonly worker: "killed" | "survivor"
+    readonly reservations: Record<string, number>
+    readonly chargedCallsRecorded: number
+    readonly extra: number
+  }>
   /** reservations (calls) beyond the calls recorded, and why */
   readonly extraCalls: {
     readonly total: number
@@ -212,14 +233,27 @@ export interface KillRow {
   }
 }
 
+/** errors.jsonl's lines by error tag. */
+const errorTags = (out: string) => {
+  const file = Path.join(out, "errors.jsonl")
+  const tags: Record<string, number> = {}
+  if (!Fs.existsSync(file)) return tags
+  for (const line of Fs.readFileSync(file, "utf8").split("\n")) {
+    if (line === "") continue
+    const tag = String(JSON.parse(line).errorTag)
+    tags[tag] = (tags[tag] ?? 0) + 1
+  }
+  return tags
+}
+
 const usd = (pico: unknown) => Number(BigInt(String(pico ?? 0))) / 1e12
 
 const measureKill = async (count: number, latencyMs: number, simulatorUrl: string): Promise<KillRow> => {
   const workers = 3
-  const { input, out, postgres, runners, schema, tearDown } = await setUp(workers, count, simulatorUrl)
+  const { inCluster, input, out, postgres, runners, tearDown } = await setUp(workers, count, simulatorUrl)
   try {
     const stored = async () =>
-      Number(((await query(`SELECT count(*) AS n FROM ${schema}.keel_cluster_results`)) as Array<any>)[0].n)
+      Number(((await inCluster(`SELECT count(*) AS n FROM keel_cluster_results`)) as Array<any>)[0].n)
     const started = performance.now()
     const run = keel(["run", "--cluster", postgres, "--task", task, "--input", input, "--out", out])
     let killedAtStored = 0
@@ -241,9 +275,9 @@ const measureKill = async (count: number, latencyMs: number, simulatorUrl: strin
     const callsRecorded = Fs.existsSync(callsFile)
       ? Fs.readFileSync(callsFile, "utf8").split("\n").filter((line) => line !== "").length
       : 0
-    const rows = (await query(
+    const rows = (await inCluster(
       `SELECT owner, status, count(*) AS n, sum(amount) AS reserved, sum(charged) AS charged
-       FROM ${schema}.keel_budget_reservations GROUP BY owner, status`
+       FROM keel_budget_reservations GROUP BY owner, status`
     )) as Array<{ owner: string; status: string; n: string; reserved: string | null; charged: string | null }>
     const ledger: Record<string, LedgerStatus> = {}
     for (const row of rows) {
@@ -256,18 +290,29 @@ const measureKill = async (count: number, latencyMs: number, simulatorUrl: strin
     }
     // A worker's reservations are owned by its name, `${host}:${port}#${pid}` (Cluster.workerName), also
     // kept with each outcome it stored: its calls beyond the calls recorded with those outcomes.
-    const recordedBy = (await query(
-      `SELECT r.runner, count(*) AS n FROM ${schema}.keel_cluster_calls c
-       JOIN ${schema}.keel_cluster_results r USING (run_id, item_id) GROUP BY r.runner`
+    // Calls charged: a call refused before its reservation (an open breaker, say) is recorded at no cost.
+    const recordedBy = (await inCluster(
+      `SELECT r.runner, count(*) AS n FROM keel_cluster_calls c
+       JOIN keel_cluster_results r USING (run_id, item_id)
+       WHERE coalesce((c.record::jsonb->>'costUsd')::numeric, 0) > 0 GROUP BY r.runner`
     )) as Array<{ runner: string | null; n: string }>
-    const extraOf = (pid: number | undefined) => {
-      const mine = (owner: string | null) => owner?.endsWith(`#${pid}`) === true
-      const calls = rows.filter((row) => mine(row.owner) && row.status !== "released")
+    const byWorker = runners.map((runner, i) => {
+      const mine = (owner: string | null) => owner?.endsWith(`#${runner.child.pid}`) === true
+      const reservations = Object.fromEntries(
+        rows.filter((row) => mine(row.owner)).map((row) => [row.status, Number(row.n)])
+      )
+      const charged = rows.filter((row) => mine(row.owner) && row.status !== "released")
         .reduce((sum, row) => sum + Number(row.n), 0)
-      return calls - recordedBy.filter((row) => mine(row.runner)).reduce((sum, row) => sum + Number(row.n), 0)
-    }
-    const killedInFlight = extraOf(runners[0]!.child.pid)
-    const others = runners.slice(1).reduce((sum, runner) => sum + extraOf(runner.child.pid), 0)
+      const recorded = recordedBy.filter((row) => mine(row.runner)).reduce((sum, row) => sum + Number(row.n), 0)
+      return {
+        worker: i === 0 ? "killed" : "survivor",
+        reservations,
+        chargedCallsRecorded: recorded,
+        extra: charged - recorded
+      }
+    })
+    const killedInFlight = byWorker[0]!.extra
+    const others = byWorker.slice(1).reduce((sum, worker) => sum + worker.extra, 0)
     return {
       mode: "kill",
       workers,
@@ -283,6 +328,10 @@ const measureKill = async (count: number, latencyMs: number, simulatorUrl: strin
       eachOnce: ids.length === count && new Set(ids).size === count,
       callsRecorded,
       ledger,
+      results: summary?.items.results ?? null,
+      errors: summary?.items.errors ?? null,
+      errorTags: errorTags(out),
+      byWorker,
       extraCalls: { total: killedInFlight + others, killedInFlight, others }
     }
   } finally {
@@ -318,7 +367,7 @@ const main = async () => {
     console.log(`3 workers / 1 worker: ${speedup.toFixed(2)}×`)
   } finally {
     await stop([simulator])
-    await db.dispose()
+    await admin.dispose()
   }
 }
 
