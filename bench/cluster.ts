@@ -305,7 +305,7 @@ const measureKill = async (count: number, latencyMs: number, simulatorUrl: strin
         .reduce((sum, row) => sum + Number(row.n), 0)
       const recorded = recordedBy.filter((row) => mine(row.runner)).reduce((sum, row) => sum + Number(row.n), 0)
       return {
-        worker: i === 0 ? "killed" : "survivor",
+        worker: i === 0 ? "killed" as const : "survivor" as const,
         reservations,
         chargedCallsRecorded: recorded,
         extra: charged - recorded
