@@ -24,7 +24,12 @@ if [ ${#files[@]} -eq 0 ]; then
     packages/openai/test/SimulatorSdk.test.ts
     packages/openai/test/SimulatorBatch.test.ts
     packages/openai/test/BatchDurability.test.ts
-    packages/cli/test
+    # The CLI's tests but the cluster's (Worker*.test.ts: Postgres, sockets and processes, minutes
+    # each, nothing that differs between Node lines), which run once, in npm test.
+    packages/cli/test/Cli.test.ts
+    packages/cli/test/NodeVersion.test.ts
+    packages/cli/test/Run.test.ts
+    packages/cli/test/bin.test.ts
   )
 fi
 
