@@ -11,60 +11,14 @@ import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
-import * as ChildProcess from "node:child_process"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
-import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Listings from "../src/Listings.js"
+import { freePort, killAll, spawnKeel, waitFor } from "./utils/processes.js"
 
-const bin = Path.join(import.meta.dirname, "..", "src", "bin.ts")
 const task = Path.join(import.meta.dirname, "..", "src", "JobScoring.ts")
-
-interface Keel {
-  readonly process: ChildProcess.ChildProcess
-  /** stdout and stderr as they came. */
-  readonly stderr: () => string
-  readonly exited: Promise<number | null>
-}
-
-const running: Array<Keel> = []
-
-/** Starts `keel` with the given arguments; every process still running is killed after the file. */
-const spawnKeel = (...args: Array<string>): Keel => {
-  const child = ChildProcess.spawn(process.execPath, ["--import", "tsx", "--conditions=@keel/source", bin, ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, OPENAI_API_KEY: "" }
-  })
-  let stderr = ""
-  // Both streams: the simulator says where it listens on stdout, the others write progress to stderr.
-  child.stdout.on("data", (chunk) => (stderr += chunk))
-  child.stderr.on("data", (chunk) => (stderr += chunk))
-  const keel = {
-    process: child,
-    stderr: () => stderr,
-    exited: new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
-  }
-  running.push(keel)
-  return keel
-}
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = Net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as Net.AddressInfo
-      server.close(() => resolve(port))
-    })
-  })
-
-const waitFor = async (what: string, check: () => boolean | Promise<boolean>, timeoutMs = 60_000) => {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
 
 /**
  * A database of its own, not only a schema: the runners' shard locks are advisory locks, which are per
@@ -89,13 +43,12 @@ beforeAll(async () => {
   await query(`CREATE DATABASE ${database}`, admin)
   const port = await freePort()
   const simulator = spawnKeel("simulate", "--port", String(port), "--latency-ms", "300")
-  await waitFor("the simulator", () => simulator.stderr().includes("listening") || simulator.process.exitCode !== null)
+  await waitFor("the simulator", () => simulator.output().includes("listening") || simulator.process.exitCode !== null)
   simulatorUrl = `http://127.0.0.1:${port}/v1`
 }, 60_000)
 
 afterAll(async () => {
-  for (const keel of running) keel.process.kill("SIGKILL")
-  await Promise.all(running.map((keel) => keel.exited))
+  await killAll()
   await db.dispose()
   await query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`, admin)
   await admin.dispose()
@@ -116,9 +69,9 @@ const startWorker = async () => {
   )
   await waitFor(
     "a worker",
-    () => worker.stderr().includes("keel: worker at") || worker.process.exitCode !== null
+    () => worker.output().includes("keel: worker at") || worker.process.exitCode !== null
   )
-  assert.strictEqual(worker.process.exitCode, null, worker.stderr())
+  assert.strictEqual(worker.process.exitCode, null, worker.output())
   return worker
 }
 
@@ -188,18 +141,18 @@ describe("keel worker", () => {
     )
     assert.strictEqual(await noPostgres.exited, 1)
     assert.match(
-      noPostgres.stderr(),
+      noPostgres.output(),
       new RegExp(`Postgres at postgres://postgres@127.0.0.1:${closed}/test is unreachable`)
     )
     assert.strictEqual(await noRedis.exited, 1)
-    assert.match(noRedis.stderr(), new RegExp(`Redis at redis://127.0.0.1:${closed} is unreachable: .*ECONNREFUSED`))
+    assert.match(noRedis.output(), new RegExp(`Redis at redis://127.0.0.1:${closed} is unreachable: .*ECONNREFUSED`))
   }, 60_000)
 
   it("three workers run 300 items, each once, and the ledger charges exactly the calls recorded", async () => {
     const workers = await Promise.all([startWorker(), startWorker(), startWorker()])
     const before = await ledger()
     const { out, run } = runOn(300, 1)
-    assert.strictEqual(await run.exited, 0, run.stderr())
+    assert.strictEqual(await run.exited, 0, run.output())
     assertEachOnce(out, 300, 1)
     const calls = jsonLines(Path.join(out, "calls.jsonl"))
     assert.strictEqual(new Set(calls.map((c) => c.callId)).size, calls.length)
@@ -230,7 +183,7 @@ describe("keel worker", () => {
     const already = await stored()
     await waitFor("a third of the run", async () => (await stored()) - already >= 300, 120_000)
     workers[0]!.process.kill("SIGKILL")
-    assert.strictEqual(await run.exited, 0, run.stderr())
+    assert.strictEqual(await run.exited, 0, run.output())
     assertEachOnce(out, 900, from)
     const calls = jsonLines(Path.join(out, "calls.jsonl"))
     assert.strictEqual(new Set(calls.map((c) => c.callId)).size, calls.length)

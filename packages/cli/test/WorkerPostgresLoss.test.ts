@@ -19,64 +19,15 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Scope from "effect/Scope"
-import * as ChildProcess from "node:child_process"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Listings from "../src/Listings.js"
+import { freePort, killAll, spawnKeel, waitFor } from "./utils/processes.js"
 
-const bin = Path.join(import.meta.dirname, "..", "src", "bin.ts")
 const task = Path.join(import.meta.dirname, "..", "src", "JobScoring.ts")
-
-interface Keel {
-  readonly process: ChildProcess.ChildProcess
-  /** stdout and stderr as they came. */
-  readonly output: () => string
-  readonly exited: Promise<number | null>
-}
-
-const running: Array<Keel> = []
-
-/** Starts `keel` with the given arguments; every process still running is killed after the file. */
-const spawnKeel = (...args: Array<string>): Keel => {
-  const child = ChildProcess.spawn(process.execPath, ["--import", "tsx", "--conditions=@keel/source", bin, ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, OPENAI_API_KEY: "", NO_COLOR: "1" }
-  })
-  let output = ""
-  child.stdout.on("data", (chunk) => (output += chunk))
-  child.stderr.on("data", (chunk) => (output += chunk))
-  const keel = {
-    process: child,
-    output: () => output,
-    exited: new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
-  }
-  running.push(keel)
-  return keel
-}
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = Net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as Net.AddressInfo
-      server.close(() => resolve(port))
-    })
-  })
-
-const waitFor = async (
-  what: string,
-  check: () => boolean | Promise<boolean>,
-  timeoutMs = 60_000,
-  state: () => unknown = () => ""
-) => {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} ${String(await state())}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
 
 /** A TCP proxy on 127.0.0.1 to Postgres, which can be cut (every connection destroyed, the port closed) and restored. */
 const makeProxy = () => {
@@ -159,8 +110,7 @@ beforeAll(async () => {
 }, 60_000)
 
 afterAll(async () => {
-  for (const keel of running) keel.process.kill("SIGKILL")
-  await Promise.all(running.map((keel) => keel.exited))
+  await killAll()
   await proxy.cut()
   await Promise.all(simulators.map((simulator) => simulator.close()))
   await db.dispose()
