@@ -33,59 +33,17 @@ import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Scope from "effect/Scope"
 import { Redis } from "ioredis"
-import { type ChildProcess, spawn } from "node:child_process"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
-import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Listings from "../packages/cli/src/Listings.js"
 import * as Simulator from "../packages/openai/src/Simulator.js"
+import { freePort, keel, sleep, stop, until } from "./lib/processes.js"
 import * as Results from "./lib/results.js"
 
-const bin = Path.resolve("packages/cli/src/bin.ts")
 const task = Path.resolve("packages/cli/src/JobScoring.ts")
-const nodeArgs = ["--conditions=@keel/source", "--import", "tsx"]
 const redisUrl = "redis://127.0.0.1:6379/9"
-
-const keel = (args: ReadonlyArray<string>) => {
-  const child = spawn(process.execPath, [...nodeArgs, bin, ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, OPENAI_API_KEY: "", NO_COLOR: "1" }
-  })
-  let output = ""
-  const keep = (chunk: unknown) => {
-    output += String(chunk)
-    if (output.length > 100_000) output = output.slice(-50_000)
-  }
-  child.stdout!.on("data", keep)
-  child.stderr!.on("data", keep)
-  const exited = new Promise<number | null>((resolve) => child.once("exit", resolve))
-  return { child, output: () => output, exited }
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
-const until = async (what: string, check: () => boolean, timeoutMs = 120_000) => {
-  const deadline = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(100)
-  }
-}
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = Net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as Net.AddressInfo
-      server.close(() => resolve(port))
-    })
-  })
-
-const stop = async (processes: ReadonlyArray<{ readonly child: ChildProcess; readonly exited: Promise<unknown> }>) => {
-  for (const p of processes) p.child.kill("SIGTERM")
-  await Promise.all(processes.map((p) => p.exited))
-}
 
 const runtimes = new Map<string, ManagedRuntime.ManagedRuntime<SqlClient.SqlClient, never>>()
 const runtime = (database: string) => {

@@ -16,7 +16,7 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Listings from "../src/Listings.js"
-import { freePort, killAll, spawnKeel, waitFor } from "./utils/processes.js"
+import { assertEachOnce, freePort, jsonLines, killAll, spawnKeel, waitFor } from "./utils/processes.js"
 
 const task = Path.join(import.meta.dirname, "..", "src", "JobScoring.ts")
 
@@ -75,9 +75,6 @@ const startWorker = async () => {
   return worker
 }
 
-const jsonLines = (file: string): Array<Record<string, any>> =>
-  Fs.existsSync(file) ? Fs.readFileSync(file, "utf8").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l)) : []
-
 const input = (count: number, from = 1) => {
   const file = Path.join(Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-cluster-in-")), "listings.jsonl")
   Fs.writeFileSync(
@@ -105,19 +102,6 @@ const runOn = (count: number, from: number) => {
   const out = Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-cluster-out-"))
   const run = spawnKeel("run", "--cluster", postgresUrl, "--task", task, "--input", input(count, from), "--out", out)
   return { out, run }
-}
-
-/** Every listing of the run once in results.jsonl or errors.jsonl, and nothing else. */
-const assertEachOnce = (out: string, count: number, from: number) => {
-  const ids = [
-    ...jsonLines(Path.join(out, "results.jsonl")).map((r) => r.id as string),
-    ...jsonLines(Path.join(out, "errors.jsonl")).map((e) => e.id as string)
-  ]
-  assert.strictEqual(ids.length, count)
-  assert.deepStrictEqual(
-    new Set(ids),
-    new Set(Array.from({ length: count }, (_, i) => Listings.listing(from + i).id))
-  )
 }
 
 describe("keel worker", () => {

@@ -25,7 +25,7 @@ import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Listings from "../src/Listings.js"
-import { freePort, killAll, spawnKeel, waitFor } from "./utils/processes.js"
+import { assertEachOnce, freePort, jsonLines, killAll, spawnKeel, waitFor } from "./utils/processes.js"
 
 const task = Path.join(import.meta.dirname, "..", "src", "JobScoring.ts")
 
@@ -138,9 +138,6 @@ const startWorker = async (postgres: string, simulatorUrl: string) => {
   return { worker }
 }
 
-const jsonLines = (file: string): Array<Record<string, any>> =>
-  Fs.existsSync(file) ? Fs.readFileSync(file, "utf8").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l)) : []
-
 const runOn = (count: number, from: number) => {
   const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-pgloss-"))
   const input = Path.join(dir, "listings.jsonl")
@@ -151,19 +148,6 @@ const runOn = (count: number, from: number) => {
   const out = Path.join(dir, "out")
   const run = spawnKeel("run", "--cluster", postgresUrl(5432), "--task", task, "--input", input, "--out", out)
   return { out, run }
-}
-
-/** Every listing of the run once in results.jsonl or errors.jsonl, and nothing else. */
-const assertEachOnce = (out: string, count: number, from: number) => {
-  const ids = [
-    ...jsonLines(Path.join(out, "results.jsonl")).map((r) => r.id as string),
-    ...jsonLines(Path.join(out, "errors.jsonl")).map((e) => e.id as string)
-  ]
-  assert.strictEqual(ids.length, count)
-  assert.deepStrictEqual(
-    new Set(ids),
-    new Set(Array.from({ length: count }, (_, i) => Listings.listing(from + i).id))
-  )
 }
 
 const stored = async () =>

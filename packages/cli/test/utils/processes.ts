@@ -1,10 +1,14 @@
 /**
  * `keel` as real processes for the cluster tests: spawned from sources, their output kept, each one
- * still running killed by `killAll` after the file; a free port; waiting on a condition.
+ * still running killed by `killAll` after the file; a free port; waiting on a condition; the JSON
+ * lines of a run's output folder, and the check that it holds every item once.
  */
+import { assert } from "@effect/vitest"
 import * as ChildProcess from "node:child_process"
+import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Path from "node:path"
+import * as Listings from "../../src/Listings.js"
 
 const bin = Path.join(import.meta.dirname, "..", "..", "src", "bin.ts")
 
@@ -61,4 +65,21 @@ export const waitFor = async (
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} ${String(await state())}`)
     await new Promise((resolve) => setTimeout(resolve, 100))
   }
+}
+
+/** A JSON-lines file's records; none if the file is absent. */
+export const jsonLines = (file: string): Array<Record<string, any>> =>
+  Fs.existsSync(file) ? Fs.readFileSync(file, "utf8").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l)) : []
+
+/** Every listing of the run once in results.jsonl or errors.jsonl, and nothing else. */
+export const assertEachOnce = (out: string, count: number, from: number) => {
+  const ids = [
+    ...jsonLines(Path.join(out, "results.jsonl")).map((r) => r.id as string),
+    ...jsonLines(Path.join(out, "errors.jsonl")).map((e) => e.id as string)
+  ]
+  assert.strictEqual(ids.length, count)
+  assert.deepStrictEqual(
+    new Set(ids),
+    new Set(Array.from({ length: count }, (_, i) => Listings.listing(from + i).id))
+  )
 }
