@@ -9,15 +9,19 @@
  * limit is large, 4 GB on a 24 GB machine) V8 let a `keel demo` reach 390–490 MB resident before
  * collecting. The flag is read each time V8 recomputes its heap limit, so setting it here works; it
  * caps nothing (a bigger task still gets the heap it needs). Measured on 3,000 listings: peak RSS
- * 392 → 215 MB, CPU per item +5% (BENCHMARKS.md, Scale).
+ * 392 → 215 MB, CPU per item +5% (BENCHMARKS.md, Scale). The rest is imported after the flag is
+ * set (static imports would be evaluated before it), so loading the modules runs under it too.
  */
-import * as NodeContext from "@effect/platform-node/NodeContext"
-import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import * as Effect from "effect/Effect"
 import * as V8 from "node:v8"
-import * as Cli from "./Cli.js"
 
 V8.setFlagsFromString("--heap-growing-percent=30")
+
+const [NodeContext, NodeRuntime, Effect, Cli] = await Promise.all([
+  import("@effect/platform-node/NodeContext"),
+  import("@effect/platform-node/NodeRuntime"),
+  import("effect/Effect"),
+  import("./Cli.js")
+])
 
 Cli.main(process.argv).pipe(
   Effect.flatMap((code) =>
