@@ -10,7 +10,9 @@
  * a bare `setTimeout` chain at the same interval in each worker (how late the event loop itself
  * fires a timer: reclaim cannot be more punctual than that). Once a worker's timers fire on time
  * again after the start-up, it also makes 25 calls under `Effect.timeout(50 ms)`, which wait on the
- * busy ledger, and the report says how long each took to end.
+ * busy ledger, and the report says how long each took to end. A fifth process that makes no burst
+ * calls of its own (the caller) makes as many timed calls against the same busy ledger: how long a
+ * timeout takes to end for a caller whose own process is not starved by thousands of fibers.
  *
  * Each call reserves its worst case (input bytes as an upper bound of its tokens, and its whole
  * `maxOutputTokens`), about 2.8× what it is then charged, and waits for other calls' reservations
@@ -89,6 +91,8 @@ interface Report {
   /** When the bare timer started beside each timed call fired (ms after the call began; NaN: not before it ended). */
   readonly timerMillis: ReadonlyArray<number>
   readonly timedOutcomes: Record<string, number>
+  /** When the timed calls began, ms after go. */
+  readonly timedFrom: number
 }
 
 const pgLayer = (maxConnections: number) =>
@@ -126,6 +130,17 @@ const worker = (job: Job) =>
       Layer.provide(Layer.mergeAll(scripted.layer, budget, Pricing.layer({ table }), log.layer, policy))
     )
     const context = yield* Layer.build(llm)
+    const call = (i: number) =>
+      Llm.generate({
+        model,
+        messages: [{ role: "user", content: `Score listing #${job.worker}-${String(i).padStart(5, "0")}` }],
+        maxOutputTokens,
+        scope: `${limitScope}/run:${job.worker}`
+      })
+    // The caller warms up (the first calls of a process run cold code) so that its timed calls measure the wait.
+    if (job.calls === 0) {
+      yield* Effect.forEach([-1, -2, -3], call, { discard: true }).pipe(Effect.provide(context))
+    }
     process.stdout.write("ready\n")
     yield* Effect.async<void>((resume) => {
       Readline.createInterface({ input: process.stdin }).once("line", () => resume(Effect.void))
@@ -164,21 +179,15 @@ const worker = (job: Job) =>
     const refusedMillis: Array<number> = []
     const failed: Record<string, number> = {}
     let defects = 0
-    const call = (i: number) =>
-      Llm.generate({
-        model,
-        messages: [{ role: "user", content: `Score listing #${job.worker}-${String(i).padStart(5, "0")}` }],
-        maxOutputTokens,
-        scope: `${limitScope}/run:${job.worker}`
-      })
     // A caller's timeout around calls that wait on the busy ledger (a line of waiting reservations),
     // started once the event loop fires timers on time again after the start-up (until then no timer
     // of this process fires, a timeout's included).
     const timedMillis: Array<number> = []
     const timerMillis: Array<number> = []
     const timedOutcomes: Record<string, number> = {}
+    let timedFrom = Number.NaN
     const timedCalls = Effect.zipRight(
-      Deferred.await(startedUp),
+      Effect.zipRight(Deferred.await(startedUp), Effect.sync(() => (timedFrom = Math.round(performance.now() - goAt)))),
       Effect.forEach(
         Array.from({ length: job.timed }, (_, i) => job.calls + i),
         (i) =>
@@ -235,7 +244,8 @@ const worker = (job: Job) =>
       cpuBeforeFirstProbe,
       timedMillis,
       timerMillis,
-      timedOutcomes
+      timedOutcomes,
+      timedFrom
     }
     process.stdout.write(`report ${JSON.stringify(report)}\n`)
   }).pipe(Effect.scoped)
@@ -304,14 +314,32 @@ const burst = (
   timed: number
 ) =>
   Effect.gen(function*() {
-    const children = Array.from(
-      { length: workers },
-      (_, worker) =>
-        spawn({ store, tablePrefix: prefix, calls, limit: Money.format(limit), delayMillis, worker: worker + 1, timed })
-    )
-    yield* Effect.promise(() => Promise.all(children.map((child) => child.ready)))
-    return children
+    const job = { store, tablePrefix: prefix, limit: Money.format(limit), delayMillis }
+    const children = Array.from({ length: workers }, (_, worker) => spawn({ ...job, calls, worker: worker + 1, timed }))
+    // The caller: no burst calls, the timed calls of all the workers together.
+    const caller = timed > 0 ? [spawn({ ...job, calls: 0, worker: workers + 1, timed: timed * workers })] : []
+    yield* Effect.promise(() => Promise.all([...children, ...caller].map((child) => child.ready)))
+    return { children, caller }
   })
+
+/** How the calls under `Effect.timeout(timeoutMillis)` of these reports ended. */
+const timedLine = (where: string, reports: ReadonlyArray<Report>) => {
+  const timedMillis = reports.flatMap((r) => r.timedMillis)
+  const timerMillis = reports.flatMap((r) => r.timerMillis)
+  const outcomes = new Map<string, number>()
+  for (const r of reports) {
+    for (const [outcome, n] of Object.entries(r.timedOutcomes)) outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + n)
+  }
+  return `- ${timedMillis.length} calls under Effect.timeout(${timeoutMillis} ms) ${where}: ${
+    Array.from(outcomes, ([outcome, n]) => `${outcome} ${n}`).join(", ")
+  }; ended after p50 ${percentile(timedMillis, 50)} ms, p99 ${percentile(timedMillis, 99)} ms, max ${
+    percentile(timedMillis, 100)
+  } ms; within ${2 * timeoutMillis} ms: ${
+    timedMillis.filter((ms) => ms <= 2 * timeoutMillis).length
+  }; a bare ${timeoutMillis} ms timer started beside each fired after p50 ${percentile(timerMillis, 50)} ms, max ${
+    percentile(timerMillis, 100)
+  } ms`
+}
 
 const run = (name: string, store: Store, client: Layer.Layer<SqlClient.SqlClient, unknown>) =>
   Effect.gen(function*() {
@@ -323,7 +351,7 @@ const run = (name: string, store: Store, client: Layer.Layer<SqlClient.SqlClient
     const sql = yield* SqlClient.SqlClient
     const storeService = yield* BudgetSql.make({ tablePrefix: prefix })
     // The workers start together, once all are ready; the dead owner's reservations expire 2 s later.
-    const children = yield* burst(store, prefix, calls, workers, limit, delayMillis, timed)
+    const { caller, children } = yield* burst(store, prefix, calls, workers, limit, delayMillis, timed)
     const chain = Budget.chain(`${limitScope}/run:dead`).map((scope) => ({
       key: `${scope}|total|total`,
       scope,
@@ -341,9 +369,10 @@ const run = (name: string, store: Store, client: Layer.Layer<SqlClient.SqlClient
       })
     }
     const start = performance.now()
-    for (const child of children) child.process.stdin!.write("go\n")
+    for (const child of [...children, ...caller]) child.process.stdin!.write("go\n")
     let done = false
     const reports = Promise.all(children.map((child) => child.report)).finally(() => (done = true))
+    const callerReport = caller[0]?.report
     let peak = 0n
     while (!done) {
       const { reserved, spent } = yield* counterOf(prefix)
@@ -352,13 +381,14 @@ const run = (name: string, store: Store, client: Layer.Layer<SqlClient.SqlClient
     }
     const wall = performance.now() - start
     const results = yield* Effect.promise(() => reports)
-    for (const child of children) child.process.stdin!.end()
+    const callerResult = yield* Effect.promise(() => callerReport!)
+    for (const child of [...children, ...caller]) child.process.stdin!.end()
     const final = yield* counterOf(prefix)
     const ledger = yield* ledgerOf(prefix)
     const reclaimed = ledger.find((row) => row.status === "reclaimed")
     const open = ledger.find((row) => row.status === "open")
     const ledgerCharged = Money.sum(ledger.map((row) => BigInt(row.charged ?? 0)))
-    const recorded = Money.sum(results.map((r) => Money.unsafeParse(r.recordedCost)))
+    const recorded = Money.sum([...results, callerResult].map((r) => Money.unsafeParse(r.recordedCost)))
     const deadCharged = BigInt(reclaimed?.charged ?? 0)
     const ok = results.reduce((n, r) => n + r.ok, 0)
     const refused = results.reduce((n, r) => n + r.refused, 0)
@@ -374,17 +404,8 @@ const run = (name: string, store: Store, client: Layer.Layer<SqlClient.SqlClient
     const firstRuns = results.map((r) => r.reclaims[0]?.[0] ?? Number.NaN)
     const gaps = results.flatMap((r) => r.reclaims.slice(1).map(([at], i) => at - r.reclaims[i]![0]))
     const probeLateness = results.flatMap((r) => r.probes.map(([, late]) => late))
-    const timedMillis = results.flatMap((r) => r.timedMillis)
-    const timerMillis = results.flatMap((r) => r.timerMillis)
-    const timedOutcomes = new Map<string, number>()
-    for (const r of results) {
-      for (const [outcome, n] of Object.entries(r.timedOutcomes)) {
-        timedOutcomes.set(outcome, (timedOutcomes.get(outcome) ?? 0) + n)
-      }
-    }
-
     // Second burst against the exhausted budget.
-    const second = yield* burst(store, prefix, 1000 / workers, workers, limit, delayMillis, 0)
+    const { children: second } = yield* burst(store, prefix, 1000 / workers, workers, limit, delayMillis, 0)
     for (const child of second) child.process.stdin!.write("go\n")
     const secondResults = yield* Effect.promise(() => Promise.all(second.map((child) => child.report)))
     for (const child of second) child.process.stdin!.end()
@@ -443,15 +464,8 @@ const run = (name: string, store: Store, client: Layer.Layer<SqlClient.SqlClient
       } ms, p99 ${percentile(probeLateness, 99)} ms, max ${
         percentile(probeLateness, 100)
       } ms (${probeLateness.length} firings)`,
-      `- ${timedMillis.length} calls under Effect.timeout(${timeoutMillis} ms) once timers fired on time again: ${
-        Array.from(timedOutcomes, ([outcome, n]) => `${outcome} ${n}`).join(", ")
-      }; ended after p50 ${percentile(timedMillis, 50)} ms, p99 ${percentile(timedMillis, 99)} ms, max ${
-        percentile(timedMillis, 100)
-      } ms; within ${2 * timeoutMillis} ms: ${
-        timedMillis.filter((ms) => ms <= 2 * timeoutMillis).length
-      }; a bare ${timeoutMillis} ms timer started beside each fired after p50 ${percentile(timerMillis, 50)} ms, max ${
-        percentile(timerMillis, 100)
-      } ms`,
+      timedLine("in the bursting workers, once timers fired on time again", results),
+      timedLine(`in the caller (a process making no burst calls), from +${callerResult.timedFrom} ms`, [callerResult]),
       `- second burst, ${
         secondRefused.length + secondOther
       } calls against the exhausted budget: refused ${secondRefused.length}, anything else ${secondOther}; p50 ${
