@@ -18,7 +18,11 @@
  * `maxOutputTokens`), about 2.8× what it is then charged, and waits for other calls' reservations
  * within the retry policy's deadline (10 minutes here), which the pipeline passes as `maxWait`.
  *
+ * Every process runs its calls under `SlicedScheduler` (`--scheduler default`: Effect's default scheduler, under
+ * which a process's event loop does not turn, and no timer fires, until its 2,500 calls have started).
+ *
  *   npx tsx --conditions=@keel/source bench/budget-burst.ts [--calls 2500] [--workers 4] [--delay 20] [--only pg|sqlite]
+ *     [--scheduler sliced|default]
  */
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
@@ -27,6 +31,7 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
+import { identity } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as ChildProcess from "node:child_process"
@@ -41,6 +46,7 @@ import * as Llm from "../packages/core/src/Llm.js"
 import * as Money from "../packages/core/src/Money.js"
 import * as Pricing from "../packages/core/src/Pricing.js"
 import * as RetryPolicy from "../packages/core/src/RetryPolicy.js"
+import * as SlicedScheduler from "../packages/core/src/SlicedScheduler.js"
 import * as TestKit from "../packages/core/src/TestKit.js"
 
 const model = "gpt-4o-mini"
@@ -67,6 +73,8 @@ interface Job {
   readonly worker: number
   /** Calls made under `Effect.timeout(timeoutMillis)` once the burst has started up (the loop turned). */
   readonly timed: number
+  /** Runs the calls under `SlicedScheduler` or Effect's default scheduler. */
+  readonly scheduler: "sliced" | "default"
   /** The caller's: make the timed calls `after` ms after go instead, `concurrency` at a time. */
   readonly caller?: { readonly after: number; readonly concurrency: number }
 }
@@ -235,7 +243,10 @@ const worker = (job: Job) =>
         }),
       { concurrency: "unbounded", discard: true }
     )
-    yield* Effect.all([burstCalls, timedCalls], { concurrency: 2, discard: true }).pipe(Effect.provide(context))
+    yield* Effect.all([burstCalls, timedCalls], { concurrency: 2, discard: true }).pipe(
+      Effect.provide(context),
+      job.scheduler === "sliced" ? Effect.withScheduler(SlicedScheduler.make()) : identity
+    )
     probing = false
     const report: Report = {
       ok: okMillis.length,
@@ -262,6 +273,14 @@ const worker = (job: Job) =>
 const argument = (name: string, fallback: string) => {
   const index = process.argv.indexOf(`--${name}`)
   return index >= 0 ? process.argv[index + 1]! : fallback
+}
+
+const schedulerChoice = (): Job["scheduler"] => {
+  const choice = argument("scheduler", "sliced")
+  if (choice !== "sliced" && choice !== "default") {
+    throw new Error(`--scheduler must be sliced or default, got ${choice}`)
+  }
+  return choice
 }
 
 interface Child {
@@ -321,7 +340,7 @@ const burst = (
   timed: number
 ) =>
   Effect.gen(function*() {
-    const job = { store, tablePrefix: prefix, limit: Money.format(limit), delayMillis }
+    const job = { store, tablePrefix: prefix, limit: Money.format(limit), delayMillis, scheduler: schedulerChoice() }
     const children = Array.from({ length: workers }, (_, worker) => spawn({ ...job, calls, worker: worker + 1, timed }))
     // The caller: no burst calls, the timed calls of all the workers together, a few at a time (100 at once are a
     // burst of their own: they keep its loop busy for ~0.5 s on a fifth of the cores), once the workers' CPU-bound
@@ -443,7 +462,7 @@ const run = (name: string, store: Store, client: Layer.Layer<SqlClient.SqlClient
     const lines = [
       `### ${name}: ${workers} processes × ${calls} concurrent calls, limit $${Money.format(limit)} (30% of $${
         Money.format(answerCost * BigInt(calls * workers))
-      })`,
+      }), ${schedulerChoice()} scheduler`,
       "",
       `- wall ${(wall / 1000).toFixed(1)} s; ok ${ok}, refused (BudgetExceeded) ${refused}, other errors ${
         failed.length === 0 ? 0 : failed.join(", ")

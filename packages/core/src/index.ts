@@ -31,6 +31,8 @@ export * as RetryPolicy from "./RetryPolicy.js"
 
 export * as Router from "./Router.js"
 
+export * as SlicedScheduler from "./SlicedScheduler.js"
+
 export * as Sqlite from "./Sqlite.js"
 
 export * as StrictSchema from "./StrictSchema.js"

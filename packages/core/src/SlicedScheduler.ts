@@ -1,0 +1,68 @@
+/**
+ * A scheduler for a process that starts thousands of calls at once: it runs the fibers' tasks in the
+ * order they were scheduled for at most `sliceMillis` (default 10 ms) at a time, then lets the event
+ * loop turn (timers, sockets) before it goes on.
+ *
+ * Effect's default scheduler runs every ready task, and the tasks those schedule, in one chain of
+ * microtasks, and the event loop turns only when the chain runs dry. On 2 shared cores, 2,500 calls
+ * started together kept a process's loop from turning for 4–6 s: no timer fired, so the budget's
+ * reclaim and lease renewal, a caller's `Effect.timeout` and the rate limiter's pace all waited for the
+ * start-up to end. Under this scheduler the same burst fired a 1 s timer at +1.0 s and reclaim ran every
+ * second from the first (`bench/budget-burst.ts`, BENCHMARKS.md). The same work takes the same CPU;
+ * what changes is that nothing waits longer than a slice for its turn.
+ *
+ * Hand-written because none of Effect's schedulers bounds a drain by time: `MixedScheduler` bounds it
+ * by rounds of microtasks (each round runs every task ready at its start, thousands in a burst), and
+ * `timer` gives each task a macrotask of its own. Fibers' scheduling priorities are not used.
+ *
+ *   program.pipe(Effect.withScheduler(SlicedScheduler.make()))   // or Layer: SlicedScheduler.layer()
+ */
+import type * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Scheduler from "effect/Scheduler"
+
+export interface Options {
+  /** The longest the scheduler runs tasks before the event loop gets a turn (0: after every task). Default 10 ms. */
+  readonly sliceMillis?: number | undefined
+}
+
+class Sliced implements Scheduler.Scheduler {
+  private queue: Array<Scheduler.Task> = []
+  private next = 0
+  private running = false
+
+  constructor(private readonly sliceMillis: number) {}
+
+  shouldYield(fiber: Fiber.RuntimeFiber<unknown, unknown>): number | false {
+    return Scheduler.defaultScheduler.shouldYield(fiber)
+  }
+
+  scheduleTask(task: Scheduler.Task): void {
+    this.queue.push(task)
+    if (!this.running) {
+      this.running = true
+      queueMicrotask(this.drain)
+    }
+  }
+
+  private readonly drain = (): void => {
+    const start = performance.now()
+    while (this.next < this.queue.length) {
+      this.queue[this.next++]!()
+      if (this.next < this.queue.length && performance.now() - start >= this.sliceMillis) {
+        // After the event loop's timers and I/O of this turn.
+        setImmediate(this.drain)
+        return
+      }
+    }
+    this.queue = []
+    this.next = 0
+    this.running = false
+  }
+}
+
+/** A scheduler that gives the event loop a turn at least every `sliceMillis`. */
+export const make = (options?: Options): Scheduler.Scheduler => new Sliced(options?.sliceMillis ?? 10)
+
+/** Runs the effects built on this layer under `make(options)`. */
+export const layer = (options?: Options): Layer.Layer<never> => Layer.setScheduler(make(options))
