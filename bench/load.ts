@@ -17,9 +17,9 @@
  */
 import * as Effect from "effect/Effect"
 import { fork } from "node:child_process"
-import * as Net from "node:net"
 import * as Path from "node:path"
 import * as Simulator from "../packages/openai/src/Simulator.js"
+import { freePort, sleep } from "./lib/processes.js"
 import * as Results from "./lib/results.js"
 import * as Stats from "./lib/stats.js"
 import * as Outage from "./outage.js"
@@ -56,8 +56,6 @@ interface ClientResult {
   readonly ends: Array<number>
   readonly latencies: Array<number>
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 /** One call of a peer; throws on failure (after its retries). */
 const makePeer = async (id: PeerId, url: string): Promise<(i: number) => Promise<void>> => {
@@ -263,14 +261,6 @@ export interface OutageRow {
   readonly overloaded: number
   readonly lastEndMs: number
 }
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = Net.createServer().listen(0, "127.0.0.1", () => {
-      const port = (server.address() as Net.AddressInfo).port
-      server.close(() => resolve(port))
-    })
-  })
 
 const outagePeer = (id: PeerId, calls: number, boundMs: number) =>
   Effect.gen(function*() {

@@ -32,13 +32,13 @@ import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Redacted from "effect/Redacted"
 import { fork } from "node:child_process"
 import * as DiagnosticsChannel from "node:diagnostics_channel"
-import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as PerfHooks from "node:perf_hooks"
 import * as OpenAiClient from "../packages/openai/src/OpenAiClient.js"
 import * as OpenAiLanguageModel from "../packages/openai/src/OpenAiLanguageModel.js"
 import * as Simulator from "../packages/openai/src/Simulator.js"
+import { freePort } from "./lib/processes.js"
 import * as Results from "./lib/results.js"
 
 const MODEL = "gpt-4.1-mini"
@@ -162,15 +162,6 @@ const per100 = (times: ReadonlyArray<number>, from: number) => {
   }
   return counts
 }
-
-/** A free port on 127.0.0.1, for a simulator started after its client. */
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = Net.createServer().listen(0, "127.0.0.1", () => {
-      const port = (server.address() as Net.AddressInfo).port
-      server.close(() => resolve(port))
-    })
-  })
 
 /** One case, for `bench/load.ts` (which puts the peers beside keel). */
 export const runCase = (name: string, calls: number, withLimiter: boolean, announce: boolean) =>

@@ -17,6 +17,7 @@ import * as Os from "node:os"
 import { Agent, request } from "undici"
 import * as Simulator from "../packages/openai/src/Simulator.js"
 import { listing, scoreSchema, systemPrompt } from "./fixtures.js"
+import { sleep } from "./lib/processes.js"
 
 const CONCURRENCY = 64
 
@@ -117,8 +118,6 @@ const client = async (url: string, body: string) => {
   await dispatcher.close()
   process.exit(0)
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 const measure = async (url: string, body: unknown, seconds: number) => {
   const child = fork(import.meta.filename, ["--client", url, JSON.stringify(body)], { stdio: "inherit" })

@@ -1,6 +1,6 @@
 /**
- * `keel` as processes for the cluster benchmarks: spawned from sources (`node --import tsx`) with the
- * tail of their output kept, stopped with SIGTERM; a free port; waiting on a condition.
+ * Processes for the benchmarks: `keel` spawned from sources (`node --import tsx`) with the tail of
+ * its output kept, stopped with SIGTERM; a free port on 127.0.0.1; sleeping and waiting on a condition.
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import * as Net from "node:net"
@@ -45,6 +45,7 @@ export const until = async (what: string, check: () => boolean, timeoutMs = 120_
   }
 }
 
+/** A free port on 127.0.0.1, e.g. for a simulator started after its client. */
 export const freePort = () =>
   new Promise<number>((resolve) => {
     const server = Net.createServer().listen(0, "127.0.0.1", () => {
