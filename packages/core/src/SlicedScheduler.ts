@@ -27,8 +27,8 @@ export interface Options {
 }
 
 class Sliced implements Scheduler.Scheduler {
-  private queue: Array<Scheduler.Task> = []
-  private next = 0
+  /** Tasks scheduled and not yet run, in order. A task that has run is held by nothing here. */
+  private pending: Array<Scheduler.Task> = []
   private running = false
 
   constructor(private readonly sliceMillis: number) {}
@@ -38,7 +38,7 @@ class Sliced implements Scheduler.Scheduler {
   }
 
   scheduleTask(task: Scheduler.Task): void {
-    this.queue.push(task)
+    this.pending.push(task)
     if (!this.running) {
       this.running = true
       queueMicrotask(this.drain)
@@ -47,16 +47,19 @@ class Sliced implements Scheduler.Scheduler {
 
   private readonly drain = (): void => {
     const start = performance.now()
-    while (this.next < this.queue.length) {
-      this.queue[this.next++]!()
-      if (this.next < this.queue.length && performance.now() - start >= this.sliceMillis) {
-        // After the event loop's timers and I/O of this turn.
-        setImmediate(this.drain)
-        return
+    while (this.pending.length > 0) {
+      const batch = this.pending
+      this.pending = []
+      for (let i = 0; i < batch.length; i++) {
+        batch[i]!()
+        if (performance.now() - start >= this.sliceMillis && (i + 1 < batch.length || this.pending.length > 0)) {
+          // The rest of this batch goes before what its tasks scheduled; the event loop turns (timers, I/O) first.
+          if (i + 1 < batch.length) this.pending = batch.slice(i + 1).concat(this.pending)
+          setImmediate(this.drain)
+          return
+        }
       }
     }
-    this.queue = []
-    this.next = 0
     this.running = false
   }
 }

@@ -3,6 +3,8 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as V8 from "node:v8"
+import * as Vm from "node:vm"
 import * as SlicedScheduler from "../src/SlicedScheduler.js"
 
 const busyFor = (millis: number) => {
@@ -80,4 +82,37 @@ describe("SlicedScheduler", () => {
       const interrupted = yield* Fiber.interrupt(fiber)
       assert.isTrue(Exit.isInterrupted(interrupted))
     }).pipe(Effect.withScheduler(SlicedScheduler.make({ sliceMillis: 1 }))))
+
+  it.live("a task that has run is not kept, though the scheduler never runs dry", () =>
+    Effect.promise(async () => {
+      V8.setFlagsFromString("--expose-gc")
+      const gc = Vm.runInNewContext("gc") as () => void
+      const scheduler = SlicedScheduler.make({ sliceMillis: 1 })
+      // Keeps the queue from ever emptying, as a long run under load does.
+      let spinning = true
+      const spin = () => {
+        busyFor(0.2)
+        if (spinning) scheduler.scheduleTask(spin, 0, undefined as never)
+      }
+      scheduler.scheduleTask(spin, 0, undefined as never)
+      const refs: Array<WeakRef<object>> = []
+      let ran = 0
+      for (let i = 0; i < 1_000; i++) {
+        const held = { payload: new Array(100).fill(i) }
+        refs.push(new WeakRef(held))
+        scheduler.scheduleTask(
+          () => {
+            ran += held.payload.length > 0 ? 1 : 0
+          },
+          0,
+          undefined as never
+        )
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      gc()
+      await new Promise((resolve) => setTimeout(resolve, 0))
+      spinning = false
+      assert.strictEqual(ran, 1_000)
+      assert.strictEqual(refs.filter((ref) => ref.deref() !== undefined).length, 0)
+    }))
 })
