@@ -8,8 +8,9 @@
  * started together kept a process's loop from turning for 4–6 s: no timer fired, so the budget's
  * reclaim and lease renewal, a caller's `Effect.timeout` and the rate limiter's pace all waited for the
  * start-up to end. Under this scheduler the same burst fired a 1 s timer at +1.0 s and reclaim ran every
- * second from the first (`bench/budget-burst.ts`, BENCHMARKS.md). The same work takes the same CPU;
- * what changes is that nothing waits longer than a slice for its turn.
+ * second from the first (`bench/budget-burst.ts`, BENCHMARKS.md). Timers and sockets are served at
+ * least once a slice; the tasks themselves still wait their turn in order. The `keel` binary runs
+ * under it: 100,000 listings at 454/s and 2,504 µs of CPU each, against 347/s and 3,558 µs before.
  *
  * Hand-written because none of Effect's schedulers bounds a drain by time: `MixedScheduler` bounds it
  * by rounds of microtasks (each round runs every task ready at its start, thousands in a burst), and
