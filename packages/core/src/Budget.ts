@@ -405,7 +405,6 @@ export const make = (
     const pollEvery = yield* positiveMillis("pollEvery", options.pollEvery, 20)
     const defaultMaxWait = millisOf(options.maxWait)
     const store = yield* BudgetStore
-    const budgetScope = yield* Effect.scope
     const owner = options.owner ?? crypto.randomUUID()
     let sequence = 0
 
@@ -471,12 +470,16 @@ export const make = (
 
     const invalid = (operation: string, reason: string) => Effect.fail(new BudgetStoreError({ operation, reason }))
 
+    /** Clean-ups of interrupted reserves still running: the budget's finalizer waits for them. */
+    const cleanups = new Set<Fiber.RuntimeFiber<void>>()
+
     /**
      * One try at writing the reservation. A store with I/O works in a fiber of its own (a daemon, so
-     * it does not depend on any scope still being open), which the caller awaits interruptibly: interrupted, the caller leaves at once (its timeout does
-     * not wait for a round trip or a rollback at a busy store) while that fiber is stopped and
-     * whatever it may have written is released, so an interrupted reserve holds nothing; a release
-     * that fails is retried with the renewals.
+     * it does not depend on any scope still being open), which the caller awaits interruptibly:
+     * interrupted, the caller leaves at once (its timeout does not wait for a round trip or a
+     * rollback at a busy store) while a clean-up stops that fiber and releases whatever it may have
+     * written, so an interrupted reserve holds nothing; a release that fails is retried with the
+     * renewals. The clean-up outlives the caller, and closing the budget waits for it.
      */
     const write = (request: ReserveRequest): Effect.Effect<void, BudgetExceeded | BudgetStoreError> => {
       const opened = Effect.sync(() => held.add(request.id))
@@ -488,8 +491,15 @@ export const make = (
             onFailure: (cause) => {
               if (!Cause.isInterrupted(cause)) return Effect.failCause(cause)
               const release = Effect.ignore(closeOrRetryLater(request.id, () => store.release(request.id)))
+              const cleanUp = Effect.forkDaemon(
+                Effect.uninterruptible(Effect.zipRight(Fiber.interrupt(writing), release))
+              )
               return Effect.zipRight(
-                Effect.forkIn(Effect.zipRight(Fiber.interrupt(writing), release), budgetScope),
+                Effect.flatMap(cleanUp, (fiber) =>
+                  Effect.sync(() => {
+                    cleanups.add(fiber)
+                    fiber.addObserver(() => cleanups.delete(fiber))
+                  })),
                 Effect.failCause(cause)
               )
             },
@@ -682,18 +692,21 @@ export const make = (
       if (count > 0) announceFreed()
     })
 
-    /** Renews the leases this process holds and retries the closes that failed. */
-    const maintain = Effect.gen(function*() {
-      for (const [id, close] of Array.from(pendingCloses)) {
-        const done = yield* Effect.either(close)
-        if (Either.isRight(done)) {
+    const retryCloses = Effect.suspend(() =>
+      Effect.forEach(Array.from(pendingCloses), ([id, close]) =>
+        Effect.map(Effect.either(close), (done) => {
+          if (Either.isLeft(done)) return
           pendingCloses.delete(id)
           held.delete(id)
           announceFreed()
-        }
-      }
-      if (held.size > 0) yield* store.renew(owner, lease)
-    })
+        }), { discard: true })
+    )
+
+    /** Renews the leases this process holds and retries the closes that failed. */
+    const maintain = Effect.zipRight(
+      retryCloses,
+      Effect.suspend(() => held.size > 0 ? Effect.asVoid(store.renew(owner, lease)) : Effect.void)
+    )
 
     // On fixed ticks of the clock (start + k × millis), not `millis` after the previous run ended: a
     // slow run (a store busy with the calls it serves) does not push every later run back. A run
@@ -725,6 +738,15 @@ export const make = (
     }).pipe(Effect.when(() => limits.length > 0), Effect.ignore)
     yield* every(reclaimEvery, "reclaiming expired reservations", reclaim)
     yield* every(renewEvery, "renewing leases", maintain)
+    // Closing the budget (the process ends, a run is interrupted) waits up to 10 s for the clean-ups
+    // of interrupted reserves and tries the failed closes once more, so that what this process could
+    // still release is not left open until its lease expires. Runs first, while leases are renewed.
+    yield* Effect.addFinalizer(() =>
+      Effect.interruptible(Effect.zipRight(Fiber.awaitAll(Array.from(cleanups)), retryCloses)).pipe(
+        Effect.timeout("10 seconds"),
+        Effect.ignore
+      )
+    )
 
     return Budget.of({ reserve, extend, settle, release, status, reclaim, limits })
   })

@@ -329,6 +329,41 @@ describe("Budget (memory store)", () => {
       assert.deepStrictEqual([after.spent, after.reserved], [0n, 0n], "the late write was released")
     }).pipe(Effect.scoped))
 
+  it.effect("closing the budget finishes what it owes the store: an interrupted reserve's release, a failed settle", () =>
+    Effect.gen(function*() {
+      const memory = Budget.makeMemoryStore()
+      let settleFails = true
+      const busy = Budget.BudgetStore.of({
+        ...memory,
+        synchronous: false,
+        reserve: (request) =>
+          Effect.uninterruptible(Effect.zipRight(Effect.sleep("300 millis"), memory.reserve(request))),
+        settle: (id, cost, estimated) =>
+          settleFails
+            ? Effect.fail(new Budget.BudgetStoreError({ operation: "settle", reason: "connection lost" }))
+            : memory.settle(id, cost, estimated)
+      })
+      const scope = yield* Scope.make()
+      const budget = yield* Budget.make({ limits, renewEvery: "1 hour" }).pipe(
+        Effect.provideService(Budget.BudgetStore, busy),
+        Scope.extend(scope)
+      )
+      const first = yield* Effect.fork(budget.reserve("tenant:acme", usd("0.25")))
+      yield* TestClock.adjust("300 millis")
+      const settled = yield* Effect.either(budget.settle(yield* Fiber.join(first), usd("0.10")))
+      assert.isTrue(Either.isLeft(settled), "the settle failed; it is kept to retry")
+      settleFails = false
+      const timed = yield* Effect.fork(budget.reserve("tenant:acme", usd("0.50")).pipe(Effect.timeout("50 millis")))
+      yield* TestClock.adjust("50 millis")
+      assert.isTrue(Exit.isExit(timed.unsafePoll()), "the timeout took effect")
+      // The process ends at once, before any renewal: the budget's scope closes with the write in flight.
+      const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
+      yield* TestClock.adjust("300 millis")
+      yield* Fiber.join(closing)
+      const [acme] = yield* memory.balances(["tenant:acme|total|total"])
+      assert.deepStrictEqual([acme?.spent, acme?.reserved], [usd("0.10"), 0n], "settled at its cost; nothing reserved")
+    }))
+
   it.effect("against an exhausted budget, refusals do not ask the store again; a fresh budget knows at start", () =>
     Effect.gen(function*() {
       const memory = Budget.makeMemoryStore()

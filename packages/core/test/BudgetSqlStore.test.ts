@@ -523,6 +523,42 @@ describe("Budget/Sql's leases on Postgres, timed by the database's clock", () =>
   )
 })
 
+describe("Budget/Sql on Postgres: an interrupted operation", () => {
+  it.scopedLive(
+    "a statement once sent runs to its end, and the interruption waits for it: what it reserved is there to release",
+    () =>
+      Effect.gen(function*() {
+        const { prefix, sql, store } = yield* open(postgres)
+        const counters = [total("global"), total("tenant:a", "1")]
+        yield* Effect.orDie(store.reserve(request("a:0", "0.1", counters)))
+        assert.isTrue(yield* Effect.orDie(store.release("a:0")))
+        // Another connection holds the counters' rows: the next reserve's statement waits on them.
+        const locked = yield* Deferred.make<void>()
+        const unlock = yield* Deferred.make<void>()
+        yield* Effect.forkScoped(Effect.orDie(sql.withTransaction(Effect.zipRight(
+          sql.unsafe(`SELECT key FROM ${prefix}_counters FOR UPDATE`),
+          Effect.zipRight(Deferred.succeed(locked, undefined), Deferred.await(unlock))
+        ))))
+        yield* Deferred.await(locked)
+        const reserving = yield* Effect.fork(store.reserve(request("a:1", "0.5", counters)))
+        yield* Effect.sleep("200 millis")
+        const interrupting = yield* Effect.fork(Fiber.interrupt(reserving))
+        yield* Effect.sleep("300 millis")
+        assert.isNull(interrupting.unsafePoll(), "the interruption waits for the statement (not cancelled)")
+        yield* Deferred.succeed(unlock, undefined)
+        yield* Fiber.join(interrupting)
+        assert.deepStrictEqual(yield* money(store, ["tenant:a|total|total"]), {
+          "tenant:a|total|total": ["0", "0.5", "0"]
+        })
+        assert.isTrue(yield* Effect.orDie(store.release("a:1")), "the reservation it wrote is released")
+        assert.deepStrictEqual(yield* money(store, ["tenant:a|total|total"]), {
+          "tenant:a|total|total": ["0", "0", "0"]
+        })
+      }),
+    { timeout: 20_000 }
+  )
+})
+
 describe("Budget/Sql's queue in front of the client", () => {
   /** Forks `effect`, recording its name in `done` once it succeeds, and lets it reach the queue. */
   const start = <A, E>(done: Array<string>, name: string, effect: Effect.Effect<A, E>) =>

@@ -25,6 +25,13 @@
  * statements run synchronously, so a busy store lets the event loop turn every 10 ms (timers and
  * I/O keep running).
  *
+ * Interruption. An operation interrupted while it queues leaves the queue, having sent nothing; once
+ * its statement is sent, it runs to its end and the interruption waits for it. `@effect/sql-pg`
+ * would cancel it with `pg_cancel_backend` from another pooled connection, which under load comes
+ * late: the connection went back to the pool with the statement still running, so the caller's
+ * release of what it reserved could run first, find nothing, and the statement then committed a
+ * reservation nobody held (seen under `bench/budget-burst.ts`: the budget blocked until the lease ran out).
+ *
  * Amounts are pico-dollar BIGINTs (SQLite INTEGER: up to ~9.2 million USD per counter). Every
  * failure is a `BudgetStoreError`. A ledger that cannot be opened or read (corrupt, locked,
  * unreachable) fails when the store starts: it is never recreated empty.
@@ -243,11 +250,12 @@ const makeGate = (permits: number) => {
         }))
     })
   return {
-    /** Runs `effect` holding a permit; `first` goes ahead of the calls waiting. */
+    /**
+     * Runs `effect` holding a permit; `first` goes ahead of the calls waiting. Interrupted while it
+     * waits, it leaves the queue; once it has its permit, its statement runs to its end (see `make`).
+     */
     withPermit: (first: boolean) => <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.zipRight(restore(take(first)), Effect.ensuring(restore(effect), release))
-      )
+      Effect.uninterruptibleMask((restore) => Effect.zipRight(restore(take(first)), Effect.ensuring(effect, release)))
   }
 }
 
@@ -615,7 +623,11 @@ export const make = (
      * one connection, it goes ahead of every waiting call.
      */
     const maintenance = (name: string) => <A, E>(effect: Effect.Effect<A, E>) =>
-      (isPg ? effect : gate.withPermit(true)(turning(effect))).pipe(retryTransient, typed(name), traced)
+      (isPg ? Effect.uninterruptible(effect) : gate.withPermit(true)(turning(effect))).pipe(
+        retryTransient,
+        typed(name),
+        traced
+      )
 
     return Budget.BudgetStore.of({
       reserve: (request) => (isPg ? reservePg(request) : reserveSqlite(request)).pipe(operation("reserve")),
