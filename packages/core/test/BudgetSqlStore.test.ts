@@ -740,13 +740,14 @@ describe("Budget/Sql's failures, injected", () => {
     })
 
   it.scopedLive(
-    "a deadlock, a serialization failure or a stray cancel runs the operation again, once over",
+    "a deadlock, a serialization failure, a stray cancel or a pool with no free connection runs the operation again, once over",
     () =>
       Effect.gen(function*() {
         const faults = [
           failure("40P01", "deadlock detected"),
           failure("40001", "could not serialize access"),
-          failure("57014", "canceling statement due to user request")
+          failure("57014", "canceling statement due to user request"),
+          failure(undefined, "timeout exceeded when trying to connect")
         ]
         const { prefix, sql, store } = yield* openFaulty(faults)
         yield* Effect.orDie(store.reserve(request("a:1", "0.5", [total("global"), total("tenant:a")])))
@@ -772,6 +773,13 @@ describe("Budget/Sql's failures, injected", () => {
         assert.strictEqual(
           timedOut.message,
           "Budget store failed to reserve: Failed to execute statement: canceling statement due to statement timeout (57014)"
+        )
+        // A server that refuses connections is down, not busy: the call fails closed at once.
+        faults.push(failure("ECONNREFUSED", "connect ECONNREFUSED 127.0.0.1:5432"))
+        const refused = yield* Effect.flip(store.reserve(request("a:3", "0.1", [total("global")])))
+        assert.strictEqual(
+          refused.message,
+          "Budget store failed to reserve: Failed to execute statement: connect ECONNREFUSED 127.0.0.1:5432 (ECONNREFUSED)"
         )
       }),
     { timeout: 20_000 }

@@ -81,15 +81,19 @@ const describe = (error: SqlError): string => {
 }
 
 /**
- * The statement may simply run again: a Postgres deadlock or serialization failure, or a statement
- * cancelled "due to user request" that this fiber did not ask to cancel. `@effect/sql-pg` cancels an
+ * The statement may simply run again: a Postgres deadlock or serialization failure; a statement
+ * cancelled "due to user request" that this fiber did not ask to cancel (`@effect/sql-pg` cancels an
  * interrupted query with `pg_cancel_backend`, which can land after that query ended, on the next
- * statement the pooled connection runs (an interrupted fiber itself never gets here: it does not retry).
+ * statement the pooled connection runs, when the pool is shared with code other than this store);
+ * or no pooled connection came free within the client's `connectTimeout` (a pool shared with busy
+ * callers, as a cluster worker's is): nothing was sent. A server that refuses connections is not
+ * transient: the call fails closed at once.
  */
 const isTransient = (error: SqlError): boolean => {
   const cause = error.cause as { readonly code?: unknown; readonly message?: unknown } | undefined
   return cause?.code === "40P01" || cause?.code === "40001" ||
-    (cause?.code === "57014" && typeof cause.message === "string" && cause.message.endsWith("due to user request"))
+    (cause?.code === "57014" && typeof cause.message === "string" && cause.message.endsWith("due to user request")) ||
+    cause?.message === "timeout exceeded when trying to connect"
 }
 
 const retryTransient = <A, E>(effect: Effect.Effect<A, E | SqlError>) =>
