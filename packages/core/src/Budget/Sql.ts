@@ -256,7 +256,7 @@ const makeGate = (permits: number) => {
   return {
     /**
      * Runs `effect` holding a permit; `first` goes ahead of the calls waiting. Interrupted while it
-     * waits, it leaves the queue; once it has its permit, its statement runs to its end (see `make`).
+     * waits, it leaves the queue; once it has its permit, its statement runs to its end (see "Interruption" above).
      */
     withPermit: (first: boolean) => <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
       Effect.uninterruptibleMask((restore) => Effect.zipRight(restore(take(first)), Effect.ensuring(effect, release)))
