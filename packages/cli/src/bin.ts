@@ -11,6 +11,9 @@
  * caps nothing (a bigger task still gets the heap it needs). Measured on 3,000 listings: peak RSS
  * 392 → 215 MB, CPU per item +5% (BENCHMARKS.md, Scale). The rest is imported after the flag is
  * set (static imports would be evaluated before it), so loading the modules runs under it too.
+ * Not for `keel worker`: a runner's live heap grows with the messages its shards hold, and with the
+ * flag a lone worker spent a third of its time in full collections (1,500 items: 10 items/s with
+ * it, 28 without; BENCHMARKS.md, Cluster).
  *
  * The command runs under `SlicedScheduler`, so the event loop turns at least every 10 ms however many
  * calls are in flight: at `--concurrency 1024`, 5,000 listings took 7% less CPU and the
@@ -18,7 +21,7 @@
  */
 import * as V8 from "node:v8"
 
-V8.setFlagsFromString("--heap-growing-percent=30")
+if (process.argv[2] !== "worker") V8.setFlagsFromString("--heap-growing-percent=30")
 
 const [NodeContext, NodeRuntime, Effect, SlicedScheduler, Cli] = await Promise.all([
   import("@effect/platform-node/NodeContext"),
