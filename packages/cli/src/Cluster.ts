@@ -174,21 +174,26 @@ const makeStore = (options: StoreOptions) =>
           typed("read an outcome")
         ),
       /**
-       * Stores the item's outcome and its call records in one transaction unless it has an outcome
-       * already; true when this call stored them. `runner` names the worker storing it.
+       * Stores the item's outcome and its call records, all or nothing, unless it has an outcome
+       * already; true when this call stored them. `runner` names the worker storing it. One statement
+       * (one round trip, no transaction around it): the records are written only when the outcome is.
        */
       insertOnce: (run: string, outcome: Outcome, records: ReadonlyArray<string>, runner: string | null = null) =>
-        Effect.gen(function*() {
-          const inserted = yield* sql<{ readonly item_id: string }>`
+        sql<{ readonly item_id: string }>`
+          WITH inserted AS (
             INSERT INTO ${results} (run_id, item_id, kind, line, runner)
             VALUES (${run}, ${outcome.line.id}, ${outcome.kind}, ${JSON.stringify(outcome.line)}, ${runner})
-            ON CONFLICT (run_id, item_id) DO NOTHING RETURNING item_id`
-          if (inserted.length === 0 || records.length === 0) return inserted.length > 0
-          yield* sql`INSERT INTO ${calls} ${
-            sql.insert(records.map((record) => ({ run_id: run, item_id: outcome.line.id, record })))
-          }`
-          return true
-        }).pipe(sql.withTransaction, typed("store an outcome")),
+            ON CONFLICT (run_id, item_id) DO NOTHING RETURNING item_id
+          ), recorded AS (
+            INSERT INTO ${calls} (run_id, item_id, record)
+            SELECT ${run}, inserted.item_id, r.record
+            FROM inserted, unnest(CAST(${records} AS TEXT[])) WITH ORDINALITY AS r(record, n)
+            ORDER BY r.n
+          )
+          SELECT item_id FROM inserted`.pipe(
+          Effect.map((inserted) => inserted.length > 0),
+          typed("store an outcome")
+        ),
       /** Outcomes of the run not yet copied into its folder, oldest first. */
       uncollected: (run: string, limit: number) =>
         sql<{ readonly item_id: string; readonly kind: string; readonly line: string }>`
