@@ -2,13 +2,15 @@
  * keel on `@effect/cluster`: one run's items spread over the shards of many runner processes that
  * share Postgres (shard locks, runners, durable messages) and Redis (the provider quota).
  *
- * - `ItemEntity`: each item is a persisted message to the entity `${run}/${itemId}`; the cluster
- *   routes it to the runner holding its shard, and a dead runner's unprocessed messages are read
- *   again by whichever runner takes its shards.
- * - `Store`: the run's outcomes in Postgres, one row per (run, item), inserted once: a message that
- *   is delivered again finds its row and calls nothing. The call records of each run sit beside them.
+ * - `ChunkEntity`: a run's items travel in chunks (16 input lines by default), each a persisted
+ *   message to the entity `${run}/${firstLine}`; the cluster routes it to the runner holding its
+ *   shard, and a dead runner's unprocessed messages are read again by whichever runner takes its
+ *   shards. A chunk, not an item, per message: the cluster's own work per message (storing it, routing
+ *   it, an entity, a reply) cost a worker more CPU than the item's call did.
+ * - `Store`: the run's outcomes in Postgres, one row per (run, item), inserted once: a chunk that
+ *   is delivered again calls only its items without a row. The call records of each run sit beside them.
  *   The submitter (`ClusterRun`) copies both into the output folder and marks them collected.
- * - `workerLayer`: a runner serving `ItemEntity` over the full pipeline (router, budget on the same
+ * - `workerLayer`: a runner serving `ChunkEntity` over the full pipeline (router, budget on the same
  *   Postgres, rate limiter on Redis, breaker, retries), on a socket at the address it is given.
  * - `clientLayer`: the submitter's side, a client-only member of the same cluster.
  */
@@ -32,6 +34,7 @@ import type * as Budget from "@keel/core/Budget"
 import * as BudgetSql from "@keel/core/Budget/Sql"
 import * as CallLog from "@keel/core/CallLog"
 import * as CircuitBreaker from "@keel/core/CircuitBreaker"
+import * as Gate from "@keel/core/Gate"
 import * as Llm from "@keel/core/Llm"
 import * as RateLimiter from "@keel/core/RateLimiter"
 import * as RedisLimiter from "@keel/core/RateLimiter/Redis"
@@ -90,31 +93,40 @@ const reasonOf = (error: unknown): string => {
   return typeof code === "string" && !inner.message.includes(code) ? `${inner.message} (${code})` : inner.message
 }
 
-/** One item of a run, as it travels in a durable message. */
-export const ItemPayload = {
-  /** The run's id (one per output folder). */
-  run: Schema.String,
-  /** The task module, as the worker imports it: an absolute path or a package specifier. */
-  task: Schema.String,
-  /** The budget scope charged. */
-  scope: Schema.String,
+/** One item of a run, as it travels in a chunk. */
+export const Item = Schema.Struct({
   id: Schema.String,
   tier: Schema.String,
   /** The input line, parsed but not decoded (the worker decodes it with the task's Schema). */
   input: Schema.Unknown
+})
+export type Item = typeof Item.Type
+
+/** A chunk of a run's items, as it travels in a durable message. */
+export const ChunkPayload = {
+  /** The run's id (one per output folder). */
+  run: Schema.String,
+  /** The chunk's key in the run: the number of its first input line. */
+  chunk: Schema.String,
+  /** The task module, as the worker imports it: an absolute path or a package specifier. */
+  task: Schema.String,
+  /** The budget scope charged. */
+  scope: Schema.String,
+  items: Schema.Array(Item)
 }
 
-/** Process one item: persisted, so it survives the runner that holds it; keyed by run and item. */
+/** Process a chunk: persisted, so it survives the runner that holds it; keyed by run and chunk. */
 export const Process = Rpc.make("Process", {
-  payload: ItemPayload,
-  primaryKey: (item) => `${item.run}/${item.id}`
+  payload: ChunkPayload,
+  primaryKey: (chunk) => `${chunk.run}/${chunk.chunk}`
 })
+export type Chunk = typeof Process.payloadSchema.Type
 
-/** The entity each item is addressed to, at `${run}/${itemId}` (so items spread over every shard). */
-export const ItemEntity = Entity.make("KeelItem", [Process]).annotateRpcs(ClusterSchema.Persisted, true)
+/** The entity each chunk is addressed to, at `${run}/${chunk}` (so chunks spread over every shard). */
+export const ChunkEntity = Entity.make("KeelChunk", [Process]).annotateRpcs(ClusterSchema.Persisted, true)
 
-/** The entity id of an item. */
-export const entityId = (run: string, id: string) => `${run}/${id}`
+/** The entity id of a chunk. */
+export const entityId = (run: string, chunk: string) => `${run}/${chunk}`
 
 /** An item's outcome, as stored and as written to results.jsonl or errors.jsonl. */
 export type Outcome =
@@ -167,11 +179,12 @@ const makeStore = (options: StoreOptions) =>
     )
 
     return {
-      /** Whether the item already has its outcome. */
-      has: (run: string, id: string) =>
-        sql<{ readonly n: number }>`SELECT 1 AS n FROM ${results} WHERE run_id = ${run} AND item_id = ${id}`.pipe(
-          Effect.map((rows) => rows.length > 0),
-          typed("read an outcome")
+      /** Which of these items already have their outcome. */
+      stored: (run: string, ids: ReadonlyArray<string>) =>
+        sql<{ readonly item_id: string }>`SELECT item_id FROM ${results}
+          WHERE run_id = ${run} AND item_id = ANY(CAST(${ids} AS TEXT[]))`.pipe(
+          Effect.map((rows) => new Set(rows.map((row) => row.item_id))),
+          typed("read outcomes")
         ),
       /**
        * Stores the item's outcome and its call records, all or nothing, unless it has an outcome
@@ -397,7 +410,7 @@ const pipeline = (options: WorkerOptions) => {
 }
 
 /** Decodes an item with its task and runs it through the pipeline into its outcome. */
-const processItem = (task: Task.Any, item: typeof Process.payloadSchema.Type) =>
+const processItem = (task: Task.Any, scope: string, item: Item) =>
   Effect.gen(function*() {
     const decoded = Schema.decodeUnknownEither(task.input)(item.input)
     if (decoded._tag === "Left") {
@@ -422,7 +435,7 @@ const processItem = (task: Task.Any, item: typeof Process.payloadSchema.Type) =>
       schema,
       tier: item.tier,
       task: task.name,
-      scope: item.scope
+      scope
     }).pipe(
       Effect.map((output): Outcome => ({ kind: "result", line: { id: item.id, output } })),
       Effect.catchAll((error) =>
@@ -442,19 +455,20 @@ const persistently = <A, R>(effect: Effect.Effect<A, StoreError, R>): Effect.Eff
   ).pipe(Effect.orDie) // the schedule never ends: no error is left to die with
 
 /**
- * Per-item claims: a Postgres advisory lock per (run, item), held on one connection of this worker's
- * own for as long as the item is being called.
+ * Per-chunk claims: a Postgres advisory lock per (run, chunk), held on one connection of this worker's
+ * own for as long as the chunk's items are being called.
  *
  * Why: when a runner dies, the cluster reassigns every shard (bounded-load consistent hashing over the
  * healthy runners), so shards also move between the survivors. A survivor that loses a shard asks its
  * entities to end and waits `entityTerminationTimeout` (15 s) before interrupting them and releasing the
  * shard; the new owner then reads the message again. Without a claim, a call cut off there (charged
  * at its estimate, its record lost) or still running would be called a second time. With the claim,
- * the call is never cut off (it runs on, detached from the entity, until its outcome is stored) and a
- * second delivery of the item waits while another live worker holds its claim, then finds the outcome.
+ * the calls are never cut off (they run on, detached from the entity, until their outcomes are stored)
+ * and a second delivery of the chunk waits while another live worker holds its claim, then finds the
+ * outcomes.
  *
  * Why an advisory lock rather than a claims table with leases: it needs no heartbeat and no expiry to
- * tune, and a killed worker's connection closes with it, so its claims are free at once and its items
+ * tune, and a killed worker's connection closes with it, so its claims are free at once and its chunks
  * run again elsewhere without waiting for a lease (as the cluster's own shard locks do). The two-key
  * form keeps these locks apart from the cluster's shard locks (one bigint key). If the connection is
  * lost (Postgres restarting), its locks go with it: a new one is taken for the next claims.
@@ -471,7 +485,7 @@ const makeClaims = (options: { readonly postgresUrl: string; readonly prefix: st
     /** One statement at a time on the connection (node-postgres would queue them, deprecated). */
     const serial = yield* Effect.makeSemaphore(1)
     let current: { readonly connection: SqlConnection.Connection; readonly scope: Scope.CloseableScope } | undefined
-    /** Items claimed by this process (a session's advisory locks are re-entrant, so it must not ask twice). */
+    /** Chunks claimed by this process (a session's advisory locks are re-entrant, so it must not ask twice). */
     const held = new Set<string>()
     const connection = opening.withPermits(1)(Effect.suspend(() => {
       if (current !== undefined) return Effect.succeed(current)
@@ -507,48 +521,52 @@ const makeClaims = (options: { readonly postgresUrl: string; readonly prefix: st
             )
           )
         )).pipe(Effect.uninterruptible) // never cancelled half-way: its outcome is always known
-    const keys = (run: string, id: string) => [`${options.prefix}/${run}`, id]
+    const keys = (run: string, chunk: string) => [`${options.prefix}/${run}`, chunk]
     return {
-      /** Claims the item unless another worker, or this one, holds it; false on a store error too. */
-      tryClaim: (run: string, id: string) =>
+      /** Claims the chunk unless another worker, or this one, holds it; false on a store error too. */
+      tryClaim: (run: string, chunk: string) =>
         Effect.suspend(() => {
-          const key = `${run}\u0000${id}`
+          const key = `${run}\u0000${chunk}`
           if (held.has(key)) return Effect.succeed(false)
           held.add(key)
-          return statement("SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))", keys(run, id)).pipe(
+          return statement("SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))", keys(run, chunk)).pipe(
             Effect.map((rows) => rows[0]?.[0] === true),
             Effect.catchAll((error) =>
-              Effect.as(Effect.logWarning(`cluster store: claim an item failed: ${reasonOf(error)}`), false)
+              Effect.as(Effect.logWarning(`cluster store: claim a chunk failed: ${reasonOf(error)}`), false)
             ),
             Effect.tap((claimed) => claimed ? Effect.void : Effect.sync(() => held.delete(key)))
           )
         }),
-      release: (run: string, id: string) =>
-        statement("SELECT pg_advisory_unlock(hashtext($1), hashtext($2))", keys(run, id)).pipe(
-          Effect.catchAll((error) => Effect.logWarning(`cluster store: release an item failed: ${reasonOf(error)}`)),
-          Effect.ensuring(Effect.sync(() => held.delete(`${run}\u0000${id}`))),
+      release: (run: string, chunk: string) =>
+        statement("SELECT pg_advisory_unlock(hashtext($1), hashtext($2))", keys(run, chunk)).pipe(
+          Effect.catchAll((error) => Effect.logWarning(`cluster store: release a chunk failed: ${reasonOf(error)}`)),
+          Effect.ensuring(Effect.sync(() => held.delete(`${run}\u0000${chunk}`))),
           Effect.asVoid
         )
     }
   })
 
-/** How often a delivery whose item another worker is calling looks again for its outcome or its claim. */
+/** How often a delivery whose chunk another worker is calling looks again for its outcomes or its claim. */
 const claimPollInterval = "500 millis"
 
 /**
- * The handlers of `ItemEntity`, made once per process (an entity instance per item shares them): at
- * most `concurrency` items in the pipeline at once, each task module imported once.
+ * The handlers of `ChunkEntity`, made once per process (an entity instance per chunk shares them): at
+ * most `concurrency` items in the pipeline at once, whatever their chunks, each task module imported
+ * once.
  *
- * A handler calls only once it holds the item's claim (see `makeClaims`), and the call runs in a fiber
- * of its own that outlives the handler: an entity interrupted because its shard moved leaves the call
- * to finish and store its outcome, and the delivery on the shard's new owner waits for it. On shutdown
- * no new call starts and the calls in flight are given a minute to end.
+ * A handler calls only once it holds the chunk's claim (see `makeClaims`), and only the chunk's items
+ * without an outcome, read after the claim is taken. The calls run in a fiber of their own that
+ * outlives the handler: an entity interrupted because its shard moved leaves them to finish and store
+ * their outcomes, and the delivery on the shard's new owner waits for them. On shutdown no new call
+ * starts and the calls in flight are given a minute to end; the chunk's message stays unanswered, so
+ * the items left are called by whichever runner reads it next.
  */
 const handlers = (options: WorkerOptions) =>
   Effect.gen(function*() {
     const store = yield* Store
     const claims = yield* makeClaims(options)
-    const permits = yield* Effect.makeSemaphore(options.concurrency)
+    // Every queued item of every chunk the worker holds waits here: a gate, not Effect's Semaphore (see `Gate`).
+    const permits = yield* Gate.make(options.concurrency)
     const context = yield* Effect.context<Llm.Llm | Budget.Budget>()
     const calls = yield* FiberSet.make<void>()
     let closing = false
@@ -568,13 +586,12 @@ const handlers = (options: WorkerOptions) =>
           return load
         })
       })
-    /** Calls the item and stores its outcome, unless an earlier holder of its claim stored one. */
-    const call = (item: typeof Process.payloadSchema.Type) =>
+    /** Calls the item and stores its outcome. */
+    const call = (chunk: Chunk, item: Item) =>
       Effect.gen(function*() {
-        if (yield* persistently(store.has(item.run, item.id))) return
         const records: Array<string> = []
-        const outcome = yield* loadTask(item.task).pipe(
-          Effect.flatMap((task) => processItem(task, item)),
+        const outcome = yield* loadTask(chunk.task).pipe(
+          Effect.flatMap((task) => processItem(task, chunk.scope, item)),
           Effect.catchTag("TaskLoadError", (error) =>
             Effect.succeed<Outcome>({
               kind: "error",
@@ -583,33 +600,40 @@ const handlers = (options: WorkerOptions) =>
           Effect.locally(currentRecords, records),
           Effect.provide(context)
         )
-        yield* persistently(store.insertOnce(item.run, outcome, records, workerName(options)))
+        yield* persistently(store.insertOnce(chunk.run, outcome, records, workerName(options)))
       })
-    /** With a permit, claims the item and starts its call; `undefined` when another worker holds it. */
-    const start = (item: typeof Process.payloadSchema.Type) =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.gen(function*() {
-          yield* restore(permits.take(1))
-          const claimed = !closing && (yield* claims.tryClaim(item.run, item.id))
-          if (!claimed) {
-            yield* permits.release(1)
-            return undefined
-          }
-          return yield* FiberSet.run(
-            calls,
-            Effect.interruptible(call(item)).pipe(
-              Effect.ensuring(Effect.zipRight(claims.release(item.run, item.id), permits.release(1)))
-            )
-          )
-        })
+    /** The chunk's items without an outcome in the store. */
+    const pending = (chunk: Chunk) =>
+      Effect.map(
+        persistently(store.stored(chunk.run, chunk.items.map((item) => item.id))),
+        (stored) => chunk.items.filter((item) => !stored.has(item.id))
       )
-    return ItemEntity.of({
-      Process: ({ payload: item }) =>
+    /** Calls each item still pending, each with a permit; once closing, starts none. */
+    const callPending = (chunk: Chunk) =>
+      Effect.flatMap(pending(chunk), (items) =>
+        Effect.forEach(
+          items,
+          (item) => permits.withPermit()(Effect.suspend(() => closing ? Effect.void : call(chunk, item))),
+          { concurrency: "unbounded", discard: true }
+        ))
+    /** Claims the chunk and starts its calls; `undefined` when another worker holds it. */
+    const start = (chunk: Chunk) =>
+      Effect.uninterruptible(Effect.gen(function*() {
+        const claimed = !closing && (yield* claims.tryClaim(chunk.run, chunk.chunk))
+        if (!claimed) return undefined
+        return yield* FiberSet.run(
+          calls,
+          Effect.interruptible(callPending(chunk)).pipe(Effect.ensuring(claims.release(chunk.run, chunk.chunk)))
+        )
+      }))
+    return ChunkEntity.of({
+      Process: ({ payload: chunk }) =>
         Effect.gen(function*() {
-          while (!(yield* persistently(store.has(item.run, item.id)))) {
-            const fiber = yield* start(item)
-            if (fiber !== undefined) return yield* Fiber.join(fiber)
-            yield* Effect.sleep(claimPollInterval)
+          for (;;) {
+            const fiber = yield* start(chunk)
+            if (fiber !== undefined) yield* Fiber.join(fiber)
+            if ((yield* pending(chunk)).length === 0) return
+            if (fiber === undefined) yield* Effect.sleep(claimPollInterval)
           }
         })
     })
@@ -625,7 +649,7 @@ export const workerLayer = (options: WorkerOptions) => {
   // `toLayer` would run an Effect of handlers once per entity instance: they are built here, once.
   const entity = Layer.unwrapScoped(
     Effect.map(handlers(options), (built) =>
-      ItemEntity.toLayer(built, {
+      ChunkEntity.toLayer(built, {
         concurrency: "unbounded",
         mailboxCapacity: "unbounded",
         maxIdleTime: "10 seconds"

@@ -3,11 +3,12 @@
  * outcomes into the output folder in the files of a local run (results.jsonl, errors.jsonl,
  * calls.jsonl, summary.json).
  *
- * Each input line that decodes becomes a persisted message to its item's entity (see `Cluster`); a
- * line that does not is written to errors.jsonl with its number, as a local run does. The run's id is
- * kept in the folder (cluster-run.json), so the same command with the same `--out` reattaches: items
- * already in the folder are skipped, the rest are sent again, which the message storage deduplicates
- * by (run, item), so nothing is called twice. Outcomes are copied from the store as workers write
+ * The input's lines go in chunks of `chunkSize` lines: the items of a chunk's lines that decode become
+ * one persisted message to the chunk's entity (see `Cluster`); a line that does not is written to
+ * errors.jsonl with its number, as a local run does. The run's id and its chunk size are kept in the
+ * folder (cluster-run.json), so the same command with the same `--out` reattaches: chunks whose items
+ * are all in the folder are skipped, the rest are sent again under the same keys (run, first line),
+ * which the message storage deduplicates, so nothing is called twice. Outcomes are copied from the store as workers write
  * them and marked collected once in the folder; a line already in the folder is never written again.
  */
 import * as FileSystem from "@effect/platform/FileSystem"
@@ -42,21 +43,26 @@ export interface Options {
   readonly postgresUrl: string
   /** The complex tier's model, for the routing comparison in the summary. */
   readonly modelComplex: string
-  /** Messages sent at once. Default 32. */
+  /** Messages sent at once. Default 8. */
   readonly sendConcurrency?: number | undefined
+  /** Input lines per chunk (per message) of a new run; a run reattached keeps its own. Default 16. */
+  readonly chunkSize?: number | undefined
 }
 
 const runFile = (out: string) => Path.join(out, "cluster-run.json")
 const callsFile = (out: string) => Path.join(out, "calls.jsonl")
 
-/** The folder's run id, made and recorded on its first cluster run. */
-const runId = (out: string) =>
+/** The folder's run id and chunk size, made and recorded on its first cluster run. */
+const runOf = (out: string, chunkSize: number) =>
   Effect.try({
-    try: () => {
-      if (Fs.existsSync(runFile(out))) return (JSON.parse(Fs.readFileSync(runFile(out), "utf8")) as { run: string }).run
+    try: (): { readonly run: string; readonly chunkSize: number } => {
+      if (Fs.existsSync(runFile(out))) {
+        const kept = JSON.parse(Fs.readFileSync(runFile(out), "utf8")) as { run: string; chunkSize?: number }
+        return { run: kept.run, chunkSize: kept.chunkSize ?? chunkSize }
+      }
       const run = `run-${new Date().toISOString().replace(/[:.]/g, "")}-${Crypto.randomBytes(4).toString("hex")}`
-      Fs.writeFileSync(runFile(out), JSON.stringify({ run }) + "\n")
-      return run
+      Fs.writeFileSync(runFile(out), JSON.stringify({ run, chunkSize }) + "\n")
+      return { run, chunkSize }
     },
     catch: (error) =>
       new Runner.OutputError({ path: runFile(out), reason: error instanceof Error ? error.message : String(error) })
@@ -93,13 +99,13 @@ const int = (n: number) => n.toLocaleString("en-US")
 export const run = (options: Options) =>
   Effect.gen(function*() {
     const { out, task } = options
-    const run = yield* runId(out)
+    const { chunkSize, run } = yield* runOf(out, options.chunkSize ?? 16)
     const keys = yield* Runner.done(out)
     const writeResults = yield* appender(Runner.resultsFile(out))
     const writeErrors = yield* appender(Runner.errorsFile(out))
     const writeCalls = yield* appender(callsFile(out))
     const store = yield* Cluster.Store
-    const client = yield* Cluster.ItemEntity.client
+    const client = yield* Cluster.ChunkEntity.client
     const startedAt = Date.now()
     const counts = { results: 0, errors: 0, skipped: 0, submitted: 0, inputLines: 0 }
     /** Items of this run not yet in the folder. */
@@ -115,54 +121,68 @@ export const run = (options: Options) =>
         Stream.splitLines,
         Stream.zipWithIndex
       )))
+    /** The line's item to send; `undefined` for a line written to errors.jsonl, blank, done or repeated. */
+    const admit = (line: string, number: number): Effect.Effect<Cluster.Item | undefined, Runner.OutputError> => {
+      counts.inputLines = number
+      if (line.trim() === "" || keys.has(`line:${number}`)) {
+        return Effect.succeed(undefined)
+      }
+      const invalid = (message: string) => {
+        keys.add(`line:${number}`)
+        counts.errors++
+        return Effect.as(writeErrors([JSON.stringify({ line: number, errorTag: "InputInvalid", message })]), undefined)
+      }
+      let raw: unknown
+      try {
+        raw = JSON.parse(line)
+      } catch (error) {
+        return invalid(`line ${number}: not JSON (${error instanceof Error ? error.message : String(error)})`)
+      }
+      const decoded = decode(raw)
+      if (Either.isLeft(decoded)) {
+        return invalid(`line ${number}: ${decodeError(decoded.left)}`)
+      }
+      const id = task.id(decoded.right)
+      const tier = task.tier(decoded.right)
+      if (!(tier in task.outputs)) {
+        return invalid(`line ${number}: the task's tier rule gave "${tier}", which has no output Schema`)
+      }
+      if (keys.has(id) || waiting.has(id)) {
+        counts.skipped++
+        return Effect.succeed(undefined)
+      }
+      waiting.add(id)
+      counts.submitted++
+      return Effect.succeed({ id, tier, input: raw })
+    }
     const submit = lines.pipe(
-      Stream.mapEffect(([line, index]): Effect.Effect<void, Runner.OutputError | Cluster.StoreError> => {
-        const number = index + 1
-        counts.inputLines = number
-        if (line.trim() === "" || keys.has(`line:${number}`)) {
-          return Effect.void
-        }
-        const invalid = (message: string) => {
-          keys.add(`line:${number}`)
-          counts.errors++
-          return writeErrors([JSON.stringify({ line: number, errorTag: "InputInvalid", message })])
-        }
-        let raw: unknown
-        try {
-          raw = JSON.parse(line)
-        } catch (error) {
-          return invalid(`line ${number}: not JSON (${error instanceof Error ? error.message : String(error)})`)
-        }
-        const decoded = decode(raw)
-        if (Either.isLeft(decoded)) {
-          return invalid(`line ${number}: ${decodeError(decoded.left)}`)
-        }
-        const id = task.id(decoded.right)
-        const tier = task.tier(decoded.right)
-        if (!(tier in task.outputs)) {
-          return invalid(`line ${number}: the task's tier rule gave "${tier}", which has no output Schema`)
-        }
-        if (keys.has(id) || waiting.has(id)) {
-          counts.skipped++
-          return Effect.void
-        }
-        waiting.add(id)
-        counts.submitted++
-        return client(Cluster.entityId(run, id)).Process(
-          { run, task: options.taskModule, scope: options.scope, id, tier, input: raw },
-          { discard: true }
-        ).pipe(
-          // A runner that died holding the item's shard fails the notification with a defect; the
-          // message is stored first, and sending it again is deduplicated by its key (run, item).
-          Effect.catchAllDefect((defect) =>
-            Effect.fail({ message: defect instanceof Error ? defect.message : String(defect) })
-          ),
-          Effect.retry({ schedule: Schedule.spaced("500 millis"), times: 120 }),
-          Effect.mapError((error) =>
-            new Cluster.StoreError({ operation: `send item ${id}`, reason: error.message })
+      Stream.groupAdjacentBy(([, index]) =>
+        Math.floor(index / chunkSize)
+      ),
+      Stream.mapEffect(([n, chunkLines]): Effect.Effect<void, Runner.OutputError | Cluster.StoreError> =>
+        Effect.gen(function*() {
+          const items: Array<Cluster.Item> = []
+          for (const [line, index] of chunkLines) {
+            const item = yield* admit(line, index + 1)
+            if (item !== undefined) items.push(item)
+          }
+          if (items.length === 0) return
+          const chunk = String(n * chunkSize + 1)
+          yield* client(Cluster.entityId(run, chunk)).Process(
+            { run, chunk, task: options.taskModule, scope: options.scope, items },
+            { discard: true }
+          ).pipe(
+            // A runner that died holding the chunk's shard fails the notification with a defect; the
+            // message is stored first, and sending it again is deduplicated by its key (run, chunk).
+            Effect.catchAllDefect((defect) =>
+              Effect.fail({ message: defect instanceof Error ? defect.message : String(defect) })
+            ),
+            Effect.retry({ schedule: Schedule.spaced("500 millis"), times: 120 }),
+            Effect.mapError((error) =>
+              new Cluster.StoreError({ operation: `send the chunk at line ${chunk}`, reason: error.message })
+            )
           )
-        )
-      }, { concurrency: options.sendConcurrency ?? 32 }),
+        }), { concurrency: options.sendConcurrency ?? 8 }),
       Stream.runDrain,
       Effect.zipRight(Effect.sync(() => {
         sent = true
@@ -173,12 +193,16 @@ export const run = (options: Options) =>
     const collectOnce = Effect.gen(function*() {
       for (;;) {
         const rows = yield* store.uncollected(run, 1_000)
-        if (rows.length === 0) break
+        if (rows.length === 0) {
+          break
+        }
         const results: Array<string> = []
         const errors: Array<string> = []
         for (const row of rows) {
           waiting.delete(row.item_id)
-          if (keys.has(row.item_id)) continue
+          if (keys.has(row.item_id)) {
+            continue
+          }
           keys.add(row.item_id)
           if (row.kind === "result") {
             results.push(row.line)
@@ -192,7 +216,12 @@ export const run = (options: Options) =>
         yield* collectCalls
         yield* writeResults(results)
         yield* writeErrors(errors)
-        yield* store.markCollected(run, rows.map((row) => row.item_id))
+        yield* store.markCollected(
+          run,
+          rows.map((row) =>
+            row.item_id
+          )
+        )
       }
     })
     const collectCalls = Effect.gen(function*() {

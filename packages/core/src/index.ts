@@ -11,6 +11,8 @@ export * as CallRecord from "./CallRecord.js"
 
 export * as CircuitBreaker from "./CircuitBreaker.js"
 
+export * as Gate from "./Gate.js"
+
 export * as LanguageModel from "./LanguageModel.js"
 
 export * as Llm from "./Llm.js"

@@ -51,6 +51,7 @@ import * as Schedule from "effect/Schedule"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import * as Budget from "../Budget.js"
+import * as Gate from "../Gate.js"
 import type { BudgetExceeded } from "../LlmError.js"
 import * as Sqlite from "../Sqlite.js"
 
@@ -219,49 +220,6 @@ const checkFits = (
     }
     return Effect.void
   })
-
-/**
- * A first-come, first-served gate of `permits`, with a lane that goes ahead of the queue. A freed
- * permit is handed to the next waiter, never taken by whoever asks next (Effect's `Semaphore` lets a
- * running fiber take it before the waiters it wakes, which on a busy store starves them).
- */
-const makeGate = (permits: number) => {
-  let free = permits
-  const urgent: Array<Deferred.Deferred<void>> = []
-  const waiting: Array<Deferred.Deferred<void>> = []
-  const release = Effect.sync(() => {
-    const next = urgent.shift() ?? waiting.shift()
-    if (next === undefined) free++
-    else Deferred.unsafeDone(next, Exit.void)
-  })
-  const take = (first: boolean): Effect.Effect<void> =>
-    Effect.suspend(() => {
-      if (free > 0) {
-        free--
-        return Effect.void
-      }
-      const turn = Deferred.unsafeMake<void>(FiberId.none)
-      const queue = first ? urgent : waiting
-      queue.push(turn)
-      return Effect.onInterrupt(Deferred.await(turn), () =>
-        Effect.suspend(() => {
-          const index = queue.indexOf(turn)
-          if (index >= 0) {
-            queue.splice(index, 1)
-            return Effect.void
-          }
-          return release // handed the permit as it was interrupted: pass it on
-        }))
-    })
-  return {
-    /**
-     * Runs `effect` holding a permit; `first` goes ahead of the calls waiting. Interrupted while it
-     * waits, it leaves the queue; once it has its permit, its statement runs to its end (see "Interruption" above).
-     */
-    withPermit: (first: boolean) => <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
-      Effect.uninterruptibleMask((restore) => Effect.zipRight(restore(take(first)), Effect.ensuring(effect, release)))
-  }
-}
 
 /** Builds the store over the `SqlClient` in context, migrating its tables first. */
 export const make = (
@@ -580,7 +538,7 @@ export const make = (
         }
       )
 
-    const gate = makeGate(concurrency)
+    const gate = Gate.unsafeMake(concurrency)
     const traced = options.traceStatements === true
       ? <A, E>(effect: Effect.Effect<A, E>) => effect
       : <A, E>(effect: Effect.Effect<A, E>) => Effect.withTracerEnabled(effect, false)
@@ -611,23 +569,26 @@ export const make = (
         const turn = watchTurn()
         return performance.now() - turnedAt > turnAfter ? Effect.zipRight(Deferred.await(turn), effect) : effect
       })
+    /** Through the gate; once it has its permit, the statement runs to its end (see "Interruption" above). */
+    const gated = (first: boolean) => <A, E>(effect: Effect.Effect<A, E>) =>
+      gate.withPermit(first)(Effect.uninterruptible(isPg ? effect : turning(effect)))
     /** A call's operation: through the gate, retried on a Postgres deadlock, every failure typed. */
     const operation = (name: string) => <A, E>(effect: Effect.Effect<A, E>) =>
-      gate.withPermit(false)(isPg ? effect : turning(effect)).pipe(
+      gated(false)(effect).pipe(
         retryTransient,
         typed(name),
         traced
       )
     /** Settling and releasing free room the waiting reservations need: they go ahead of them. */
     const closing = (name: string) => <A, E>(effect: Effect.Effect<A, E>) =>
-      gate.withPermit(true)(isPg ? effect : turning(effect)).pipe(retryTransient, typed(name), traced)
+      gated(true)(effect).pipe(retryTransient, typed(name), traced)
     /**
      * Maintenance (reclaim, renewal) is never starved by the calls it serves: on Postgres it does not
      * queue behind them (it takes a connection of its own); on SQLite, where every statement shares the
      * one connection, it goes ahead of every waiting call.
      */
     const maintenance = (name: string) => <A, E>(effect: Effect.Effect<A, E>) =>
-      (isPg ? Effect.uninterruptible(effect) : gate.withPermit(true)(turning(effect))).pipe(
+      (isPg ? Effect.uninterruptible(effect) : gated(true)(effect)).pipe(
         retryTransient,
         typed(name),
         traced
