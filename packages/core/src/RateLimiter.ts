@@ -37,6 +37,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
+import * as Gate from "./Gate.js"
 import * as LlmError from "./LlmError.js"
 import type { LlmResponse, RateLimitSnapshot } from "./LlmResponse.js"
 
@@ -295,7 +296,8 @@ export const make = (
       sentClock = 0
       /** The earliest time for the next attempt the pace refused when it woke. */
       nextLate = 0
-      readonly semaphore: Effect.Semaphore | undefined
+      /** `maxConcurrent`: a first-come gate, as thousands of calls may wait at it (see `Gate`). */
+      readonly gate: Gate.Gate | undefined
       phase: "open" | "down" | "recovering" = "open"
       readonly queue: Array<Deferred.Deferred<void>> = []
       pacing = false
@@ -311,9 +313,9 @@ export const make = (
         this.configured = options.limitsByModel?.[name] ?? options.limits ?? {}
         this.requestsKey = `${prefix}${name}:requests`
         this.tokensKey = `${prefix}${name}:tokens`
-        this.semaphore = this.configured.maxConcurrent === undefined
+        this.gate = this.configured.maxConcurrent === undefined
           ? undefined
-          : Effect.unsafeMakeSemaphore(this.configured.maxConcurrent)
+          : Gate.unsafeMake(this.configured.maxConcurrent)
       }
 
       get requestsPerMinute(): number | undefined {
@@ -576,7 +578,7 @@ export const make = (
         }
         // A wait may have eaten into the deadline the attempt's own timeout was computed from.
         const bounded = waited ? beforeDeadline(self, attempt) : self
-        const limited = m.semaphore === undefined ? bounded : m.semaphore.withPermits(1)(bounded)
+        const limited = m.gate === undefined ? bounded : m.gate.withPermit()(bounded)
         return yield* Effect.tapBoth(limited, {
           onSuccess: (response) => onSuccess(m, response, estimate),
           onFailure: (error) => onFailure(m, error)
