@@ -11,6 +11,7 @@
  * which the message storage deduplicates, so nothing is called twice. Outcomes are copied from the store as workers write
  * them and marked collected once in the folder; a line already in the folder is never written again.
  */
+import * as ShardingConfig from "@effect/cluster/ShardingConfig"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Pricing from "@keel/core/Pricing"
 import * as OpenAiPricing from "@keel/openai/OpenAiPricing"
@@ -45,7 +46,11 @@ export interface Options {
   readonly modelComplex: string
   /** Messages sent at once. Default 8. */
   readonly sendConcurrency?: number | undefined
-  /** Input lines per chunk (per message) of a new run; a run reattached keeps its own. Default 16. */
+  /**
+   * Input lines per chunk (per message) of a new run; a run reattached keeps its own. Default: the
+   * input's lines over the cluster's shards, from 1 to 16, so that every shard, and so every runner,
+   * has its share of the work as long as there are lines enough.
+   */
   readonly chunkSize?: number | undefined
 }
 
@@ -67,6 +72,18 @@ const runOf = (out: string, chunkSize: number) =>
     catch: (error) =>
       new Runner.OutputError({ path: runFile(out), reason: error instanceof Error ? error.message : String(error) })
   })
+
+/** The input's lines, counted by their newlines (the last line may lack one). */
+const countLines = (path: string) =>
+  Effect.flatMap(FileSystem.FileSystem, (fs) =>
+    fs.stream(path, { chunkSize: FileSystem.KiB(64) }).pipe(
+      Stream.runFold(1, (lines, bytes) => {
+        let n = lines
+        for (let i = bytes.indexOf(10); i >= 0; i = bytes.indexOf(10, i + 1)) n++
+        return n
+      }),
+      Effect.mapError((error) => new Runner.InputError({ path, reason: error.message }))
+    ))
 
 /** Appends JSON lines synchronously to a file (open for the scope). */
 const appender = (path: string) =>
@@ -99,13 +116,18 @@ const int = (n: number) => n.toLocaleString("en-US")
 export const run = (options: Options) =>
   Effect.gen(function*() {
     const { out, task } = options
-    const { chunkSize, run } = yield* runOf(out, options.chunkSize ?? 16)
+    const { shardsPerGroup } = yield* ShardingConfig.ShardingConfig
+    const { chunkSize, run } = yield* runOf(
+      out,
+      options.chunkSize ?? Math.min(16, Math.max(1, Math.floor((yield* countLines(options.input)) / shardsPerGroup)))
+    )
     const keys = yield* Runner.done(out)
     const writeResults = yield* appender(Runner.resultsFile(out))
     const writeErrors = yield* appender(Runner.errorsFile(out))
     const writeCalls = yield* appender(callsFile(out))
     const store = yield* Cluster.Store
     const client = yield* Cluster.ChunkEntity.client
+    const entities = (yield* Cluster.shardEntities)(run)
     const startedAt = Date.now()
     const counts = { results: 0, errors: 0, skipped: 0, submitted: 0, inputLines: 0 }
     /** Items of this run not yet in the folder. */
@@ -168,7 +190,7 @@ export const run = (options: Options) =>
           }
           if (items.length === 0) return
           const chunk = String(n * chunkSize + 1)
-          yield* client(Cluster.entityId(run, chunk)).Process(
+          yield* client(entities[n % entities.length]!).Process(
             { run, chunk, task: options.taskModule, scope: options.scope, items },
             { discard: true }
           ).pipe(
