@@ -3,7 +3,8 @@
  * sharing Postgres (a database of their own) and Redis, and a run over generated listings. Every item
  * ends once in the output folder, the ledger charges what calls.jsonl records, and a worker killed
  * with SIGKILL mid-run leaves its items to the others, with no item called twice but for the killed
- * worker's calls in flight. Workers refuse to start on an unreachable Postgres or Redis.
+ * worker's calls in flight. A `keel run` killed and started again on its folder reattaches without
+ * calling any item twice. Workers refuse to start on an unreachable Postgres or Redis.
  */
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
@@ -214,4 +215,43 @@ describe("keel worker", () => {
     }
     for (const worker of workers.slice(1)) worker.process.kill("SIGTERM")
   }, 240_000)
+
+  it(
+    "keel run killed with SIGKILL and started again on the same --out reattaches: each item once, none called twice",
+    async () => {
+      const workers = await Promise.all([startWorker(), startWorker()])
+      const before = await ledger()
+      const from = 3_001
+      const file = input(2_400, from)
+      const out = Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-cluster-out-"))
+      const args = ["run", "--cluster", postgresUrl, "--task", task, "--input", file, "--out", out] as const
+      const results = Path.join(out, "results.jsonl")
+      const first = spawnKeel(...args)
+      await waitFor(
+        "the first outcomes in the folder",
+        () => Fs.existsSync(results) && Fs.readFileSync(results, "utf8").split("\n").length > 100,
+        120_000
+      )
+      first.process.kill("SIGKILL")
+      await first.exited
+      // The workers go on with the chunks already sent; the second submitter sends every chunk not yet
+      // in the folder again, under the same keys, and collects what the workers stored meanwhile.
+      const second = spawnKeel(...args)
+      assert.strictEqual(await second.exited, 0, second.output())
+      assertEachOnce(out, 2_400, from)
+      const summary = JSON.parse(Fs.readFileSync(Path.join(out, "summary.json"), "utf8"))
+      assert.isAbove(summary.run.skippedAsDone, 0, "the second run skipped the items already in the folder")
+      const calls = jsonLines(Path.join(out, "calls.jsonl"))
+      assert.strictEqual(calls.length, 2_400, "calls.jsonl holds one call per item")
+      const after = await ledger()
+      assert.strictEqual(after.settled!.n - (before.settled?.n ?? 0), 2_400, "each item was called once")
+      assert.strictEqual(
+        after.settled!.charged - (before.settled?.charged ?? 0n),
+        calls.reduce((sum, c) => sum + pico(c.costUsd), 0n)
+      )
+      for (const worker of workers) worker.process.kill("SIGTERM")
+      await Promise.all(workers.map((worker) => worker.exited))
+    },
+    240_000
+  )
 })
