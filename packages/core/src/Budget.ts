@@ -257,14 +257,15 @@ export declare namespace Budget {
      * Charges the actual cost and frees the rest; `estimated` marks a charge that is partly a guess.
      * Returns what was charged and the overrun above the reservation. Fails with `BudgetStoreError`
      * when the reservation was reclaimed (charged at its full amount; `cost` is not recorded).
-     * Settling a reservation this budget already closed charges nothing.
+     * Settling a reservation this budget already closed charges nothing. Interrupted while the store
+     * works, it returns at once and the settle lands anyway (closing the budget waits for it).
      */
     readonly settle: (
       reservation: Reservation,
       cost: Money.Money,
       options?: { readonly estimated?: boolean }
     ) => Effect.Effect<Settlement, BudgetStoreError>
-    /** Frees a reservation when nothing was billed. */
+    /** Frees a reservation when nothing was billed; interrupted, as `settle`. */
     readonly release: (reservation: Reservation) => Effect.Effect<void, BudgetStoreError>
     /** Spent, reserved, overrun and limit of a scope and its ancestors, in every window that has a limit, plus total. */
     readonly status: (scope?: string) => Effect.Effect<ReadonlyArray<Status>, BudgetStoreError>
@@ -470,8 +471,13 @@ export const make = (
 
     const invalid = (operation: string, reason: string) => Effect.fail(new BudgetStoreError({ operation, reason }))
 
-    /** Clean-ups of interrupted reserves still running: the budget's finalizer waits for them. */
-    const cleanups = new Set<Fiber.RuntimeFiber<void>>()
+    /** Store work that may outlive its caller (see `write`, `closing`): the budget's finalizer waits for it. */
+    const cleanups = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
+    const track = <A, E>(fiber: Fiber.RuntimeFiber<A, E>) =>
+      Effect.sync(() => {
+        cleanups.add(fiber)
+        fiber.addObserver(() => cleanups.delete(fiber))
+      })
 
     /**
      * One try at writing the reservation. A store with I/O works in a fiber of its own (a daemon, so
@@ -494,14 +500,7 @@ export const make = (
               const cleanUp = Effect.forkDaemon(
                 Effect.uninterruptible(Effect.zipRight(Fiber.interrupt(writing), release))
               )
-              return Effect.zipRight(
-                Effect.flatMap(cleanUp, (fiber) =>
-                  Effect.sync(() => {
-                    cleanups.add(fiber)
-                    fiber.addObserver(() => cleanups.delete(fiber))
-                  })),
-                Effect.failCause(cause)
-              )
+              return Effect.zipRight(Effect.flatMap(cleanUp, track), Effect.failCause(cause))
             },
             onSuccess: () => opened
           })
@@ -634,6 +633,18 @@ export const make = (
           ))
     }
 
+    /**
+     * A settle or release, in a fiber of its own (a daemon, tracked) that the caller awaits
+     * interruptibly: a caller interrupted meanwhile (its timeout fired as the call settled, or the
+     * call was interrupted and this is its clean-up) leaves at once and the close lands anyway. A
+     * synchronous store closes in the caller's fiber.
+     */
+    const closing = <A, E>(close: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+      store.synchronous === true ? close : Effect.flatMap(
+        Effect.forkDaemon(close),
+        (fiber) => Effect.zipRight(track(fiber), Effect.interruptible(Fiber.join(fiber)))
+      )
+
     /** Runs a close; when the store fails, keeps it to retry with the renewals and fails with the error. */
     const closeOrRetryLater = <A>(id: string, close: () => Effect.Effect<A, BudgetStoreError>) =>
       Effect.tapError(close(), () => Effect.sync(() => pendingCloses.set(id, Effect.suspend(close))))
@@ -643,32 +654,35 @@ export const make = (
         if (!held.has(reservation.id) || pendingCloses.has(reservation.id)) {
           return Effect.succeed<Settlement>({ charged: 0n, overrun: 0n })
         }
-        return closeOrRetryLater(reservation.id, () =>
-          store.settle(reservation.id, cost, settleOptions?.estimated ?? false))
-          .pipe(
-            Effect.flatMap((settlement) => {
-              held.delete(reservation.id)
-              announceFreed()
-              return settlement === undefined
-                ? invalid(
-                  "settle",
-                  `reservation ${reservation.id} was reclaimed after its lease expired and charged its full amount $${
-                    Money.format(reservation.amount)
-                  }; the cost $${Money.format(cost)} was not recorded`
-                )
-                : Effect.succeed(settlement)
-            })
-          )
+        return closing(
+          closeOrRetryLater(reservation.id, () => store.settle(reservation.id, cost, settleOptions?.estimated ?? false))
+            .pipe(
+              Effect.flatMap((settlement) => {
+                held.delete(reservation.id)
+                announceFreed()
+                return settlement === undefined
+                  ? invalid(
+                    "settle",
+                    `reservation ${reservation.id} was reclaimed after its lease expired and charged its full amount $${
+                      Money.format(reservation.amount)
+                    }; the cost $${Money.format(cost)} was not recorded`
+                  )
+                  : Effect.succeed(settlement)
+              })
+            )
+        )
       })
 
     const release: Budget.Service["release"] = (reservation) =>
       Effect.suspend(() => {
         if (!held.has(reservation.id) || pendingCloses.has(reservation.id)) return Effect.void
-        return closeOrRetryLater(reservation.id, () => store.release(reservation.id)).pipe(
-          Effect.map(() => {
-            held.delete(reservation.id)
-            announceFreed()
-          })
+        return closing(
+          closeOrRetryLater(reservation.id, () => store.release(reservation.id)).pipe(
+            Effect.map(() => {
+              held.delete(reservation.id)
+              announceFreed()
+            })
+          )
         )
       })
 
@@ -739,7 +753,7 @@ export const make = (
     yield* every(reclaimEvery, "reclaiming expired reservations", reclaim)
     yield* every(renewEvery, "renewing leases", maintain)
     // Closing the budget (the process ends, a run is interrupted) waits up to 10 s for the clean-ups
-    // of interrupted reserves and tries the failed closes once more, so that what this process could
+    // of interrupted reserves and the closes whose callers left, and tries the failed closes once more, so that what this process could
     // still release is not left open until its lease expires. Runs first, while leases are renewed.
     yield* Effect.addFinalizer(() =>
       Effect.interruptible(Effect.zipRight(Fiber.awaitAll(Array.from(cleanups)), retryCloses)).pipe(

@@ -329,6 +329,34 @@ describe("Budget (memory store)", () => {
       assert.deepStrictEqual([after.spent, after.reserved], [0n, 0n], "the late write was released")
     }).pipe(Effect.scoped))
 
+  it.effect("a timeout around a settle in flight takes effect at once; the settle lands anyway", () =>
+    Effect.gen(function*() {
+      const memory = Budget.makeMemoryStore()
+      // A busy SQL store: the settle's statement, once sent, runs to its end (300 ms).
+      const busy = Budget.BudgetStore.of({
+        ...memory,
+        synchronous: false,
+        settle: (id, cost, estimated) =>
+          Effect.uninterruptible(Effect.zipRight(Effect.sleep("300 millis"), memory.settle(id, cost, estimated)))
+      })
+      const budget = yield* Budget.make({ limits }).pipe(Effect.provideService(Budget.BudgetStore, busy))
+      const reservation = yield* budget.reserve("tenant:acme", usd("0.50"))
+      // As the pipeline closes a call's reservation: uninterruptibly, in the release of acquireUseRelease.
+      const timed = yield* Effect.fork(
+        Effect.acquireUseRelease(
+          Effect.succeed(reservation),
+          () => Effect.void,
+          (r) => Effect.orDie(budget.settle(r, usd("0.20")))
+        ).pipe(Effect.timeout("50 millis"))
+      )
+      yield* TestClock.adjust("50 millis")
+      const at50 = timed.unsafePoll()
+      assert.isTrue(at50 !== null && Exit.isFailure(at50), "the timeout took effect at 50 ms, not at 300")
+      yield* TestClock.adjust("250 millis")
+      const after = total(yield* budget.status("tenant:acme"), "tenant:acme")
+      assert.deepStrictEqual([after.spent, after.reserved], [usd("0.20"), 0n], "settled at its cost")
+    }).pipe(Effect.scoped))
+
   it.effect("closing the budget finishes what it owes the store: an interrupted reserve's release, a failed settle", () =>
     Effect.gen(function*() {
       const memory = Budget.makeMemoryStore()
