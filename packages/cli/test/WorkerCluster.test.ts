@@ -182,7 +182,7 @@ describe("keel worker", () => {
     )
     // Each worker's reservations (owned by its name, `Cluster.workerName`) against the calls recorded
     // with the outcomes it stored. A survivor calls only the items whose outcome it stores: a call of
-    // an item whose shard moved is never cut off nor made again by the shard's new owner (the per-item
+    // an item whose shard moved is never cut off nor made again by the shard's new owner (the per-chunk
     // claim in Cluster.ts). The killed worker's calls in flight are the only extra charges: left open
     // (reclaimed at their estimate once their lease expires: the provider may have billed them) or
     // settled just before the kill, before their outcome was stored; their items are called again.
