@@ -2,11 +2,12 @@
  * keel on `@effect/cluster`: one run's items spread over the shards of many runner processes that
  * share Postgres (shard locks, runners, durable messages) and Redis (the provider quota).
  *
- * - `ChunkEntity`: a run's items travel in chunks (16 input lines by default), each a persisted
- *   message to the entity `${run}/${firstLine}`; the cluster routes it to the runner holding its
- *   shard, and a dead runner's unprocessed messages are read again by whichever runner takes its
- *   shards. A chunk, not an item, per message: the cluster's own work per message (storing it, routing
- *   it, an entity, a reply) cost a worker more CPU than the item's call did.
+ * - `ChunkEntity`: a run's items travel in chunks of input lines (sized by `ClusterRun`), each a
+ *   persisted message keyed by (run, first line) to one of the run's entities, one per shard
+ *   (`shardEntities`); the cluster routes it to the runner holding its shard, and a dead runner's
+ *   unprocessed messages are read again by whichever runner takes its shards. A chunk, not an item,
+ *   per message: the cluster's own work per message (storing it, routing it, an entity, a reply) cost
+ *   a worker more CPU than the item's call did.
  * - `Store`: the run's outcomes in Postgres, one row per (run, item), inserted once: a chunk that
  *   is delivered again calls only its items without a row. The call records of each run sit beside them.
  *   The submitter (`ClusterRun`) copies both into the output folder and marks them collected.
