@@ -4,12 +4,13 @@
  * calls.jsonl, summary.json).
  *
  * The input's lines go in chunks of `chunkSize` lines: the items of a chunk's lines that decode become
- * one persisted message to the chunk's entity (see `Cluster`); a line that does not is written to
- * errors.jsonl with its number, as a local run does. The run's id and its chunk size are kept in the
- * folder (cluster-run.json), so the same command with the same `--out` reattaches: chunks whose items
- * are all in the folder are skipped, the rest are sent again under the same keys (run, first line),
- * which the message storage deduplicates, so nothing is called twice. Outcomes are copied from the store as workers write
- * them and marked collected once in the folder; a line already in the folder is never written again.
+ * one persisted message (see `Cluster`); a line that does not is written to errors.jsonl with its
+ * number, as a local run does. The run's id and its chunk size are kept in the folder
+ * (cluster-run.json), so the same command with the same `--out` reattaches: chunks whose items are all
+ * in the folder are skipped, the rest are sent again under the same keys (run, first line), which the
+ * message storage deduplicates, so nothing is called twice. Outcomes are copied from the store as
+ * workers write them and marked collected once in the folder; a line already in the folder is never
+ * written again.
  */
 import * as ShardingConfig from "@effect/cluster/ShardingConfig"
 import * as FileSystem from "@effect/platform/FileSystem"
