@@ -753,8 +753,9 @@ export const make = (
     yield* every(reclaimEvery, "reclaiming expired reservations", reclaim)
     yield* every(renewEvery, "renewing leases", maintain)
     // Closing the budget (the process ends, a run is interrupted) waits up to 10 s for the clean-ups
-    // of interrupted reserves and the closes whose callers left, and tries the failed closes once more, so that what this process could
-    // still release is not left open until its lease expires. Runs first, while leases are renewed.
+    // of interrupted reserves and the closes whose callers left, and tries the failed closes once
+    // more, so that what this process could still release is not left open until its lease expires.
+    // Runs first, while leases are renewed.
     yield* Effect.addFinalizer(() =>
       Effect.interruptible(Effect.zipRight(Fiber.awaitAll(Array.from(cleanups)), retryCloses)).pipe(
         Effect.timeout("10 seconds"),
