@@ -337,6 +337,8 @@ export const chain = (scope: string): ReadonlyArray<string> => {
 
 const isScope = Schema.is(ScopePath)
 
+const DAY_MS = 86_400_000
+
 const periodOf = (window: Window, now: number): string => {
   if (window === "total") return "total"
   const iso = new Date(now).toISOString()
@@ -437,7 +439,15 @@ export const make = (
       }
       return found
     }
+    /**
+     * Per scope, its counters for one UTC day (a month also turns at a day's start): a call reuses them
+     * until midnight instead of formatting dates and building keys again.
+     */
+    const counterCache = new Map<string, { readonly day: number; readonly counters: ReadonlyArray<Counter> }>()
     const countersOf = (scope: string, now: number): ReadonlyArray<Counter> | undefined => {
+      const today = Math.floor(now / DAY_MS)
+      const cached = counterCache.get(scope)
+      if (cached !== undefined && cached.day === today) return cached.counters
       const list = templatesOf(scope)
       if (list === undefined) return undefined
       let day: string | undefined
@@ -449,8 +459,9 @@ export const make = (
           ? (day ??= periodOf("day", now))
           : (month ??= periodOf("month", now))
         return { ...template, key: `${template.scope}|${template.window}|${period}`, period }
-      })
-      return counters.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+      }).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+      if (counterCache.size < 100_000 || cached !== undefined) counterCache.set(scope, { day: today, counters })
+      return counters
     }
 
     /** Ids of the open reservations this budget holds (their leases are renewed). */
