@@ -5,6 +5,8 @@
  *
  * - raw `undici` `request()` + `JSON.parse` (the floor), on Chat Completions, and on the Responses API
  *   (the floor of `@effect/ai-openai`, which speaks only that API; served by bench/lib/responses.ts);
+ * - raw `undici` in one `Effect.tryPromise` per call, run like keel (a fiber per call): the floor of any
+ *   library built on Effect;
  * - the official `openai` SDK (`chat.completions.create`);
  * - the Vercel AI SDK (`ai` `generateText` with a tool over `@ai-sdk/openai`'s chat model);
  * - `@effect/ai` + `@effect/ai-openai` (`LanguageModel.generateText` with a toolkit, over
@@ -14,8 +16,9 @@
  *   RateLimiter (a high configured limit), the o200k tokenizer, and a JSON-lines call log.
  *
  * The simulator runs in its own process, and so does every contender (its CPU, RSS and heap are its
- * own). Rounds are interleaved: each round runs every contender in turn (the order rotates), one at a
- * time, after a full GC; figures are the median round and the range over rounds. Reported per
+ * own). Each is warmed up first, at each concurrency (at least 2,000 calls). Rounds are interleaved: each
+ * round runs every contender in turn (the order rotates), one at a time, after a full GC; figures are the
+ * median round and the range over rounds. Reported per
  * contender: CPU µs per call (`process.cpuUsage`, user + system), calls/s, latency p50/p99 and the
  * latency added over the floor, heap after import, peak RSS (`maxRSS`).
  *
@@ -40,20 +43,41 @@ import * as Stats from "./lib/stats.js"
 const MODEL = "gpt-4.1-mini"
 const API_KEY = "sk-bench"
 const MAX_OUTPUT = 400
+const WARM_UP_CALLS = 2_000
 
-/** Contender ids, in table order; `floor` is what its ratios are taken against. */
+/**
+ * Contender ids, in table order; `floor` is what its ratios are taken against; `peer` marks the libraries
+ * keel is compared with (the floors and Effect's own floor are references, not peers).
+ */
 export const contenders = [
-  { id: "undici", name: "raw undici `request()` + `JSON.parse`", floor: "undici" },
-  { id: "undici-responses", name: "raw undici + `JSON.parse`, Responses API", floor: "undici-responses" },
-  { id: "openai", name: "official `openai` SDK `chat.completions.create`", floor: "undici" },
-  { id: "ai-sdk", name: "Vercel AI SDK `generateText` with a tool (`@ai-sdk/openai` chat)", floor: "undici" },
+  { id: "undici", name: "raw undici `request()` + `JSON.parse`", floor: "undici", peer: false },
+  {
+    id: "undici-responses",
+    name: "raw undici + `JSON.parse`, Responses API",
+    floor: "undici-responses",
+    peer: false
+  },
+  {
+    id: "effect-undici",
+    name: "raw undici `request()` + `JSON.parse` in one `Effect.tryPromise` (Effect's own floor)",
+    floor: "undici",
+    peer: false
+  },
+  { id: "openai", name: "official `openai` SDK `chat.completions.create`", floor: "undici", peer: true },
+  {
+    id: "ai-sdk",
+    name: "Vercel AI SDK `generateText` with a tool (`@ai-sdk/openai` chat)",
+    floor: "undici",
+    peer: true
+  },
   {
     id: "effect-ai",
     name: "`@effect/ai` `generateText` with a toolkit (`@effect/ai-openai`, Responses)",
-    floor: "undici-responses"
+    floor: "undici-responses",
+    peer: true
   },
-  { id: "keel-bare", name: "keel `Llm.generateObject`, bare pipeline", floor: "undici" },
-  { id: "keel-production", name: "keel `Llm.generateObject`, production pipeline", floor: "undici" }
+  { id: "keel-bare", name: "keel `Llm.generateObject`, bare pipeline", floor: "undici", peer: false },
+  { id: "keel-production", name: "keel `Llm.generateObject`, production pipeline", floor: "undici", peer: false }
 ] as const
 export type ContenderId = typeof contenders[number]["id"]
 
@@ -102,23 +126,34 @@ const loop = (one: () => Promise<unknown>): Runner => async (concurrency, calls,
   await Promise.all(Array.from({ length: concurrency }, worker))
 }
 
+/** One call the floor's way: undici's `request()`, the body read as text, `JSON.parse`, the tool call found. */
+const rawUndici = async (url: string, api: "chat" | "responses") => {
+  const { Agent, request } = await import("undici")
+  const dispatcher = new Agent()
+  const headers = { "content-type": "application/json", authorization: `Bearer ${API_KEY}` }
+  const [path, body] = api === "chat" ? ["/chat/completions", chatBody] : ["/responses", responsesBody]
+  return async () => {
+    const res = await request(`${url}${path}`, { method: "POST", dispatcher, headers, body: JSON.stringify(body) })
+    const json = JSON.parse(await res.body.text())
+    if (res.statusCode !== 200) bad(`status ${res.statusCode}`)
+    const args = api === "chat" ? json.choices[0].message.tool_calls[0].function.arguments : json.output[0].arguments
+    if (typeof args !== "string") bad("no tool call")
+  }
+}
+
 const makeRunner = async (id: ContenderId, url: string, tmp: string): Promise<Runner> => {
   switch (id) {
     case "undici":
-    case "undici-responses": {
-      const { Agent, request } = await import("undici")
-      const dispatcher = new Agent()
-      const headers = { "content-type": "application/json", authorization: `Bearer ${API_KEY}` }
-      const [path, body] = id === "undici" ? ["/chat/completions", chatBody] : ["/responses", responsesBody]
-      return loop(async () => {
-        const res = await request(`${url}${path}`, { method: "POST", dispatcher, headers, body: JSON.stringify(body) })
-        const json = JSON.parse(await res.body.text())
-        if (res.statusCode !== 200) bad(`status ${res.statusCode}`)
-        const args = id === "undici"
-          ? json.choices[0].message.tool_calls[0].function.arguments
-          : json.output[0].arguments
-        if (typeof args !== "string") bad("no tool call")
-      })
+    case "undici-responses":
+      return loop(await rawUndici(url, id === "undici" ? "chat" : "responses"))
+    case "effect-undici": {
+      const [Effect, ManagedRuntime, Layer] = await Promise.all([
+        import("effect/Effect"),
+        import("effect/ManagedRuntime"),
+        import("effect/Layer")
+      ])
+      const call = await rawUndici(url, "chat")
+      return effectRunner(Effect, ManagedRuntime.make(Layer.empty), Effect.tryPromise(call))
     }
     case "openai": {
       const { default: OpenAI } = await import("openai")
@@ -389,6 +424,7 @@ const serve = async () => {
 export interface Row {
   readonly id: ContenderId
   readonly name: string
+  readonly peer: boolean
   readonly floor: ContenderId
   readonly version: string
   readonly concurrency: number
@@ -430,6 +466,7 @@ const versions: Record<ContenderId, string> = {
   "openai": `openai ${version("openai")}`,
   "ai-sdk": `ai ${version("ai")}, @ai-sdk/openai ${version("@ai-sdk/openai")}`,
   "effect-ai": `@effect/ai ${version("@effect/ai")}, @effect/ai-openai ${version("@effect/ai-openai")}`,
+  "effect-undici": `effect ${version("effect")}, undici ${version("undici")}`,
   "keel-bare": `keel ${Results.commit()}`,
   "keel-production": `keel ${Results.commit()}`
 }
@@ -474,7 +511,9 @@ const main = async () => {
   const results = new Map<string, Array<RoundResult>>()
   for (const concurrency of [1, 64]) {
     const calls = concurrency === 1 ? callsAt1 : callsAt64
-    for (const c of chosen) await ask(c.id, { type: "run", concurrency, calls: Math.ceil(calls / 2) }) // warm-up
+    // warm-up: enough calls for the JIT to settle, so rounds measure steady state (a short one had left keel,
+    // with more code to compile than the floor, 10-20 % above its steady CPU per call)
+    for (const c of chosen) await ask(c.id, { type: "run", concurrency, calls: Math.max(calls, WARM_UP_CALLS) })
     for (let round = 0; round < rounds; round++) {
       const order = chosen.map((_, i) => chosen[(i + round) % chosen.length]!)
       for (const c of order) {
@@ -544,6 +583,7 @@ const main = async () => {
       rows.push({
         id: c.id,
         name: c.name,
+        peer: c.peer,
         floor: c.floor,
         version: versions[c.id],
         concurrency,

@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: runs the side-by-side benchmarks one after another, each in its own processes
- * (overhead, saturation and outage, budget race, scale, batch), writes each one's raw results to
- * bench/results/<name>.json (batch: its markdown to bench/results/batch.md), the run's own record
+ * (overhead, the cost of each production stage, saturation and outage, budget race, scale, batch),
+ * writes each one's raw results to bench/results/<name>.json (batch: its markdown to bench/results/batch.md), the run's own record
  * (steps, times, the load average sampled every 5 s) to bench/results/run.json, SVG charts to
  * bench/results/*.svg, and rewrites the generated part of BENCHMARKS.md (between the
  * `<!-- bench:begin -->` and `<!-- bench:end -->` markers; the sections outside them are earlier,
@@ -38,7 +38,13 @@ export const steps: ReadonlyArray<Step> = [
   {
     name: "overhead",
     script: "bench/overhead.ts",
-    args: quick ? ["--calls", "60", "--rounds", "2"] : ["--calls", "400", "--rounds", "5"],
+    args: quick ? ["--calls", "60", "--rounds", "2"] : ["--calls", "1000", "--rounds", "5"],
+    output: "json"
+  },
+  {
+    name: "stages",
+    script: "bench/stages.ts",
+    args: quick ? ["--calls", "2000", "--rounds", "2"] : ["--calls", "20000", "--rounds", "3"],
     output: "json"
   },
   {

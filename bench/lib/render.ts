@@ -11,6 +11,7 @@ import type * as Load from "../load.js"
 import type * as Overhead from "../overhead.js"
 import type { RunRecord } from "../run.js"
 import type * as Scale from "../scale.js"
+import type * as Stages from "../stages.js"
 import * as Results from "./results.js"
 import * as Stats from "./stats.js"
 import * as Svg from "./svg.js"
@@ -46,7 +47,7 @@ const overhead = (dir: string, r: Results.Result<Overhead.Data>, misses: Array<s
       "| contender | version | CPU µs/call | × its floor | calls/s | p50 ms | p99 ms | added p50 / p99 ms | target |",
       "|---|---|---:|---:|---:|---:|---:|---:|---|"
     )
-    const peers = rows.filter((row) => row.concurrency === c && !row.id.startsWith("keel") && row.id !== row.floor)
+    const peers = rows.filter((row) => row.concurrency === c && row.peer)
     const bestPeer = Math.min(...peers.map((p) => p.ratio.median))
     for (const row of rows.filter((x) => x.concurrency === c)) {
       let target = row.id === row.floor ? "floor" : ""
@@ -162,6 +163,24 @@ const overhead = (dir: string, r: Results.Result<Overhead.Data>, misses: Array<s
   }
   return out
 }
+
+/** Lines of the per-stage table: what each production stage adds to the bare pipeline, without HTTP. */
+const stages = (r: Results.Result<Stages.Data>): Array<string> => [
+  "### What each production stage costs",
+  "",
+  `\`${r.command}\` — ${when(r)}.`,
+  "",
+  `The same \`Llm.generateObject\` call with a model that answers after 1 ms and no HTTP, so only the pipeline's own work is counted; each configuration in its own process, warmed up, then ${
+    Stats.thousands(r.data.calls)
+  } calls at concurrency 64 per round, median (range) over ${r.data.rounds} rounds. A stage is measured with what it needs (the budget with prices and the tokenizer). Stages cost more together than apart, and more again beside real HTTP (more live objects between a request and its answer, so more garbage collection).`,
+  "",
+  "| configuration | CPU µs/call | added over bare µs |",
+  "|---|---:|---:|",
+  ...r.data.rows.map((row) =>
+    `| ${row.name} | ${Stats.showFigure(row.cpuUs)} | ${row.id === "bare" ? "" : f0(row.addedUs)} |`
+  ),
+  ""
+]
 
 const failures = (row: { failed: number; unfinished: number; failures: Record<string, number> }) =>
   `${row.failed}${row.failed > 0 ? ` (${Object.entries(row.failures).map(([k, v]) => `${k} ${v}`).join(", ")})` : ""}${
@@ -400,6 +419,8 @@ export const generate = (dir: string): string => {
   const body: Array<string> = []
   const o = Results.read<Overhead.Data>(Path.join(dir, "overhead.json"))
   if (o !== undefined) body.push(...overhead(dir, o, misses))
+  const st = Results.read<Stages.Data>(Path.join(dir, "stages.json"))
+  if (st !== undefined) body.push(...stages(st))
   const l = Results.read<Load.Data>(Path.join(dir, "load.json"))
   if (l !== undefined) body.push(...load(dir, l, misses))
   const b = Results.read<BudgetRace.Data>(Path.join(dir, "budget-race.json"))
