@@ -260,26 +260,22 @@ export const make = (
      * other attempts' takes rather than by another lowering), three times at most.
      */
     const lower = (bucket: Bucket, remaining: number, tries = 3): Effect.Effect<void> =>
-      // A bucket never holds more than its limit, so lowering it to that or above changes nothing: the
-      // usual case for the requests bucket, which holds 10 ms' worth, against a server's remaining count.
-      remaining >= bucket.limit ?
-        Effect.void :
-        buckets.consume({ algorithm: "token-bucket", onExceeded: "delay", ...bucket, tokens: 0 }).pipe(
-          Effect.flatMap((result) =>
-            result.remaining > remaining
-              ? buckets.consume({
-                algorithm: "token-bucket",
-                onExceeded: "fail",
-                ...bucket,
-                tokens: result.remaining - Math.max(0, remaining)
-              }).pipe(
-                // Refused (the store's own failures are caught by the fallback store above).
-                Effect.catchAll(() => tries > 1 ? lower(bucket, remaining, tries - 1) : Effect.void)
-              )
-              : Effect.void
-          ),
-          Effect.ignore
-        )
+      buckets.consume({ algorithm: "token-bucket", onExceeded: "delay", ...bucket, tokens: 0 }).pipe(
+        Effect.flatMap((result) =>
+          result.remaining > remaining
+            ? buckets.consume({
+              algorithm: "token-bucket",
+              onExceeded: "fail",
+              ...bucket,
+              tokens: result.remaining - Math.max(0, remaining)
+            }).pipe(
+              // Refused (the store's own failures are caught by the fallback store above).
+              Effect.catchAll(() => tries > 1 ? lower(bucket, remaining, tries - 1) : Effect.void)
+            )
+            : Effect.void
+        ),
+        Effect.ignore
+      )
 
     const models = new Map<string, Model>()
 
