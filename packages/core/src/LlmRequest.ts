@@ -84,7 +84,7 @@ export type ResponseFormat = typeof ResponseFormat.Type
 
 /** A budget scope path: `global`, `tenant:acme`, `run:42`, nested with `/` (`tenant:acme/run:42`). */
 export const Scope = Schema.String.pipe(
-  Schema.pattern(/^[A-Za-z0-9_.:@-]+(\/[A-Za-z0-9_.:@-]+)*$/, {
+  Schema.pattern(PlainRequest.scopePattern, {
     message: () => "must be segments of letters, digits and _ . : @ - separated by /"
   })
 ).annotations({ identifier: "Scope" })
@@ -93,7 +93,7 @@ export const Scope = Schema.String.pipe(
 export const LlmRequest = Schema.Struct({
   model: Schema.optional(
     Schema.String.pipe(
-      Schema.pattern(/^[^\s]+$/, { message: () => "must be a model name without spaces" })
+      Schema.pattern(PlainRequest.modelPattern, { message: () => "must be a model name without spaces" })
     )
   ),
   messages: Schema.Array(Message).pipe(Schema.minItems(1, { message: () => "must hold at least one message" })),

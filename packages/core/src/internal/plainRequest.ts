@@ -50,8 +50,10 @@ const toolKeys = keys("name", "description", "parameters", "strict")
 const choiceKeys = keys("tool")
 const tagKeys = keys("_tag")
 const jsonSchemaFormatKeys = keys("_tag", "name", "description", "schema", "strict")
-const modelPattern = /^[^\s]+$/
-const scopePattern = /^[A-Za-z0-9_.:@-]+(\/[A-Za-z0-9_.:@-]+)*$/
+/** A model name: no spaces. The Schema's rule too. */
+export const modelPattern = /^[^\s]+$/
+/** A budget scope: segments of letters, digits and `_ . : @ -` separated by `/`. The Schema's rule too. */
+export const scopePattern = /^[A-Za-z0-9_.:@-]+(\/[A-Za-z0-9_.:@-]+)*$/
 
 type AssistantMessage = Extract<Message, { readonly role: "assistant" }>
 
