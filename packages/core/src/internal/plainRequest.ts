@@ -26,6 +26,23 @@ const nonEmpty = (value: unknown): value is string => typeof value === "string" 
 const absentOr = (value: unknown, check: (value: unknown) => boolean) => value === undefined || check(value)
 const isInt = (value: unknown): value is number => typeof value === "number" && Number.isSafeInteger(value)
 
+/** Each element converted, or `undefined` when `value` is not an array or an element does not convert. */
+const each = <A>(value: unknown, convert: (element: unknown) => A | undefined): Array<A> | undefined => {
+  if (!Array.isArray(value)) return undefined
+  const out: Array<A> = []
+  for (const element of value) {
+    const converted = convert(element)
+    if (converted === undefined) return undefined
+    out.push(converted)
+  }
+  return out
+}
+
+const conformingToolCall = (call: unknown): ToolCall | undefined =>
+  plain(call, toolCallKeys) && isString(call.id) && isString(call.name) && isString(call.arguments)
+    ? { id: call.id, name: call.name, arguments: call.arguments }
+    : undefined
+
 const keys = (...names: Array<string>): ReadonlySet<string> => new Set(names)
 const requestKeys = keys(
   "model",
@@ -79,14 +96,8 @@ const conformingMessage = (m: unknown): Message | undefined => {
       }
       if (m.content !== undefined) out.content = m.content as string
       if (m.toolCalls !== undefined) {
-        if (!Array.isArray(m.toolCalls)) return undefined
-        const calls: Array<ToolCall> = []
-        for (const call of m.toolCalls) {
-          if (!plain(call, toolCallKeys) || !isString(call.id) || !isString(call.name) || !isString(call.arguments)) {
-            return undefined
-          }
-          calls.push({ id: call.id, name: call.name, arguments: call.arguments })
-        }
+        const calls = each(m.toolCalls, conformingToolCall)
+        if (calls === undefined) return undefined
         out.toolCalls = calls
       }
       if (m.refusal !== undefined) out.refusal = m.refusal as string
@@ -128,27 +139,17 @@ const conformingFormat = (f: unknown): ResponseFormat | undefined => {
 
 /** The decoded request when `input` plainly conforms, else `undefined` (the Schema decides). */
 export const conforming = (input: unknown): LlmRequest | undefined => {
-  if (!plain(input, requestKeys) || !Array.isArray(input.messages) || input.messages.length === 0) return undefined
-  const out: { -readonly [K in keyof LlmRequest]: LlmRequest[K] } = { messages: [] }
+  if (!plain(input, requestKeys)) return undefined
+  const messages = each(input.messages, conformingMessage)
+  if (messages === undefined || messages.length === 0) return undefined
+  const out: { -readonly [K in keyof LlmRequest]: LlmRequest[K] } = { messages }
   if (input.model !== undefined) {
     if (!isString(input.model) || !modelPattern.test(input.model)) return undefined
     out.model = input.model
   }
-  const messages: Array<Message> = []
-  for (const m of input.messages) {
-    const message = conformingMessage(m)
-    if (message === undefined) return undefined
-    messages.push(message)
-  }
-  out.messages = messages
   if (input.tools !== undefined) {
-    if (!Array.isArray(input.tools)) return undefined
-    const tools: Array<ToolDefinition> = []
-    for (const t of input.tools) {
-      const tool = conformingTool(t)
-      if (tool === undefined) return undefined
-      tools.push(tool)
-    }
+    const tools = each(input.tools, conformingTool)
+    if (tools === undefined) return undefined
     out.tools = tools
   }
   const choice = input.toolChoice
