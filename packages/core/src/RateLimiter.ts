@@ -19,13 +19,14 @@
  * failure and then growing linearly), until the queue is empty. No wait runs past the call's deadline:
  * the call's last real error (or a call `Timeout`) ends it instead.
  *
- * The requests and tokens buckets are `@effect/experimental`'s `RateLimiter` (token bucket, "delay")
- * over its `RateLimiterStore`: the memory store (`layerMemory`), or a shared one such as Redis
- * (`RateLimiter/Redis`) so several processes share one provider quota. Learned limits, pauses, the
- * retry budget and the admission queue are per process. When the store fails, the limiter keeps
- * limiting in process memory and logs it once (and once when the store answers again).
+ * The requests and tokens buckets are token buckets (see `internal/tokenBuckets`): in process memory
+ * (`layerMemory`), or `@effect/experimental`'s `RateLimiter` over a shared `RateLimiterStore` such as
+ * Redis (`layer` with `RateLimiter/Redis`) so several processes share one provider quota. Learned
+ * limits, pauses, the retry budget and the admission queue are per process. When the shared store
+ * fails, the limiter keeps limiting in process memory and logs it once (and once when the store
+ * answers again).
  */
-import * as ExperimentalLimiter from "@effect/experimental/RateLimiter"
+import type * as ExperimentalLimiter from "@effect/experimental/RateLimiter"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
@@ -38,6 +39,7 @@ import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Gate from "./Gate.js"
+import * as TokenBuckets from "./internal/tokenBuckets.js"
 import * as LlmError from "./LlmError.js"
 import type { LlmResponse, RateLimitSnapshot } from "./LlmResponse.js"
 
@@ -188,14 +190,6 @@ const beforeDeadline = <A>(
     return Effect.timeoutFail(self, { duration: Duration.millis(left), onTimeout: attempt.onDeadline })
   })
 
-/** Sleeps until `at` (epoch ms), or fails with `onDeadline()` when that is at or past the deadline. */
-const sleepUntil = (at: number, attempt: RateLimiter.Attempt): Effect.Effect<boolean, LlmError.LlmError> =>
-  Effect.flatMap(Clock.currentTimeMillis, (now) => {
-    if (at <= now) return Effect.succeed(false)
-    if (at >= attempt.deadlineAt) return Effect.fail(attempt.onDeadline())
-    return Effect.as(Effect.sleep(Duration.millis(at - now)), true)
-  })
-
 /**
  * The limiter over the `RateLimiterStore` in context (memory, or shared): buckets in the store, the rest
  * in this process. Fails with `RateLimiterConfigError` naming a field that cannot work.
@@ -206,7 +200,18 @@ export const make = (
   RateLimiter.Service,
   RateLimiterConfigError,
   ExperimentalLimiter.RateLimiterStore | Scope.Scope
-> =>
+> => Effect.flatMap(TokenBuckets.shared, (buckets) => makeWith(options, buckets))
+
+/** A limiter for one process, its buckets in memory. Fails with `RateLimiterConfigError` naming a field that cannot work. */
+export const makeMemory = (
+  options: Options = {}
+): Effect.Effect<RateLimiter.Service, RateLimiterConfigError, Scope.Scope> =>
+  Effect.suspend(() => makeWith(options, TokenBuckets.memory()))
+
+const makeWith = (
+  options: Options,
+  buckets: TokenBuckets.Buckets
+): Effect.Effect<RateLimiter.Service, RateLimiterConfigError, Scope.Scope> =>
   Effect.gen(function*() {
     const invalid = validate(options)
     if (invalid !== undefined) return yield* invalid
@@ -216,66 +221,6 @@ export const make = (
     const slowStartRate = options.slowStartRate ?? 20
     const prefix = options.prefix ?? "keel:ratelimit:"
     const scope = yield* Effect.scope
-
-    // The store, falling back to one in process memory while it fails (logged once each way).
-    const shared = yield* ExperimentalLimiter.RateLimiterStore
-    const local = yield* Effect.provide(ExperimentalLimiter.RateLimiterStore, ExperimentalLimiter.layerStoreMemory)
-    let storeFailing = false
-    const store = ExperimentalLimiter.RateLimiterStore.of({
-      fixedWindow: (o) => shared.fixedWindow(o),
-      tokenBucket: (o) =>
-        shared.tokenBucket(o).pipe(
-          Effect.tap(() => {
-            if (!storeFailing) return Effect.void
-            storeFailing = false
-            return Effect.logInfo("RateLimiter: the shared store answers again; limits are shared again")
-          }),
-          Effect.catchAll((error) => {
-            const fallback = Effect.orDie(local.tokenBucket(o))
-            if (storeFailing) return fallback
-            storeFailing = true
-            return Effect.zipRight(
-              Effect.logWarning(
-                `RateLimiter: the shared store failed (${error.message}); limiting in this process only until it answers again`
-              ),
-              fallback
-            )
-          })
-        )
-    })
-    const buckets = yield* Effect.provideService(ExperimentalLimiter.make, ExperimentalLimiter.RateLimiterStore, store)
-
-    /** Takes `tokens` from a bucket; the delay before they are there. */
-    const take = (bucket: Bucket, tokens: number) =>
-      buckets.consume({ algorithm: "token-bucket", onExceeded: "delay", ...bucket, tokens }).pipe(
-        Effect.map((result) => Duration.toMillis(result.delay)),
-        Effect.orElseSucceed(() => 0)
-      )
-    /**
-     * Brings a bucket down to `remaining`: read with a zero take, then take the difference, refused by the
-     * store (not delayed) when it is not all there. Fibers and processes lowering the same bucket at once each
-     * read the level before the others' takes land; were each take let through, the bucket would go as far
-     * below empty as there are readers (three processes learning together stalled for a minute, 0.41 of the
-     * limit). Refused, it stops at empty at worst; a refused take reads again (the level may have dropped by
-     * other attempts' takes rather than by another lowering), three times at most.
-     */
-    const lower = (bucket: Bucket, remaining: number, tries = 3): Effect.Effect<void> =>
-      buckets.consume({ algorithm: "token-bucket", onExceeded: "delay", ...bucket, tokens: 0 }).pipe(
-        Effect.flatMap((result) =>
-          result.remaining > remaining
-            ? buckets.consume({
-              algorithm: "token-bucket",
-              onExceeded: "fail",
-              ...bucket,
-              tokens: result.remaining - Math.max(0, remaining)
-            }).pipe(
-              // Refused (the store's own failures are caught by the fallback store above).
-              Effect.catchAll(() => tries > 1 ? lower(bucket, remaining, tries - 1) : Effect.void)
-            )
-            : Effect.void
-        ),
-        Effect.ignore
-      )
 
     const models = new Map<string, Model>()
 
@@ -471,7 +416,7 @@ export const make = (
       })
 
     /** Learns from an answer's snapshot: the limits, and what remains. */
-    const observe = (m: Model, snapshot: RateLimitSnapshot | undefined) => {
+    const observe = (m: Model, snapshot: RateLimitSnapshot | undefined, now: number) => {
       if (snapshot === undefined) {
         m.headerless = true
         return Effect.void
@@ -483,21 +428,22 @@ export const make = (
       return Effect.zipRight(
         rpm === undefined || snapshot.remainingRequests === undefined
           ? Effect.void
-          : lower(requestsBucket(m.requestsKey, rpm), snapshot.remainingRequests),
+          : buckets.lower(requestsBucket(m.requestsKey, rpm), snapshot.remainingRequests, now),
         tpm === undefined || snapshot.remainingTokens === undefined
           ? Effect.void
-          : lower(tokensBucket(m.tokensKey, tpm), snapshot.remainingTokens)
+          : buckets.lower(tokensBucket(m.tokensKey, tpm), snapshot.remainingTokens, now)
       )
     }
 
-    const onSuccess = (m: Model, response: LlmResponse, estimate: number | undefined) =>
+    const onSuccess = (m: Model, response: LlmResponse, estimate: number | undefined, clock: Clock.Clock) =>
       Effect.gen(function*() {
         m.streak = 0
-        yield* observe(m, response.rateLimit)
+        const now = clock.unsafeCurrentTimeMillis()
+        yield* observe(m, response.rateLimit, now)
         const tpm = m.tokensPerMinute
         if (estimate !== undefined && tpm !== undefined) {
           const billed = response.usage.inputTokens + response.usage.outputTokens
-          if (billed !== estimate) yield* take(tokensBucket(m.tokensKey, tpm), billed - estimate)
+          if (billed !== estimate) yield* buckets.take(tokensBucket(m.tokensKey, tpm), billed - estimate, now)
         }
         if (m.phase === "down") {
           m.phase = "recovering"
@@ -512,14 +458,14 @@ export const make = (
         }
       })
 
-    const onFailure = (m: Model, error: LlmError.LlmError) =>
+    const onFailure = (m: Model, error: LlmError.LlmError, clock: Clock.Clock) =>
       Effect.gen(function*() {
         if (error._tag === "RateLimited") {
-          const now = yield* Clock.currentTimeMillis
+          const now = clock.unsafeCurrentTimeMillis()
           const hint = error.retryAfter === undefined ? 1_000 : Duration.toMillis(error.retryAfter)
           m.pausedUntil = Math.max(m.pausedUntil, now + hint)
           const rpm = m.requestsPerMinute
-          if (rpm !== undefined) yield* lower(requestsBucket(m.requestsKey, rpm), 0)
+          if (rpm !== undefined) yield* buckets.lower(requestsBucket(m.requestsKey, rpm), 0, now)
         } else if (isHealthFailure(error)) {
           m.streak++
           if (m.phase !== "recovering") return
@@ -534,30 +480,24 @@ export const make = (
       })
 
     /**
-     * Sleeps until the attempt's send time, then checks the pace at the moment it wakes: the process can
-     * stall during that sleep too (a busy stretch handing out slots to a thousand attempts, some due before
-     * it ends), and every sleep due in a stall wakes when it ends. An attempt the pace refuses then waits
-     * in the line of late attempts, one interval apart from the pace's next free moment.
+     * Waits out a 429's pause, the concurrency cap and the buckets, then runs the attempt and learns from
+     * it. The clock is read where it is needed, without an Effect for each reading.
      */
-    const spaced = (m: Model, rpm: number, attempt: RateLimiter.Attempt) =>
-      Effect.gen(function*() {
-        let waited = false
-        let at = m.sendTime(yield* Clock.currentTimeMillis, rpm)
-        while (true) {
-          waited = (yield* sleepUntil(at, attempt)) || waited
-          if (m.send(yield* Clock.currentTimeMillis, rpm)) return waited
-          at = m.lateTime(rpm)
-        }
-      })
-
-    /** Waits out a 429's pause, the concurrency cap and the buckets, then runs the attempt and learns from it. */
     const run = (
       m: Model,
       attempt: RateLimiter.Attempt,
-      self: Effect.Effect<LlmResponse, LlmError.LlmError>
+      self: Effect.Effect<LlmResponse, LlmError.LlmError>,
+      clock: Clock.Clock
     ): Effect.Effect<LlmResponse, LlmError.LlmError> =>
       Effect.gen(function*() {
-        let waited = yield* sleepUntil(m.pausedUntil, attempt)
+        const now = () => clock.unsafeCurrentTimeMillis()
+        let waited = false
+        /** Sleeps until `at`, ahead of now; fails with `onDeadline()` when that is at or past the deadline. */
+        const sleepUntil = (at: number) => {
+          waited = true
+          return at >= attempt.deadlineAt ? Effect.fail(attempt.onDeadline()) : Effect.sleep(at - now())
+        }
+        if (m.pausedUntil > now()) yield* sleepUntil(m.pausedUntil)
         // Tokens before requests: the requests pace is checked last, at the moment of sending, so nothing
         // between it and the send (the first estimate loads the tokenizer: half a second of CPU) can bunch
         // the attempts it spaced.
@@ -566,56 +506,79 @@ export const make = (
         if (tpm !== undefined) {
           estimate = yield* attempt.tokens
           if (estimate <= tpm) {
-            const delay = yield* take(tokensBucket(m.tokensKey, tpm), estimate)
-            if (delay > 0) waited = (yield* sleepUntil((yield* Clock.currentTimeMillis) + delay, attempt)) || waited
+            const delay = yield* buckets.take(tokensBucket(m.tokensKey, tpm), estimate, now())
+            if (delay > 0) yield* sleepUntil(now() + delay)
           }
         }
         const rpm = m.requestsPerMinute
         if (rpm !== undefined) {
-          const delay = yield* take(requestsBucket(m.requestsKey, rpm), 1)
-          if (delay > 0) waited = (yield* sleepUntil((yield* Clock.currentTimeMillis) + delay, attempt)) || waited
-          waited = (yield* spaced(m, rpm, attempt)) || waited
+          const delay = yield* buckets.take(requestsBucket(m.requestsKey, rpm), 1, now())
+          if (delay > 0) yield* sleepUntil(now() + delay)
+          // Sleeps until the attempt's send time, then checks the pace at the moment it wakes: the process
+          // can stall during that sleep too (a busy stretch handing out slots to a thousand attempts, some
+          // due before it ends), and every sleep due in a stall wakes when it ends. An attempt the pace
+          // refuses then waits in the line of late attempts, one interval apart from the pace's next free moment.
+          let at = m.sendTime(now(), rpm)
+          while (true) {
+            if (at > now()) yield* sleepUntil(at)
+            if (m.send(now(), rpm)) break
+            at = m.lateTime(rpm)
+          }
         }
         // A wait may have eaten into the deadline the attempt's own timeout was computed from.
         const bounded = waited ? beforeDeadline(self, attempt) : self
         const limited = m.gate === undefined ? bounded : m.gate.withPermit()(bounded)
         return yield* Effect.tapBoth(limited, {
-          onSuccess: (response) => onSuccess(m, response, estimate),
-          onFailure: (error) => onFailure(m, error)
+          onSuccess: (response) => onSuccess(m, response, estimate, clock),
+          onFailure: (error) => onFailure(m, error, clock)
         })
       })
+
+    /**
+     * Admits and runs the attempt: at once while the model is open and its limits known, else through the
+     * admission queue and the learning. While the model is held, a failure that was not billed waits for
+     * admission again instead of retrying.
+     */
+    const admitted = (
+      m: Model,
+      attempt: RateLimiter.Attempt,
+      self: Effect.Effect<LlmResponse, LlmError.LlmError>,
+      clock: Clock.Clock
+    ): Effect.Effect<LlmResponse, LlmError.LlmError> => {
+      const runs = (probe: boolean) =>
+        Effect.catchAllCause(
+          probe ? Effect.ensuring(run(m, attempt, self, clock), learned(m)) : run(m, attempt, self, clock),
+          (cause) => {
+            const failure = failureOf(cause)
+            return failure === undefined || m.phase === "open" || !isHealthFailure(failure) ||
+                LlmError.mayHaveBeenBilled(failure)
+              ? Effect.failCause(cause)
+              : admitted(m, attempt, self, clock)
+          }
+        )
+      return m.phase === "open" && m.known
+        ? runs(false)
+        : Effect.zipRight(enqueue(m, attempt), Effect.flatMap(learn(m, attempt), runs))
+    }
 
     const admit = (
       attempt: RateLimiter.Attempt,
       self: Effect.Effect<LlmResponse, LlmError.LlmError>
     ): Effect.Effect<LlmResponse, LlmError.LlmError> =>
-      Effect.gen(function*() {
+      Effect.clockWith((clock) => {
         const m = model(attempt.model)
-        const now = yield* Clock.currentTimeMillis
-        if (!m.count(now, attempt.retry) && m.phase === "open") {
-          m.phase = "down"
-          yield* Effect.logWarning(
+        if (m.count(clock.unsafeCurrentTimeMillis(), attempt.retry) || m.phase !== "open") {
+          return admitted(m, attempt, self, clock)
+        }
+        m.phase = "down"
+        return Effect.zipRight(
+          Effect.logWarning(
             `RateLimiter: ${m.name}: retries passed ${
               Math.round(share * 100)
             }% of recent requests; holding its attempts, one probe every ${probeMs}ms`
-          )
-        }
-        while (true) {
-          yield* enqueue(m, attempt)
-          const probe = yield* learn(m, attempt)
-          const exit = yield* Effect.exit(
-            probe ? Effect.ensuring(run(m, attempt, self), learned(m)) : run(m, attempt, self)
-          )
-          if (Exit.isSuccess(exit)) return exit.value
-          // While the model is held, a failure that was not billed waits for admission again instead of retrying.
-          const failure = failureOf(exit.cause)
-          if (
-            failure === undefined || m.phase === "open" || !isHealthFailure(failure) ||
-            LlmError.mayHaveBeenBilled(failure)
-          ) {
-            return yield* exit
-          }
-        }
+          ),
+          admitted(m, attempt, self, clock)
+        )
       })
 
     return RateLimiter.of({
@@ -636,28 +599,21 @@ export const make = (
     })
   })
 
-/** A token bucket in the store: `limit` tokens at most, refilled evenly over `window`. */
-interface Bucket {
-  readonly key: string
-  readonly limit: number
-  readonly window: Duration.Duration
-}
-
 /**
  * The requests bucket paces to `perMinute` and holds `REQUESTS_BURST_MS`' worth (at least one request): a
  * bucket holding a minute's worth would let a minute's requests go at once, as a herd, after an outage or
  * once a limit is learned. (The rate is exact: the window is the burst's share of a minute.)
  */
-const requestsBucket = (key: string, perMinute: number): Bucket => {
+const requestsBucket = (key: string, perMinute: number): TokenBuckets.Bucket => {
   const limit = Math.max(1, Math.round(perMinute * REQUESTS_BURST_MS / 60_000))
-  return { key, limit, window: Duration.millis(60_000 * limit / perMinute) }
+  return { key, limit, windowMs: 60_000 * limit / perMinute }
 }
 
 /** The tokens bucket holds a minute's worth: one request may need many tokens, and its size is not a herd. */
-const tokensBucket = (key: string, perMinute: number): Bucket => ({
+const tokensBucket = (key: string, perMinute: number): TokenBuckets.Bucket => ({
   key,
   limit: Math.floor(perMinute),
-  window: Duration.minutes(1)
+  windowMs: 60_000
 })
 
 const min = (a: number | undefined, b: number | undefined) => a === undefined ? b : b === undefined ? a : Math.min(a, b)
@@ -676,4 +632,4 @@ export const layer = (
 
 /** A limiter for one process: its buckets in memory. */
 export const layerMemory = (options: Options = {}): Layer.Layer<RateLimiter, RateLimiterConfigError> =>
-  layer(options).pipe(Layer.provide(ExperimentalLimiter.layerStoreMemory))
+  Layer.scoped(RateLimiter, makeMemory(options))

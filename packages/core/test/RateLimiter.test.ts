@@ -48,7 +48,9 @@ const runCalls = (
       Llm.layer({ defaultModel: "m" }).pipe(
         Layer.provide(Layer.mergeAll(
           model.layer,
-          RateLimiter.layer(options.limiter).pipe(Layer.provide(options.store ?? ExperimentalLimiter.layerStoreMemory)),
+          options.store === undefined
+            ? RateLimiter.layerMemory(options.limiter)
+            : RateLimiter.layer(options.limiter).pipe(Layer.provide(options.store)),
           Layer.succeed(RetryPolicy.RetryPolicy, RetryPolicy.make(options.policy)),
           Tokenizer.layer(options.tokenizer ?? Tokenizer.bytesUpperBound)
         ))
