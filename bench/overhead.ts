@@ -236,66 +236,21 @@ const makeRunner = async (id: ContenderId, url: string, tmp: string): Promise<Ru
     }
     case "keel-bare":
     case "keel-production": {
-      const [
-        Budget,
-        CallLog,
-        JsonLines,
-        CircuitBreaker,
-        Llm,
-        RateLimiter,
-        Router,
-        Tool,
-        OpenAiClient,
-        OpenAiLanguageModel,
-        OpenAiPricing,
-        OpenAiTokenizer,
-        Effect,
-        Layer,
-        ManagedRuntime,
-        Redacted,
-        Score
-      ] = await Promise.all([
-        import("@keel/core/Budget"),
-        import("@keel/core/CallLog"),
-        import("@keel/core/CallLog/JsonLines"),
-        import("@keel/core/CircuitBreaker"),
-        import("@keel/core/Llm"),
-        import("@keel/core/RateLimiter"),
-        import("@keel/core/Router"),
-        import("@keel/core/Tool"),
+      const [OpenAiClient, OpenAiLanguageModel, Effect, Layer, ManagedRuntime, Redacted, Keel] = await Promise.all([
         import("@keel/openai/OpenAiClient"),
         import("@keel/openai/OpenAiLanguageModel"),
-        import("@keel/openai/OpenAiPricing"),
-        import("@keel/openai/OpenAiTokenizer"),
         import("effect/Effect"),
         import("effect/Layer"),
         import("effect/ManagedRuntime"),
         import("effect/Redacted"),
-        import("./lib/score.js")
+        import("./lib/keel.js")
       ])
-      const ScoreTool = Tool.make("score_listing", { description: "Score a listing", parameters: Score.Score })
       const model = OpenAiLanguageModel.layer().pipe(
         Layer.provide(OpenAiClient.layerUndici({ apiKey: Redacted.make(API_KEY), baseUrl: url }))
       )
-      const stages = id === "keel-bare" ? Layer.empty : Layer.mergeAll(
-        Router.layer({ tiers: { simple: { model: MODEL }, complex: { model: "gpt-4.1" } } }),
-        OpenAiPricing.layer(),
-        OpenAiTokenizer.layer,
-        Budget.layerMemory({ limits: [{ scope: "tenant:acme", limit: "1000000" }] }),
-        CircuitBreaker.layer(),
-        RateLimiter.layerMemory({ limits: { requestsPerMinute: 10_000_000 } }),
-        CallLog.layer({ sinks: [JsonLines.sink(Path.join(tmp, "calls.jsonl"))] })
-      )
-      const runtime = ManagedRuntime.make(
-        Llm.layer({ defaultModel: MODEL }).pipe(Layer.provide(Layer.merge(model, stages)))
-      )
-      const one = Llm.generateObject({
-        schema: ScoreTool,
-        scope: "tenant:acme/run:bench",
-        messages: [{ role: "system", content: systemPrompt }, { role: "user", content: listing }],
-        maxOutputTokens: MAX_OUTPUT
-      })
-      return effectRunner(Effect, runtime, one)
+      const stages = id === "keel-bare" ? [] : Keel.productionStages
+      const runtime = ManagedRuntime.make(Keel.pipeline(model, stages, Path.join(tmp, "calls.jsonl")))
+      return effectRunner(Effect, runtime, Keel.scoreListing)
     }
   }
 }

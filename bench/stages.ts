@@ -8,16 +8,14 @@
  *
  *   npx tsx --conditions=@keel/source bench/stages.ts [--calls 20000] [--rounds 3] [--json bench/results/stages.json]
  */
-import type * as LayerModule from "effect/Layer"
 import { fork } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { listing, systemPrompt } from "./fixtures.js"
+import { productionStages, type Stage } from "./lib/keel.js"
 import * as Results from "./lib/results.js"
 import * as Stats from "./lib/stats.js"
 
-const MODEL = "gpt-4.1-mini"
 const WARM_UP_CALLS = 10_000
 
 /** Configurations, in table order: the stages each adds to the bare pipeline. */
@@ -33,13 +31,10 @@ export const configurations = [
   { id: "limiter", name: "+ RateLimiter, memory store (with the tokenizer)", stages: ["limiter", "tokenizer"] },
   { id: "callLog", name: "+ a JSON-lines call log", stages: ["callLog"] },
   { id: "router", name: "+ Router (with the tokenizer)", stages: ["router", "tokenizer"] },
-  {
-    id: "production",
-    name: "production: all of the above",
-    stages: ["pricing", "tokenizer", "budget", "breaker", "limiter", "callLog", "router"]
-  }
-] as const
-type Stage = typeof configurations[number]["stages"][number]
+  { id: "production", name: "production: all of the above", stages: productionStages }
+] as const satisfies ReadonlyArray<
+  { readonly id: string; readonly name: string; readonly stages: ReadonlyArray<Stage> }
+>
 
 export interface Row {
   readonly id: string
@@ -56,39 +51,16 @@ export interface Data {
 
 /** Child: one configuration; sends the CPU µs per call of each round. */
 const child = async (id: string, calls: number, rounds: number) => {
-  const [Budget, CallLog, JsonLines, CircuitBreaker, LanguageModel, Llm, RateLimiter, Router, Tool, TestKit] =
-    await Promise.all([
-      import("@keel/core/Budget"),
-      import("@keel/core/CallLog"),
-      import("@keel/core/CallLog/JsonLines"),
-      import("@keel/core/CircuitBreaker"),
-      import("@keel/core/LanguageModel"),
-      import("@keel/core/Llm"),
-      import("@keel/core/RateLimiter"),
-      import("@keel/core/Router"),
-      import("@keel/core/Tool"),
-      import("@keel/core/TestKit")
-    ])
-  const [OpenAiPricing, OpenAiTokenizer, Context, Effect, Layer, Score] = await Promise.all([
-    import("@keel/openai/OpenAiPricing"),
-    import("@keel/openai/OpenAiTokenizer"),
-    import("effect/Context"),
+  const [LanguageModel, TestKit, Effect, ManagedRuntime, Keel] = await Promise.all([
+    import("@keel/core/LanguageModel"),
+    import("@keel/core/TestKit"),
     import("effect/Effect"),
-    import("effect/Layer"),
-    import("./lib/score.js")
+    import("effect/ManagedRuntime"),
+    import("./lib/keel.js")
   ])
   const tmp = Fs.mkdtempSync(Path.join(Os.tmpdir(), "keel-bench-stages-"))
-  const layers: Record<Stage, LayerModule.Layer<any, any, never>> = {
-    pricing: OpenAiPricing.layer(),
-    tokenizer: OpenAiTokenizer.layer,
-    budget: Budget.layerMemory({ limits: [{ scope: "tenant:acme", limit: "1000000" }] }),
-    breaker: CircuitBreaker.layer(),
-    limiter: RateLimiter.layerMemory({ limits: { requestsPerMinute: 10_000_000 } }),
-    callLog: CallLog.layer({ sinks: [JsonLines.sink(Path.join(tmp, "calls.jsonl"))] }),
-    router: Router.layer({ tiers: { simple: { model: MODEL }, complex: { model: "gpt-4.1" } } })
-  }
   const answer = TestKit.response({
-    model: MODEL,
+    model: Keel.MODEL,
     text: undefined,
     finishReason: "tool_calls",
     toolCalls: [{
@@ -110,29 +82,20 @@ const child = async (id: string, calls: number, rounds: number) => {
     complete: () => Effect.async((resume) => void setTimeout(() => resume(Effect.succeed(answer)), 1))
   })
   const configuration = configurations.find((c) => c.id === id)!
-  const stages = configuration.stages.map((stage) => layers[stage])
-  const ScoreTool = Tool.make("score_listing", { description: "Score a listing", parameters: Score.Score })
-  const cpu: Array<number> = []
-  await Effect.gen(function*() {
-    const context = yield* Layer.build(
-      Llm.layer({ defaultModel: MODEL }).pipe(Layer.provide(Layer.mergeAll(model, ...stages)))
+  const runtime = ManagedRuntime.make(Keel.pipeline(model, configuration.stages, Path.join(tmp, "calls.jsonl")))
+  const run = (n: number) =>
+    runtime.runPromise(
+      Effect.forEach(Array.from({ length: n }), () => Keel.scoreListing, { concurrency: 64, discard: true })
     )
-    const llm = Context.get(context, Llm.Llm)
-    const one = llm.generateObject({
-      schema: ScoreTool,
-      scope: "tenant:acme/run:bench",
-      messages: [{ role: "system", content: systemPrompt }, { role: "user", content: listing }],
-      maxOutputTokens: 400
-    })
-    const run = (n: number) => Effect.forEach(Array.from({ length: n }), () => one, { concurrency: 64, discard: true })
-    yield* run(WARM_UP_CALLS)
-    for (let round = 0; round < rounds; round++) {
-      const c0 = process.cpuUsage()
-      yield* run(calls)
-      const c = process.cpuUsage(c0)
-      cpu.push((c.user + c.system) / calls)
-    }
-  }).pipe(Effect.scoped, Effect.runPromise)
+  const cpu: Array<number> = []
+  await run(WARM_UP_CALLS)
+  for (let round = 0; round < rounds; round++) {
+    const c0 = process.cpuUsage()
+    await run(calls)
+    const c = process.cpuUsage(c0)
+    cpu.push((c.user + c.system) / calls)
+  }
+  await runtime.dispose()
   Fs.rmSync(tmp, { recursive: true, force: true })
   process.send!(cpu, () => process.exit(0))
 }
