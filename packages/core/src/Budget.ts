@@ -614,8 +614,8 @@ export const make = (
         if (amount < 0n) return invalid("reserve", `negative amount ${Money.format(amount)}`)
         const id = `${owner}:${++sequence}`
         let counters: ReadonlyArray<Counter> = []
-        const attempt = Effect.flatMap(Clock.currentTimeMillis, (now) => {
-          counters = countersOf(path, now)!
+        const attempt = Effect.clockWith((clock) => {
+          counters = countersOf(path, clock.unsafeCurrentTimeMillis())!
           const certain = spentSeen.size === 0 ? undefined : certainRefusal(counters, amount)
           if (certain !== undefined) return Effect.fail(certain)
           return Effect.as(write({ id, owner, amount, counters, lease }), { id, scope: path, amount, counters })
@@ -830,7 +830,8 @@ export const makeMemoryStore = (): BudgetStore.Service => {
   return BudgetStore.of({
     synchronous: true,
     reserve: (request) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<void, BudgetExceeded | BudgetStoreError> => {
+      Effect.clockWith((clock): Effect.Effect<void, BudgetExceeded | BudgetStoreError> => {
+        const now = clock.unsafeCurrentTimeMillis()
         if (open.has(request.id)) {
           return Effect.fail(
             new BudgetStoreError({ operation: "reserve", reason: `reservation ${request.id} is already open` })

@@ -287,30 +287,29 @@ export const make = (options: Options = {}): Effect.Effect<CircuitBreaker.Servic
       )
     }
 
+    /** `next` after announcing the transition, if there is one (usually there is none). */
+    const after = <A, E>(transition: Effect.Effect<void>, next: Effect.Effect<A, E>) =>
+      transition === Effect.void ? next : Effect.zipRight(transition, next)
+
     const check = (model: string): Effect.Effect<void, CircuitOpen> =>
-      Effect.clockWith((clock) =>
-        Effect.suspend(() => {
-          const { admitted, transition } = admit(model, clock.unsafeCurrentTimeMillis(), false)
-          return typeof admitted === "string" ? transition : Effect.zipRight(transition, Effect.fail(admitted))
-        })
-      )
+      Effect.clockWith((clock) => {
+        const { admitted, transition } = admit(model, clock.unsafeCurrentTimeMillis(), false)
+        return typeof admitted === "string" ? transition : after(transition, Effect.fail(admitted))
+      })
 
     const protect = <A, E>(model: string, self: Effect.Effect<A, E>): Effect.Effect<A, E | CircuitOpen> =>
       Effect.clockWith((clock) =>
-        Effect.uninterruptibleMask((restore) =>
-          Effect.suspend((): Effect.Effect<A, E | CircuitOpen> => {
-            const { admitted, transition } = admit(model, clock.unsafeCurrentTimeMillis(), true)
-            if (typeof admitted !== "string") return Effect.zipRight(transition, Effect.fail(admitted))
-            return Effect.zipRight(
-              transition,
-              Effect.onExit(
-                restore(self),
-                (exit) =>
-                  Effect.suspend(() => settle(model, admitted, outcomeOf(exit), clock.unsafeCurrentTimeMillis()))
-              )
+        Effect.uninterruptibleMask((restore): Effect.Effect<A, E | CircuitOpen> => {
+          const { admitted, transition } = admit(model, clock.unsafeCurrentTimeMillis(), true)
+          if (typeof admitted !== "string") return after(transition, Effect.fail(admitted))
+          return after(
+            transition,
+            Effect.onExit(
+              restore(self),
+              (exit) => Effect.suspend(() => settle(model, admitted, outcomeOf(exit), clock.unsafeCurrentTimeMillis()))
             )
-          })
-        )
+          )
+        })
       )
 
     const state = (model: string): Effect.Effect<State> =>

@@ -25,7 +25,6 @@
  *   No wait is started that would end at or past the deadline: the last real error stands instead.
  *   (The schedule used alone, outside `retry`, measures from the first failure it sees.)
  */
-import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -207,7 +206,8 @@ const run = <A, R>(
   policy: RetryPolicy.Service,
   model: string | undefined
 ): Effect.Effect<A, LlmError.LlmError, R> =>
-  Effect.flatMap(Clock.currentTimeMillis, (start) => {
+  Effect.clockWith((clock) => {
+    const start = clock.unsafeCurrentTimeMillis()
     const perAttempt = Duration.toMillis(policy.attemptTimeout)
     const deadlineAt = start + Duration.toMillis(policy.deadline)
     const callTimeout = () => new LlmError.Timeout({ model, after: policy.deadline, level: "call" })
@@ -215,8 +215,8 @@ const run = <A, R>(
       millis: perAttempt,
       onTimeout: () => new LlmError.Timeout({ model, after: policy.attemptTimeout, level: "attempt" })
     }
-    const bounded = Effect.flatMap(Clock.currentTimeMillis, (now) => {
-      const left = deadlineAt - now
+    const bounded = Effect.suspend(() => {
+      const left = deadlineAt - clock.unsafeCurrentTimeMillis()
       if (left <= 0) return Effect.fail(callTimeout())
       return attempt(left < perAttempt ? { millis: left, onTimeout: callTimeout } : attemptTimeout)
     })

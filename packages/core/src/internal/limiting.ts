@@ -4,7 +4,6 @@
  * whether it retries an earlier one of its round, its tokens, and the call's deadline. A round only
  * notes where its attempts start and, the first time, when the call started.
  */
-import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { type LlmError, Timeout } from "../LlmError.js"
@@ -30,10 +29,14 @@ export const make = ({ limiter, policy, tokenizer }: Options): Stage => {
   return {
     name: limiter.description,
     round: (state, self) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      Effect.clockWith((clock) => {
         const progress = calls.get(state)
         if (progress === undefined) {
-          calls.set(state, { startedAt: now, attemptsBefore: state.attempts, lastError: undefined })
+          calls.set(state, {
+            startedAt: clock.unsafeCurrentTimeMillis(),
+            attemptsBefore: state.attempts,
+            lastError: undefined
+          })
         } else progress.attemptsBefore = state.attempts
         return self
       }),
