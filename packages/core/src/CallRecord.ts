@@ -120,11 +120,15 @@ export const canonicalJson = (value: unknown): string => {
       }
       const record = value as Record<string, unknown>
       const keys = Object.keys(record)
-      // Decoded requests mostly have their keys in order already: sort only when they are not.
-      for (let i = 1; i < keys.length; i++) {
-        if (keys[i - 1]! > keys[i]!) {
-          keys.sort()
-          break
+      if (keys.length > 16) keys.sort()
+      else {
+        // In place: the objects of a request have a few keys, often in order, and `Array#sort` allocated
+        // more per call than the rest of the hash.
+        for (let i = 1; i < keys.length; i++) {
+          const key = keys[i]!
+          let j = i - 1
+          for (; j >= 0 && keys[j]! > key; j--) keys[j + 1] = keys[j]!
+          keys[j + 1] = key
         }
       }
       let out = "{"

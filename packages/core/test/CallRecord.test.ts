@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import * as FastCheck from "effect/FastCheck"
 import * as Crypto from "node:crypto"
 import * as CallRecord from "../src/CallRecord.js"
 import type * as LlmRequest from "../src/LlmRequest.js"
@@ -65,6 +66,28 @@ describe("CallRecord.promptHash", () => {
       CallRecord.promptHash(request)
     )
     assert.notStrictEqual(CallRecord.promptHash({ ...request, seed: 7 }), CallRecord.promptHash(request))
+  })
+
+  it("canonical JSON is JSON.stringify with every object's keys sorted, small objects and large", () => {
+    // (an object cannot hold its keys sorted: integer-like ones always come first)
+    const sorted = (value: unknown): string =>
+      Array.isArray(value)
+        ? `[${value.map(sorted).join(",")}]`
+        : typeof value === "object" && value !== null
+        ? `{${
+          Object.keys(value).sort().map((key) => `${JSON.stringify(key)}:${sorted((value as any)[key])}`).join(",")
+        }}`
+        : JSON.stringify(value)
+    const wide = FastCheck.dictionary(FastCheck.string({ maxLength: 3 }), FastCheck.jsonValue({ maxDepth: 1 }), {
+      minKeys: 10,
+      maxKeys: 40
+    })
+    FastCheck.assert(
+      FastCheck.property(FastCheck.oneof(FastCheck.jsonValue(), wide), (value) => {
+        assert.strictEqual(CallRecord.canonicalJson(value), sorted(value))
+      }),
+      { numRuns: 1_000 }
+    )
   })
 })
 
