@@ -33,7 +33,7 @@ import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type * as SqlConnection from "@effect/sql/SqlConnection"
 import type { SqlError } from "@effect/sql/SqlError"
-import type * as Budget from "@keel/core/Budget"
+import * as Budget from "@keel/core/Budget"
 import * as BudgetSql from "@keel/core/Budget/Sql"
 import * as CallLog from "@keel/core/CallLog"
 import * as CircuitBreaker from "@keel/core/CircuitBreaker"
@@ -624,6 +624,8 @@ const handlers = (options: WorkerOptions) =>
               line: { id: item.id, errorTag: error._tag, message: error.message }
             })),
           Effect.locally(currentRecords, records),
+          // The same keys on whichever worker calls the item: a redo adopts what a dead worker left open.
+          Budget.withCallKeys(`${chunk.run}/${item.id}`),
           Effect.provide(context)
         )
         yield* persistently(store.insertOnce(chunk.run, outcome, records, workerName(options)))

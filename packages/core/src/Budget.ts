@@ -27,6 +27,10 @@
  *   leases with the clock the store reads when it runs it (after any wait for a connection or lock).
  *   It runs on this process's event loop: a process whose loop is blocked (thousands of calls
  *   starting at once) runs it when the loop next turns, as it runs every other timer.
+ * - A call redone in another process after its first process died mid-call (a cluster worker
+ *   killed) reserves under the same key (`withCallKeys`) and adopts the reservation the dead
+ *   process left open instead of waiting for its lease: one reservation per call in the ledger,
+ *   charged the redo's cost plus the lost attempt's reserved amount as an estimate.
  * - Every store failure is a `BudgetStoreError` (`Llm` fails the call closed). A settle or release
  *   that failed is retried with the lease renewals until it lands.
  * - `Llm` reserves one attempt's worst case per round (input tokens × input price + max output
@@ -58,6 +62,7 @@ import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
+import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
@@ -144,6 +149,14 @@ export interface ReserveRequest {
   readonly counters: ReadonlyArray<Counter>
   /** Lease length in milliseconds, counted from the clock the store reads when it writes. */
   readonly lease: number
+  /** The call's key across processes (see `ReserveOptions.key`), kept with the reservation. */
+  readonly key?: string | undefined
+}
+
+/** An open reservation taken over by `adopt`: its id, and the amount it held before. */
+export interface Adopted {
+  readonly id: string
+  readonly adopted: Money.Money
 }
 
 /** What a settle charged: the cost, and the part of it above the reservation (0 when it fit). */
@@ -165,15 +178,22 @@ export declare namespace BudgetStore {
      */
     readonly extend: (request: ReserveRequest) => Effect.Effect<boolean, BudgetExceeded | BudgetStoreError>
     /**
-     * Charges an open reservation at `amount` and closes it, recording any overrun; `undefined` when
-     * it was no longer open (reclaimed).
+     * Takes over the open reservation kept under `request.key` on the same counters, whoever owns it:
+     * it becomes `request.owner`'s with a new lease and `amount` more (or fails as `reserve` does,
+     * changing nothing), and remembers what it held before as adopted, which every close charges on
+     * top of its own cost. `undefined` when no such reservation is open.
+     */
+    readonly adopt: (request: ReserveRequest) => Effect.Effect<Adopted | undefined, BudgetExceeded | BudgetStoreError>
+    /**
+     * Charges an open reservation at `amount` (plus what it adopted) and closes it, recording any
+     * overrun; `undefined` when it was no longer open (reclaimed).
      */
     readonly settle: (
       id: string,
       amount: Money.Money,
       estimated: boolean
     ) => Effect.Effect<Settlement | undefined, BudgetStoreError>
-    /** Closes an open reservation charging nothing; false when it was no longer open. */
+    /** Closes an open reservation charging nothing but what it adopted; false when it was no longer open. */
     readonly release: (id: string) => Effect.Effect<boolean, BudgetStoreError>
     /** Moves the lease of every open reservation of `owner` to `lease` ms from now; returns how many. */
     readonly renew: (owner: string, lease: number) => Effect.Effect<number, BudgetStoreError>
@@ -216,6 +236,11 @@ export interface Reservation {
   readonly amount: Money.Money
   /** The counters it holds, in the periods it was made in. */
   readonly counters: ReadonlyArray<Counter>
+  /**
+   * Part of `amount` taken over from an earlier attempt at the same call whose process died (see
+   * `ReserveOptions.key`): charged, as an estimate, whether this call settles or releases.
+   */
+  readonly adopted?: Money.Money | undefined
 }
 
 /** A scope's state in one window. */
@@ -229,7 +254,40 @@ export interface ReserveOptions {
    * Default: the layer's `maxWait` (0 unless configured). Pass what is left of the call's deadline.
    */
   readonly maxWait?: Duration.DurationInput | undefined
+  /**
+   * Names the call across processes (`withCallKeys` gives each call of a unit of work its own).
+   * When a reservation made under the same key is still open (the process that made it died
+   * mid-call, and this call is its redo), it is adopted rather than left to its lease: this call
+   * adds its own worst case to it, and its close charges the lost attempt's amount on top of the
+   * cost, as an estimate. So the ledger holds one reservation for the call, and what the dead process
+   * may have been billed is still charged, never less.
+   */
+  readonly key?: string | undefined
 }
+
+/** The keys `withCallKeys` hands out: `<prefix>/<n>`, n counting the reservations in the order they are asked for. */
+export interface CallKeys {
+  readonly prefix: string
+  next: number
+}
+
+/** The call keys of the work running in this fiber (and the fibers it forks), if any. */
+export const currentCallKeys: FiberRef.FiberRef<CallKeys | undefined> = FiberRef.unsafeMake<CallKeys | undefined>(
+  undefined
+)
+
+/**
+ * Runs a unit of work (an item of a run) under call keys derived from `prefix`, which must name it
+ * the same way in every process (`<run>/<item>`): `Llm` reserves each of its calls' rounds under the
+ * next key, so a redo of the work elsewhere adopts what a dead process left open (see
+ * `ReserveOptions.key`). Calls made concurrently within the work take keys in the order they reserve.
+ */
+export const withCallKeys = (prefix: string) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.suspend(() => Effect.locally(effect, currentCallKeys, { prefix, next: 0 }))
+
+/** The key for the next reservation of the work in this fiber: `undefined` outside `withCallKeys`. */
+export const nextCallKey = (keys: CallKeys | undefined): string | undefined =>
+  keys === undefined ? undefined : `${keys.prefix}/${keys.next++}`
 
 export class Budget extends Context.Tag("@keel/core/Budget")<Budget, Budget.Service>() {}
 
@@ -614,11 +672,29 @@ export const make = (
         if (amount < 0n) return invalid("reserve", `negative amount ${Money.format(amount)}`)
         const id = `${owner}:${++sequence}`
         let counters: ReadonlyArray<Counter> = []
+        const key = reserveOptions?.key
         const attempt = Effect.clockWith((clock) => {
           counters = countersOf(path, clock.unsafeCurrentTimeMillis())!
           const certain = spentSeen.size === 0 ? undefined : certainRefusal(counters, amount)
           if (certain !== undefined) return Effect.fail(certain)
-          return Effect.as(write({ id, owner, amount, counters, lease }), { id, scope: path, amount, counters })
+          const request: ReserveRequest = { id, owner, amount, counters, lease, key }
+          const fresh = Effect.as(write(request), { id, scope: path, amount, counters })
+          if (key === undefined) return fresh
+          // One short statement, run uninterruptibly (unlike `write`): only a redo of a lost call adopts.
+          return Effect.flatMap(
+            store.adopt(request),
+            (taken): Effect.Effect<Reservation, BudgetExceeded | BudgetStoreError> => {
+              if (taken === undefined) return fresh
+              held.add(taken.id)
+              return Effect.succeed({
+                id: taken.id,
+                scope: path,
+                amount: taken.adopted + amount,
+                counters,
+                adopted: taken.adopted
+              })
+            }
+          )
         })
         const rememberRefusal = (error: BudgetExceeded | BudgetStoreError) =>
           Effect.sync(() => error._tag === "BudgetExceeded" && remember(counters, error))
@@ -806,17 +882,25 @@ export const makeMemoryStore = (): BudgetStore.Service => {
   }
   type Open = {
     amount: Money.Money
-    readonly owner: string
+    owner: string
     readonly cells: ReadonlyArray<Cell>
+    readonly counters: string
+    readonly key: string | undefined
+    adopted: Money.Money
     leaseUntil: number
   }
   const cells = new Map<string, Cell>()
   const open = new Map<string, Open>()
+  /** Ids of the open reservations made under a call key, by key. */
+  const openByKey = new Map<string, string>()
+  const countersKey = (counters: ReadonlyArray<Counter>) => counters.map((counter) => counter.key).join(",")
 
+  /** Closes an open reservation charging `charge` plus what it adopted (a reclaim charges its amount, which holds it). */
   const close = (id: string, charge: (reservation: Open) => Money.Money): Settlement | undefined => {
     const reservation = open.get(id)
     if (reservation === undefined) return undefined
     open.delete(id)
+    if (reservation.key !== undefined) openByKey.delete(reservation.key)
     const charged = charge(reservation)
     const overrun = charged > reservation.amount ? charged - reservation.amount : 0n
     for (const cell of reservation.cells) {
@@ -861,8 +945,12 @@ export const makeMemoryStore = (): BudgetStore.Service => {
           amount: request.amount,
           owner: request.owner,
           cells: found,
+          counters: countersKey(request.counters),
+          key: request.key,
+          adopted: 0n,
           leaseUntil: now + request.lease
         })
+        if (request.key !== undefined) openByKey.set(request.key, request.id)
         return Effect.void
       }),
     extend: (request) =>
@@ -880,8 +968,29 @@ export const makeMemoryStore = (): BudgetStore.Service => {
         reservation.leaseUntil = now + request.lease
         return Effect.succeed(true)
       }),
-    settle: (id, amount) => Effect.sync(() => close(id, () => amount)),
-    release: (id) => Effect.sync(() => close(id, () => 0n) !== undefined),
+    adopt: (request) =>
+      Effect.clockWith((clock) => {
+        const id = request.key === undefined ? undefined : openByKey.get(request.key)
+        const reservation = id === undefined ? undefined : open.get(id)
+        if (reservation === undefined || reservation.counters !== countersKey(request.counters)) {
+          return Effect.succeed(undefined)
+        }
+        for (const [index, counter] of request.counters.entries()) {
+          const cell = reservation.cells[index]!
+          if (!fits(counter, cell.spent, cell.reserved, request.amount)) {
+            return Effect.fail(exceeded(counter, cell.spent, cell.reserved, request.amount))
+          }
+        }
+        for (const cell of reservation.cells) cell.reserved += request.amount
+        const adopted = reservation.amount
+        reservation.adopted = adopted
+        reservation.amount += request.amount
+        reservation.owner = request.owner
+        reservation.leaseUntil = clock.unsafeCurrentTimeMillis() + request.lease
+        return Effect.succeed<Adopted>({ id: id!, adopted })
+      }),
+    settle: (id, amount) => Effect.sync(() => close(id, (reservation) => amount + reservation.adopted)),
+    release: (id) => Effect.sync(() => close(id, (reservation) => reservation.adopted) !== undefined),
     renew: (owner, lease) =>
       Effect.map(Clock.currentTimeMillis, (now) => {
         let renewed = 0

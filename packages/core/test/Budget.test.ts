@@ -912,4 +912,41 @@ describe("Llm cost in the call record", () => {
       RetryPolicy.withPolicy(RetryPolicy.make({ attemptTimeout: "1 second", jitter: "none", base: 0 }))
     )
   })
+  it.effect("a redo under the same call keys adopts what a dead process left open: one reservation, both attempts charged", () => {
+    const store = Budget.makeMemoryStore()
+    const log = CallLog.memory()
+    const scripted = TestKit.scripted([answer, answer])
+    const lost = usd("0.01")
+    return Effect.gen(function*() {
+      // A process that reserved for item 3's first call under its key, then died mid-call.
+      const dead = yield* Budget.make({ owner: "dead" }).pipe(Effect.provideService(Budget.BudgetStore, store))
+      const left = yield* dead.reserve("tenant:acme/run:1", lost, { key: "run:7/item:3/0" })
+      assert.strictEqual(total(yield* Budget.status(), "global").reserved, lost)
+      // The item redone here: its first call adopts the open reservation, its second has nothing to adopt.
+      yield* Effect.zipRight(Llm.generate(request("hi")), Llm.generate(request("again"))).pipe(
+        Budget.withCallKeys("run:7/item:3")
+      )
+      const global = total(yield* Budget.status(), "global")
+      assert.deepStrictEqual([global.spent, global.reserved], [answerCost + lost + answerCost, 0n])
+      assert.deepStrictEqual(
+        log.records.map((record) => [record.costUsd, record.estimated === true]),
+        [[Money.format(answerCost + lost), true], [Money.format(answerCost), false]]
+      )
+      // The dead process's own close finds nothing open: the lost attempt is not charged twice.
+      const late = yield* Effect.flip(dead.settle(left, usd("0.001")))
+      assert.strictEqual(late._tag, "BudgetStoreError")
+      assert.strictEqual(total(yield* Budget.status(), "global").spent, answerCost + lost + answerCost)
+    }).pipe(
+      Effect.provide(Layer.provideMerge(
+        Llm.layer(),
+        Layer.mergeAll(
+          scripted.layer,
+          TestPrices.layer(),
+          Budget.layer().pipe(Layer.provide(Layer.succeed(Budget.BudgetStore, store))),
+          log.layer
+        )
+      )),
+      Effect.scoped
+    )
+  })
 })

@@ -158,6 +158,77 @@ describe.each(backends())("Budget/Sql on $name", (backend) => {
         })
     ))
 
+  it.live("a reserve under a call key adopts the open reservation a dead process left under it", () =>
+    withStore(backend, { limits: [{ scope: "tenant:acme", limit: "10" }] }, (prefix) =>
+      Effect.gen(function*() {
+        const budget = yield* Budget.Budget
+        // Another process's budget on the same tables, which reserves under two keys and dies.
+        const dead = yield* Effect.scoped(
+          Effect.gen(function*() {
+            const store = yield* BudgetSql.make({ tablePrefix: prefix })
+            const dead = yield* Budget.make({ owner: "dead" }).pipe(Effect.provideService(Budget.BudgetStore, store))
+            const lost = yield* dead.reserve("tenant:acme/run:1", usd("1"), { key: "run:1/item:1/0" })
+            const settled = yield* dead.reserve("tenant:acme/run:1", usd("1"), { key: "run:1/item:2/0" })
+            yield* dead.settle(settled, usd("0.25"))
+            return { dead, lost }
+          })
+        )
+        // Adopting is checked against the limits like reserving, and leaves the reservation as it was on failure.
+        const refused = yield* Effect.flip(budget.reserve("tenant:acme/run:1", usd("9.5"), { key: "run:1/item:1/0" }))
+        assert.strictEqual(refused._tag, "BudgetExceeded")
+        const redo = yield* budget.reserve("tenant:acme/run:1", usd("2"), { key: "run:1/item:1/0" })
+        assert.deepStrictEqual([redo.id, redo.amount, redo.adopted], [dead.lost.id, usd("3"), usd("1")])
+        // A key whose reservation was settled has nothing to adopt: the redo is a reservation of its own.
+        const again = yield* budget.reserve("tenant:acme/run:1", usd("2"), { key: "run:1/item:2/0" })
+        assert.strictEqual(again.adopted, undefined)
+        assert.deepStrictEqual(yield* counter(prefix, "tenant:acme|total|total"), {
+          spent: usd("0.25"),
+          reserved: usd("5")
+        })
+        const settlement = yield* budget.settle(redo, usd("0.5"))
+        assert.deepStrictEqual(settlement, { charged: usd("1.5"), overrun: 0n })
+        yield* budget.release(again)
+        assert.deepStrictEqual(yield* counter(prefix, "tenant:acme|total|total"), { spent: usd("1.75"), reserved: 0n })
+        const rows = yield* ledger(prefix)
+        assert.deepStrictEqual(
+          rows.filter((row) => row.id === redo.id).map((row) => [row.status, row.charged, Number(row.estimated)]),
+          [["settled", String(usd("1.5")), 1]]
+        )
+        // The dead process's own close (a process that only lost its connection) finds nothing open.
+        const late = yield* Effect.flip(dead.dead.settle(dead.lost, usd("0.1")))
+        assert.strictEqual(late._tag, "BudgetStoreError")
+        assert.strictEqual((yield* counter(prefix, "tenant:acme|total|total")).spent, usd("1.75"))
+      })))
+
+  it.live("releasing an adopted reservation charges what it adopted, as an estimate", () =>
+    withStore(backend, {}, (prefix) =>
+      Effect.gen(function*() {
+        const budget = yield* Budget.Budget
+        const store = yield* BudgetSql.make({ tablePrefix: prefix })
+        yield* store.reserve({
+          id: "dead:1",
+          owner: "dead",
+          amount: usd("1"),
+          counters: [{
+            key: "global|total|total",
+            scope: "global",
+            window: "total",
+            period: "total",
+            limit: undefined
+          }],
+          lease: 600_000,
+          key: "run:1/item:1/0"
+        })
+        const redo = yield* budget.reserve(undefined, usd("2"), { key: "run:1/item:1/0" })
+        yield* budget.release(redo)
+        const rows = yield* ledger(prefix)
+        assert.deepStrictEqual(
+          rows.map((row) => [row.id, row.status, row.charged, Number(row.estimated)]),
+          [["dead:1", "settled", String(usd("1")), 1]]
+        )
+        assert.deepStrictEqual(yield* counter(prefix, "global|total|total"), { spent: usd("1"), reserved: 0n })
+      })))
+
   it.live(
     "600 concurrent calls in one process with a budget of a third of their cost: overshoot 0",
     () =>
@@ -512,7 +583,7 @@ describe("Budget/Sql on Postgres: migrations and waiting", () => {
         ),
         clients[0]!
       )
-      assert.deepStrictEqual(versions.map((row) => Number(row.version)), [1, 2])
+      assert.deepStrictEqual(versions.map((row) => Number(row.version)), [1, 2, 3])
     }).pipe(Effect.scoped))
 
   it.live("a waiting reserve on Postgres is interrupted without leaking a reservation", () =>

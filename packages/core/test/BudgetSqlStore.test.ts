@@ -126,14 +126,14 @@ const storeError = (error: unknown): Budget.BudgetStoreError => {
 }
 
 describe.each(dialects)("Budget/Sql's tables on $name", (dialect) => {
-  it.scoped("a new prefix gets both schema versions once; opening it again applies nothing", () =>
+  it.scoped("a new prefix gets every schema version once; opening it again applies nothing", () =>
     Effect.gen(function*() {
       const { prefix, sql } = yield* connect(dialect)
       const before = Date.now()
       yield* Effect.orDie(makeStore(sql, { tablePrefix: prefix }))
       const after = Date.now()
       const first = yield* versions(sql, prefix)
-      assert.deepStrictEqual(first.map(([version]) => version), [1, 2])
+      assert.deepStrictEqual(first.map(([version]) => version), [1, 2, 3])
       for (const [, appliedAt] of first) assert.isTrue(appliedAt >= before && appliedAt <= after, String(appliedAt))
       const store = yield* Effect.orDie(makeStore(sql, { tablePrefix: prefix }))
       assert.deepStrictEqual(yield* versions(sql, prefix), first)
@@ -142,19 +142,22 @@ describe.each(dialects)("Budget/Sql's tables on $name", (dialect) => {
       assert.deepStrictEqual(yield* money(store, ["global|total|total"]), { "global|total|total": ["0", "0.5", "0"] })
     }))
 
-  it.scoped("a ledger at version 1 gets version 2 only (the overrun column), keeping its rows", () =>
+  it.scoped("a ledger at version 1 gets versions 2 and 3 only (overrun; call keys), keeping its rows", () =>
     Effect.gen(function*() {
       const { prefix, sql } = yield* connect(dialect)
       const store = yield* Effect.orDie(makeStore(sql, { tablePrefix: prefix }))
       yield* Effect.orDie(store.reserve(request("a:1", "0.25", [total("global")])))
-      // Undo version 2 by hand: what a ledger written by the first release looks like.
+      // Undo versions 3 and 2 by hand: what a ledger written by the first release looks like.
       yield* Effect.orDie(Effect.all([
+        sql.unsafe(`DROP INDEX ${prefix}_reservations_call_key`),
+        sql.unsafe(`ALTER TABLE ${prefix}_reservations DROP COLUMN call_key`),
+        sql.unsafe(`ALTER TABLE ${prefix}_reservations DROP COLUMN adopted`),
         sql.unsafe(`DROP INDEX ${prefix}_reservations_owner`),
         sql.unsafe(`ALTER TABLE ${prefix}_counters DROP COLUMN overrun`),
-        sql.unsafe(`DELETE FROM ${prefix}_migrations WHERE version = 2`)
+        sql.unsafe(`DELETE FROM ${prefix}_migrations WHERE version >= 2`)
       ]))
       const upgraded = yield* Effect.orDie(makeStore(sql, { tablePrefix: prefix }))
-      assert.deepStrictEqual((yield* versions(sql, prefix)).map(([version]) => version), [1, 2])
+      assert.deepStrictEqual((yield* versions(sql, prefix)).map(([version]) => version), [1, 2, 3])
       assert.deepStrictEqual(yield* Effect.orDie(upgraded.settle("a:1", usd("0.75"), false)), {
         charged: usd("0.75"),
         overrun: usd("0.5")
@@ -199,7 +202,7 @@ describe.each(dialects)("Budget/Sql's tables on $name", (dialect) => {
         )
         const store = yield* Effect.orDie(makeStore(sql, { tablePrefix: good, concurrency: 1 }))
         yield* Effect.orDie(store.reserve(request("a:1", "1", [total("global")])))
-        assert.deepStrictEqual(yield* versions(sql, tables).pipe(Effect.map((v) => v.length)), 2)
+        assert.deepStrictEqual(yield* versions(sql, tables).pipe(Effect.map((v) => v.length)), 3)
         assert.deepStrictEqual(yield* money(store, ["global|total|total"]), { "global|total|total": ["0", "1", "0"] })
       }
     }))

@@ -164,6 +164,11 @@ const migrations: ReadonlyArray<Migration> = [
   (t) => [
     `ALTER TABLE ${t.counters} ADD COLUMN overrun BIGINT NOT NULL DEFAULT 0`,
     `CREATE INDEX ${t.reservations}_owner ON ${t.reservations} (owner) WHERE status = 'open'`
+  ],
+  (t) => [
+    `ALTER TABLE ${t.reservations} ADD COLUMN call_key TEXT`,
+    `ALTER TABLE ${t.reservations} ADD COLUMN adopted BIGINT NOT NULL DEFAULT 0`,
+    `CREATE INDEX ${t.reservations}_call_key ON ${t.reservations} (call_key) WHERE status = 'open'`
   ]
 ]
 
@@ -293,7 +298,8 @@ export const make = (
       created_at: now,
       lease_until: now + request.lease,
       status: "open",
-      estimated: 0
+      estimated: 0,
+      call_key: request.key ?? null
     })
 
     /**
@@ -328,9 +334,9 @@ export const make = (
           FROM verdict WHERE verdict.fits AND c.key IN (SELECT key FROM locked)
           RETURNING c.key
         ), written AS (
-          INSERT INTO ${reservations} (id, owner, amount, counters, created_at, lease_until, status, estimated)
+          INSERT INTO ${reservations} (id, owner, amount, counters, created_at, lease_until, status, estimated, call_key)
           SELECT ${request.id}, ${request.owner}, ${request.amount}, ${keys.join(",")}, stamp.at,
-            stamp.at + ${request.lease}, 'open', 0
+            stamp.at + ${request.lease}, 'open', 0, ${request.key ?? null}
           FROM verdict, (SELECT ${dbNow} AS at) stamp WHERE verdict.fits
           RETURNING id
         )
@@ -390,19 +396,54 @@ export const make = (
         })
       )
 
-    type Closed = { readonly amount: string }
+    /**
+     * The open reservation under the request's key and counters, taken over in one transaction like
+     * `extend`: the row first (its owner, lease and amount; `adopted` is set from the amount before),
+     * then the counters in key order, rolled back when a limit would be passed.
+     */
+    const adopt = (
+      request: Budget.ReserveRequest
+    ): Effect.Effect<Budget.Adopted | undefined, BudgetExceeded | SqlError> =>
+      request.key === undefined ? Effect.succeed(undefined) : sql.withTransaction(
+        Effect.gen(function*() {
+          const now = yield* Clock.currentTimeMillis
+          const keys = request.counters.map((counter) => counter.key)
+          const taken = yield* sql<{ readonly id: string; readonly adopted: string }>`UPDATE ${reservations}
+            SET owner = ${request.owner}, adopted = amount, amount = amount + ${request.amount},
+              lease_until = ${isPg ? sql`${dbNow} + ${request.lease}` : now + request.lease}
+            WHERE id = (SELECT id FROM ${reservations}
+              WHERE call_key = ${request.key} AND status = 'open' AND counters = ${keys.join(",")} LIMIT 1)
+              AND status = 'open'
+            RETURNING id, CAST(adopted AS TEXT) AS adopted`
+          const row = taken[0]
+          if (row === undefined) return undefined
+          const rows = yield* bump(keys, request.amount, 0n)
+          yield* checkFits(request.counters, rows, request.amount, true)
+          return { id: row.id, adopted: BigInt(row.adopted) }
+        })
+      )
+
+    type Closed = { readonly amount: string; readonly charged: string }
+
+    /**
+     * What a close writes: the cost plus what the reservation adopted, estimated when it adopted
+     * anything; a release of an adopted reservation is a settle of what it adopted.
+     */
+    const closeColumns = (status: "settled" | "released", charged: bigint, estimated: boolean) =>
+      sql`status = CASE WHEN adopted > 0 THEN 'settled' ELSE ${status} END, charged = ${charged} + adopted,
+        estimated = CASE WHEN adopted > 0 THEN 1 ELSE ${estimated ? 1 : 0} END`
 
     /** Postgres, one statement: close the reservation if open and move its amount on its counters (locked in key order). */
     const closePg = (id: string, status: "settled" | "released", charged: bigint, estimated: boolean) =>
       sql<Closed>`WITH closed AS (
           UPDATE ${reservations}
-          SET status = ${status}, charged = ${charged}, estimated = ${estimated ? 1 : 0}, closed_at = ${dbNow}
+          SET ${closeColumns(status, charged, estimated)}, closed_at = ${dbNow}
           WHERE id = ${id} AND status = 'open'
-          RETURNING amount, counters
+          RETURNING amount, counters, charged
         ), bumped AS (
           UPDATE ${counters} AS c
-          SET reserved = c.reserved - closed.amount, spent = c.spent + ${charged},
-            overrun = c.overrun + GREATEST(${charged} - closed.amount, 0)
+          SET reserved = c.reserved - closed.amount, spent = c.spent + closed.charged,
+            overrun = c.overrun + GREATEST(closed.charged - closed.amount, 0)
           FROM closed, (
             SELECT k.key FROM ${counters} k, closed
             WHERE k.key = ANY(string_to_array(closed.counters, ','))
@@ -411,7 +452,8 @@ export const make = (
           WHERE c.key = locked.key
           RETURNING c.key
         )
-        SELECT CAST(amount AS TEXT) AS amount, (SELECT count(*) FROM bumped) AS touched FROM closed`
+        SELECT CAST(amount AS TEXT) AS amount, CAST(charged AS TEXT) AS charged, (SELECT count(*) FROM bumped) AS touched
+        FROM closed`
 
     const closeSqlite = (id: string, status: "settled" | "released", charged: bigint, estimated: boolean) =>
       sql.withTransaction(
@@ -419,13 +461,14 @@ export const make = (
           const now = yield* Clock.currentTimeMillis
           const closed = yield* sql<Closed & { readonly counters: string }>`
             UPDATE ${reservations}
-            SET status = ${status}, charged = ${charged}, estimated = ${estimated ? 1 : 0}, closed_at = ${now}
+            SET ${closeColumns(status, charged, estimated)}, closed_at = ${now}
             WHERE id = ${id} AND status = 'open'
-            RETURNING CAST(amount AS TEXT) AS amount, counters`
+            RETURNING CAST(amount AS TEXT) AS amount, CAST(charged AS TEXT) AS charged, counters`
           const row = closed[0]
           if (row === undefined) return closed
           const amount = BigInt(row.amount)
-          yield* bump(row.counters.split(","), -amount, charged, charged > amount ? charged - amount : 0n)
+          const total = BigInt(row.charged)
+          yield* bump(row.counters.split(","), -amount, total, total > amount ? total - amount : 0n)
           return closed
         })
       )
@@ -438,7 +481,8 @@ export const make = (
           const row = rows[0]
           if (row === undefined) return undefined
           const amount = BigInt(row.amount)
-          return { charged, overrun: charged > amount ? charged - amount : 0n }
+          const total = BigInt(row.charged)
+          return { charged: total, overrun: total > amount ? total - amount : 0n }
         }
       )
 
@@ -597,6 +641,7 @@ export const make = (
     return Budget.BudgetStore.of({
       reserve: (request) => (isPg ? reservePg(request) : reserveSqlite(request)).pipe(operation("reserve")),
       extend: (request) => extend(request).pipe(operation("extend a reservation")),
+      adopt: (request) => adopt(request).pipe(operation("adopt a reservation")),
       settle: (id, amount, estimated) => close(id, "settled", amount, estimated).pipe(closing("settle")),
       release: (id) =>
         close(id, "released", 0n, false).pipe(

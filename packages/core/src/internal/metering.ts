@@ -13,7 +13,7 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
-import type * as Budget from "../Budget.js"
+import * as Budget from "../Budget.js"
 import { BudgetExceeded, BudgetUnavailable, type LlmError, mayHaveBeenBilled, PricingUnknown } from "../LlmError.js"
 import type * as LlmRequest from "../LlmRequest.js"
 import type { LlmResponse } from "../LlmResponse.js"
@@ -142,8 +142,10 @@ export const make = ({ budget, policy, pricing, tokenizer }: Options): Stage => 
     })
 
   const budgeted = (budget: Budget.Budget.Service) => <A>(state: CallState, round: Effect.Effect<A, LlmError>) =>
-    Effect.suspend(() => {
+    Effect.withFiberRuntime<A, LlmError>((fiber) => {
       const request = state.request
+      // Under `Budget.withCallKeys` (a cluster worker's item), the round's key across processes.
+      const key = Budget.nextCallKey(fiber.getFiberRef(Budget.currentCallKeys))
       const price = pricing.lookup(request.model)
       if (price === undefined) return Effect.fail(new PricingUnknown({ model: request.model }))
       const before = state.usage
@@ -154,7 +156,7 @@ export const make = ({ budget, policy, pricing, tokenizer }: Options): Stage => 
         ([worst, policy]) =>
           Effect.acquireUseRelease(
             // While only other calls' reservations stand in the way, wait for them (interruptibly).
-            budget.reserve(request.scope, worst, { maxWait: policy.deadline }).pipe(
+            budget.reserve(request.scope, worst, { maxWait: policy.deadline, key }).pipe(
               Effect.catchTags({
                 BudgetExceeded: (error) => Effect.fail(new BudgetExceeded({ ...error, model: request.model })),
                 BudgetStoreError: (error) => Effect.fail(storeFailure(request.model)(error))
@@ -171,7 +173,9 @@ export const make = ({ budget, policy, pricing, tokenizer }: Options): Stage => 
                 const billed = charge(state, before, unansweredBefore, price)
                 const cost = billed.cost + BigInt(billed.unanswered) * worst
                 const estimated = billed.unanswered > 0
-                record(state, cost, estimated, price)
+                // A reservation adopted from a dead process's attempt charges that attempt too, as an estimate.
+                const adopted = reservation.adopted ?? 0n
+                record(state, cost + adopted, estimated || adopted > 0n, price)
                 const done = billed.billed
                   ? Effect.map(budget.settle(reservation, cost, { estimated }), (settled) => {
                     state.overrun += settled.overrun
