@@ -10,7 +10,8 @@
  * `--kill`: one run on 3 workers instead (default 5,000 items), one of them killed with SIGKILL once a
  * third of the items are stored. Reported: the run's exit code and seconds, the items in the folder
  * (lines, unique, expected), the calls recorded, the ledger's reservations by status with their
- * amounts, and the calls beyond those recorded with an outcome, by worker (each owns its reservations
+ * amounts, the reservations adopted by a redo and the items by how many charged reservations they
+ * have, and the calls beyond those recorded with an outcome, by worker (each owns its reservations
  * and is named with the outcomes it stores): the killed worker's calls in flight, and any by the
  * survivors (an item called twice by live workers).
  *
@@ -180,12 +181,16 @@ export interface KillRow {
     readonly chargedCallsRecorded: number
     readonly extra: number
   }>
+  /** reservations the killed worker left open and a redo of the same call adopted (one ledger row per call) */
+  readonly adopted: number
+  /** items by how many charged reservations the ledger holds for them: { "1": 4998, "2": 2 } */
+  readonly itemsByCharges: Record<string, number>
   /** reservations (calls) beyond the calls recorded, and why */
   readonly extraCalls: {
     readonly total: number
     /**
      * the killed worker's calls with no outcome stored: its calls in flight, run again elsewhere (their
-     * reservations left open or reclaimed, or settled just before the kill)
+     * reservations adopted by the redo, left open or reclaimed, or settled just before the kill)
      */
     readonly killedInFlight: number
     /** the survivors' calls with no outcome stored by them (an item called twice by live workers) */
@@ -271,6 +276,15 @@ const measureKill = async (count: number, latencyMs: number, simulatorUrl: strin
         extra: charged - recorded
       }
     })
+    const adopted = (await inCluster(
+      `SELECT count(*) AS n FROM keel_budget_reservations WHERE adopted > 0`
+    )) as Array<{ n: string }>
+    const perItem = (await inCluster(
+      `SELECT reservations, count(*) AS items FROM (
+         SELECT regexp_replace(call_key, '/[0-9]+$', '') AS item, count(*) AS reservations
+         FROM keel_budget_reservations WHERE charged > 0 GROUP BY 1) per_item
+       GROUP BY reservations ORDER BY reservations`
+    )) as Array<{ reservations: string; items: string }>
     const killedInFlight = byWorker[0]!.extra
     const others = byWorker.slice(1).reduce((sum, worker) => sum + worker.extra, 0)
     return {
@@ -292,6 +306,8 @@ const measureKill = async (count: number, latencyMs: number, simulatorUrl: strin
       errors: summary?.items.errors ?? null,
       errorTags: errorTags(out),
       byWorker,
+      adopted: Number(adopted[0]!.n),
+      itemsByCharges: Object.fromEntries(perItem.map((row) => [row.reservations, Number(row.items)])),
       extraCalls: { total: killedInFlight + others, killedInFlight, others }
     }
   } finally {
