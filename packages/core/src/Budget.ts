@@ -285,10 +285,6 @@ export const currentCallKeys: FiberRef.FiberRef<CallKeys | undefined> = FiberRef
 export const withCallKeys = (prefix: string) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
   Effect.suspend(() => Effect.locally(effect, currentCallKeys, { prefix, next: 0 }))
 
-/** The key for the next reservation of the work in this fiber: `undefined` outside `withCallKeys`. */
-export const nextCallKey = (keys: CallKeys | undefined): string | undefined =>
-  keys === undefined ? undefined : `${keys.prefix}/${keys.next++}`
-
 export class Budget extends Context.Tag("@keel/core/Budget")<Budget, Budget.Service>() {}
 
 export declare namespace Budget {

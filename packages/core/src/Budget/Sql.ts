@@ -6,7 +6,8 @@
  *
  * Tables (prefix configurable, default `keel_budget`): `_counters` (spent, reserved and overrun per
  * scope, window and period), `_reservations` (every reservation: open with its lease, then settled,
- * released or reclaimed with the amount charged — the ledger) and `_migrations`.
+ * released or reclaimed with the amount charged — the ledger; with its call key, and the amount it
+ * adopted from a dead process's attempt at the same call, if any) and `_migrations`.
  *
  * Atomicity and locks. Postgres: reserving, settling and releasing are one statement each (one round
  * trip, no transaction around it): it locks the chain's counter rows in key order, checks every limit

@@ -38,6 +38,10 @@ const subtract = (after: Usage.Usage, before: Usage.Usage): Usage.Usage => ({
   reasoningTokens: after.reasoningTokens - before.reasoningTokens
 })
 
+/** The key for the next reservation of the work in this fiber: `undefined` outside `Budget.withCallKeys`. */
+const nextCallKey = (keys: Budget.CallKeys | undefined): string | undefined =>
+  keys === undefined ? undefined : `${keys.prefix}/${keys.next++}`
+
 const storeFailure = (model: string) => (error: Budget.BudgetStoreError) =>
   new BudgetUnavailable({ model, operation: error.operation, reason: error.reason })
 
@@ -145,7 +149,7 @@ export const make = ({ budget, policy, pricing, tokenizer }: Options): Stage => 
     Effect.withFiberRuntime<A, LlmError>((fiber) => {
       const request = state.request
       // Under `Budget.withCallKeys` (a cluster worker's item), the round's key across processes.
-      const key = Budget.nextCallKey(fiber.getFiberRef(Budget.currentCallKeys))
+      const key = nextCallKey(fiber.getFiberRef(Budget.currentCallKeys))
       const price = pricing.lookup(request.model)
       if (price === undefined) return Effect.fail(new PricingUnknown({ model: request.model }))
       const before = state.usage
