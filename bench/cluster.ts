@@ -181,7 +181,7 @@ export interface KillRow {
     readonly chargedCallsRecorded: number
     readonly extra: number
   }>
-  /** reservations the killed worker left open and a redo of the same call adopted (one ledger row per call) */
+  /** reservations the killed worker left open and a redo of the same call adopted (one charge per call) */
   readonly adopted: number
   /** items by how many charged reservations the ledger holds for them: { "1": 4998, "2": 2 } */
   readonly itemsByCharges: Record<string, number>
@@ -266,7 +266,8 @@ const measureKill = async (count: number, latencyMs: number, simulatorUrl: strin
       const reservations = Object.fromEntries(
         rows.filter((row) => mine(row.owner)).map((row) => [row.status, Number(row.n)])
       )
-      const charged = rows.filter((row) => mine(row.owner) && row.status !== "released")
+      // Charged: settled and reclaimed; a released or adopted reservation charged nothing.
+      const charged = rows.filter((row) => mine(row.owner) && (row.status === "settled" || row.status === "reclaimed"))
         .reduce((sum, row) => sum + Number(row.n), 0)
       const recorded = recordedBy.filter((row) => mine(row.runner)).reduce((sum, row) => sum + Number(row.n), 0)
       return {
@@ -277,7 +278,7 @@ const measureKill = async (count: number, latencyMs: number, simulatorUrl: strin
       }
     })
     const adopted = (await inCluster(
-      `SELECT count(*) AS n FROM keel_budget_reservations WHERE adopted > 0`
+      `SELECT count(*) AS n FROM keel_budget_reservations WHERE status = 'adopted'`
     )) as Array<{ n: string }>
     const perItem = (await inCluster(
       `SELECT reservations, count(*) AS items FROM (

@@ -184,7 +184,8 @@ describe("keel worker", () => {
     // with the outcomes it stored. A survivor calls only the items whose outcome it stores: a call of
     // an item whose shard moved is never cut off nor made again by the shard's new owner (the per-chunk
     // claim in Cluster.ts). The killed worker's calls in flight are redone by the survivors under the
-    // same call keys (run/item/n), which adopt the reservations it left open: none is left to its lease.
+    // same call keys (run/item/n), which adopt the reservations it left open (closed as adopted, their
+    // amounts moved to the redo's): none is left to its lease.
     const byWorker = async (pid: number | undefined) => {
       const reservations = await query<{ status: string; n: string }>(
         `SELECT status, count(*) AS n FROM ${schema}.keel_budget_reservations WHERE owner LIKE '%#${pid}'
@@ -197,7 +198,12 @@ describe("keel worker", () => {
          WHERE r.runner LIKE '%#${pid}' AND coalesce((c.record::jsonb->>'costUsd')::numeric, 0) > 0`
       )
       const n = (status: string) => Number(reservations.find((r) => r.status === status)?.n ?? 0)
-      return { settled: n("settled"), inFlight: n("open") + n("reclaimed"), recorded: Number(recorded[0]!.n) }
+      return {
+        settled: n("settled"),
+        inFlight: n("open") + n("reclaimed"),
+        adopted: n("adopted"),
+        recorded: Number(recorded[0]!.n)
+      }
     }
     const [killed, ...survivors] = await Promise.all(workers.map((worker) => byWorker(worker.process.pid)))
     for (const survivor of survivors) {
@@ -209,7 +215,7 @@ describe("keel worker", () => {
     const finishedUnstored = killed!.settled - killed!.recorded
     assert.isAtMost(finishedUnstored, 32, "no more than the killed worker's concurrency was in flight")
     const charges = calls.filter((c) => c.costUsd !== undefined && pico(c.costUsd) > 0n).length
-    // The ledger per item of this run: one reservation each, but for those finished-unstored calls,
+    // The ledger per item of this run: one charged reservation each, but for those finished-unstored calls,
     // which the provider billed twice (two answered calls).
     const { run: runId } = JSON.parse(Fs.readFileSync(Path.join(out, "cluster-run.json"), "utf8"))
     const perItem = await query<{ reservations: string; items: string }>(
@@ -224,9 +230,10 @@ describe("keel worker", () => {
       [[1, charges - finishedUnstored], ...(finishedUnstored > 0 ? [[2, finishedUnstored]] : [])]
     )
     const adopted = await query<{ n: string }>(
-      `SELECT count(*) AS n FROM ${schema}.keel_budget_reservations WHERE call_key LIKE '${runId}/%' AND adopted > 0`
+      `SELECT count(*) AS n FROM ${schema}.keel_budget_reservations WHERE call_key LIKE '${runId}/%' AND status = 'adopted'`
     )
     assert.strictEqual(delta("settled"), charges + finishedUnstored)
+    assert.strictEqual(killed!.adopted, Number(adopted[0]!.n), "only the killed worker's reservations were adopted")
     assert.strictEqual(delta("open") + delta("reclaimed"), 0)
     process.stderr.write(`kill -9 run: ${adopted[0]!.n} reservations adopted, ${finishedUnstored} finished unstored\n`)
     // Every settled reservation is charged what its call recorded (an adopting call's record includes

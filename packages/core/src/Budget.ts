@@ -29,8 +29,10 @@
  *   starting at once) runs it when the loop next turns, as it runs every other timer.
  * - A call redone in another process after its first process died mid-call (a cluster worker
  *   killed) reserves under the same key (`withCallKeys`) and adopts the reservation the dead
- *   process left open instead of waiting for its lease: one reservation per call in the ledger,
- *   charged the redo's cost plus the lost attempt's reserved amount as an estimate.
+ *   process left open instead of waiting for its lease: the old one is closed as adopted, and the
+ *   new one, holding both amounts, charges the redo's cost plus the lost attempt's reserved amount
+ *   as an estimate. One charge per call in the ledger; the dead process's own close (one that only
+ *   lost its connection) finds nothing open.
  * - Every store failure is a `BudgetStoreError` (`Llm` fails the call closed). A settle or release
  *   that failed is retried with the lease renewals until it lands.
  * - `Llm` reserves one attempt's worst case per round (input tokens × input price + max output
@@ -153,12 +155,6 @@ export interface ReserveRequest {
   readonly key?: string | undefined
 }
 
-/** An open reservation taken over by `adopt`: its id, and the amount it held before. */
-export interface Adopted {
-  readonly id: string
-  readonly adopted: Money.Money
-}
-
 /** What a settle charged: the cost, and the part of it above the reservation (0 when it fit). */
 export interface Settlement {
   readonly charged: Money.Money
@@ -179,11 +175,15 @@ export declare namespace BudgetStore {
     readonly extend: (request: ReserveRequest) => Effect.Effect<boolean, BudgetExceeded | BudgetStoreError>
     /**
      * Takes over the open reservation kept under `request.key` on the same counters, whoever owns it:
-     * it becomes `request.owner`'s with a new lease and `amount` more (or fails as `reserve` does,
-     * changing nothing), and remembers what it held before as adopted, which every close charges on
-     * top of its own cost. `undefined` when no such reservation is open.
+     * closes it as adopted (charging nothing: its amount moves) and opens `request.id` holding that
+     * amount, as adopted, plus `request.amount` (limits checked as `reserve` does; on failure nothing
+     * changes). Every close of the new reservation charges the adopted amount on top of its cost; the
+     * old owner's own close finds nothing open. Returns the adopted amount, `undefined` (and changes
+     * nothing) when no such reservation is open.
      */
-    readonly adopt: (request: ReserveRequest) => Effect.Effect<Adopted | undefined, BudgetExceeded | BudgetStoreError>
+    readonly adopt: (
+      request: ReserveRequest
+    ) => Effect.Effect<Money.Money | undefined, BudgetExceeded | BudgetStoreError>
     /**
      * Charges an open reservation at `amount` (plus what it adopted) and closes it, recording any
      * overrun; `undefined` when it was no longer open (reclaimed).
@@ -257,10 +257,10 @@ export interface ReserveOptions {
   /**
    * Names the call across processes (`withCallKeys` gives each call of a unit of work its own).
    * When a reservation made under the same key is still open (the process that made it died
-   * mid-call, and this call is its redo), it is adopted rather than left to its lease: this call
-   * adds its own worst case to it, and its close charges the lost attempt's amount on top of the
-   * cost, as an estimate. So the ledger holds one reservation for the call, and what the dead process
-   * may have been billed is still charged, never less.
+   * mid-call, and this call is its redo), it is adopted rather than left to its lease: this
+   * reservation takes its amount over on top of its own worst case, and its close charges the lost
+   * attempt's amount on top of the cost, as an estimate. So the ledger charges the call once, and
+   * what the dead process may have been billed is still charged, never less.
    */
   readonly key?: string | undefined
 }
@@ -679,16 +679,10 @@ export const make = (
           // One short statement, run uninterruptibly (unlike `write`): only a redo of a lost call adopts.
           return Effect.flatMap(
             store.adopt(request),
-            (taken): Effect.Effect<Reservation, BudgetExceeded | BudgetStoreError> => {
-              if (taken === undefined) return fresh
-              held.add(taken.id)
-              return Effect.succeed({
-                id: taken.id,
-                scope: path,
-                amount: taken.adopted + amount,
-                counters,
-                adopted: taken.adopted
-              })
+            (adopted): Effect.Effect<Reservation, BudgetExceeded | BudgetStoreError> => {
+              if (adopted === undefined) return fresh
+              held.add(id)
+              return Effect.succeed({ id, scope: path, amount: adopted + amount, counters, adopted })
             }
           )
         })
@@ -878,11 +872,11 @@ export const makeMemoryStore = (): BudgetStore.Service => {
   }
   type Open = {
     amount: Money.Money
-    owner: string
+    readonly owner: string
     readonly cells: ReadonlyArray<Cell>
     readonly counters: string
     readonly key: string | undefined
-    adopted: Money.Money
+    readonly adopted: Money.Money
     leaseUntil: number
   }
   const cells = new Map<string, Cell>()
@@ -965,25 +959,29 @@ export const makeMemoryStore = (): BudgetStore.Service => {
         return Effect.succeed(true)
       }),
     adopt: (request) =>
-      Effect.clockWith((clock) => {
+      Effect.clockWith((clock): Effect.Effect<Money.Money | undefined, BudgetExceeded | BudgetStoreError> => {
         const id = request.key === undefined ? undefined : openByKey.get(request.key)
-        const reservation = id === undefined ? undefined : open.get(id)
-        if (reservation === undefined || reservation.counters !== countersKey(request.counters)) {
+        const lost = id === undefined ? undefined : open.get(id)
+        if (lost === undefined || lost.counters !== countersKey(request.counters) || open.has(request.id)) {
           return Effect.succeed(undefined)
         }
         for (const [index, counter] of request.counters.entries()) {
-          const cell = reservation.cells[index]!
+          const cell = lost.cells[index]!
           if (!fits(counter, cell.spent, cell.reserved, request.amount)) {
             return Effect.fail(exceeded(counter, cell.spent, cell.reserved, request.amount))
           }
         }
-        for (const cell of reservation.cells) cell.reserved += request.amount
-        const adopted = reservation.amount
-        reservation.adopted = adopted
-        reservation.amount += request.amount
-        reservation.owner = request.owner
-        reservation.leaseUntil = clock.unsafeCurrentTimeMillis() + request.lease
-        return Effect.succeed<Adopted>({ id: id!, adopted })
+        for (const cell of lost.cells) cell.reserved += request.amount
+        open.delete(id!)
+        open.set(request.id, {
+          ...lost,
+          amount: lost.amount + request.amount,
+          owner: request.owner,
+          adopted: lost.amount,
+          leaseUntil: clock.unsafeCurrentTimeMillis() + request.lease
+        })
+        openByKey.set(request.key!, request.id)
+        return Effect.succeed(lost.amount)
       }),
     settle: (id, amount) => Effect.sync(() => close(id, (reservation) => amount + reservation.adopted)),
     release: (id) => Effect.sync(() => close(id, (reservation) => reservation.adopted) !== undefined),

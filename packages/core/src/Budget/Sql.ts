@@ -6,8 +6,8 @@
  *
  * Tables (prefix configurable, default `keel_budget`): `_counters` (spent, reserved and overrun per
  * scope, window and period), `_reservations` (every reservation: open with its lease, then settled,
- * released or reclaimed with the amount charged — the ledger; with its call key, and the amount it
- * adopted from a dead process's attempt at the same call, if any) and `_migrations`.
+ * released, reclaimed or adopted with the amount charged — the ledger; with its call key, and the
+ * amount it adopted from a dead process's attempt at the same call, if any) and `_migrations`.
  *
  * Atomicity and locks. Postgres: reserving, settling and releasing are one statement each (one round
  * trip, no transaction around it): it locks the chain's counter rows in key order, checks every limit
@@ -399,28 +399,31 @@ export const make = (
 
     /**
      * The open reservation under the request's key and counters, taken over in one transaction like
-     * `extend`: the row first (its owner, lease and amount; `adopted` is set from the amount before),
-     * then the counters in key order, rolled back when a limit would be passed.
+     * `extend`: the old row closed as `adopted` (charged 0), then the counters in key order, rolled back
+     * when a limit would be passed, then the new row holding the old amount (as `adopted`) and the new.
      */
-    const adopt = (
-      request: Budget.ReserveRequest
-    ): Effect.Effect<Budget.Adopted | undefined, BudgetExceeded | SqlError> =>
+    const adopt = (request: Budget.ReserveRequest): Effect.Effect<bigint | undefined, BudgetExceeded | SqlError> =>
       request.key === undefined ? Effect.succeed(undefined) : sql.withTransaction(
         Effect.gen(function*() {
           const now = yield* Clock.currentTimeMillis
           const keys = request.counters.map((counter) => counter.key)
-          const taken = yield* sql<{ readonly id: string; readonly adopted: string }>`UPDATE ${reservations}
-            SET owner = ${request.owner}, adopted = amount, amount = amount + ${request.amount},
-              lease_until = ${isPg ? sql`${dbNow} + ${request.lease}` : now + request.lease}
+          const at = isPg ? dbNow : sql`${now}`
+          const lost = yield* sql<{ readonly amount: string }>`UPDATE ${reservations}
+            SET status = 'adopted', charged = 0, closed_at = ${at}
             WHERE id = (SELECT id FROM ${reservations}
               WHERE call_key = ${request.key} AND status = 'open' AND counters = ${keys.join(",")} LIMIT 1)
               AND status = 'open'
-            RETURNING id, CAST(adopted AS TEXT) AS adopted`
-          const row = taken[0]
-          if (row === undefined) return undefined
+            RETURNING CAST(amount AS TEXT) AS amount`
+          if (lost[0] === undefined) return undefined
+          const adopted = BigInt(lost[0].amount)
           const rows = yield* bump(keys, request.amount, 0n)
           yield* checkFits(request.counters, rows, request.amount, true)
-          return { id: row.id, adopted: BigInt(row.adopted) }
+          yield* sql`INSERT INTO ${reservations}
+              (id, owner, amount, counters, created_at, lease_until, status, estimated, call_key, adopted)
+            SELECT ${request.id}, ${request.owner}, ${adopted + request.amount}, ${keys.join(",")}, stamp.at,
+              stamp.at + ${request.lease}, 'open', 0, ${request.key}, ${adopted}
+            FROM (SELECT ${at} AS at) stamp`
+          return adopted
         })
       )
 
