@@ -2,7 +2,8 @@
  * Runs a task over a stream of JSON lines into an output folder, resumably: results.jsonl (`id`,
  * `output`) and errors.jsonl (`id` or `line`, `errorTag`, `message`) get one line per item, written
  * synchronously as each item ends, so a `kill -9` loses nothing written; a rerun with the same folder
- * skips every id (and malformed line) already there. Items are taken as they are pulled (bounded
+ * skips every id (and malformed line) already there, and its calls adopt the budget reservations the
+ * killed run's calls of the same items left open (`Budget.withCallKeys`). Items are taken as they are pulled (bounded
  * memory); a first SIGINT stops taking new ones and lets the calls in flight finish, a second cancels
  * them. An error no further call can escape (bad key, quota, budget, unknown price) stops the run
  * at once, leaving its item to the next run. The summary (summary.json, and text) is read back from
@@ -10,6 +11,7 @@
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Batch from "@keel/core/Batch"
+import * as Budget from "@keel/core/Budget"
 import type * as CallLog from "@keel/core/CallLog"
 import * as Llm from "@keel/core/Llm"
 import type { LlmError } from "@keel/core/LlmError"
@@ -420,7 +422,10 @@ export const run = (options: Options) =>
                 ? { _tag: "Stop", error }
                 : { _tag: "Error", id: parsed.id, errorTag: error._tag, message: error.message }
             )
-          )
+          ),
+          // The folder's ledger knows the item by these keys: a rerun after a kill -9 adopts what the
+          // killed run's calls of it left open instead of leaving them to their lease.
+          Budget.withCallKeys(`${task.name}/${parsed.id}`)
         )
       )
     }

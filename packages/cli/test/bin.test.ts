@@ -3,7 +3,10 @@
  * errors exit 2 with one line on stderr, SIGTERM stops it cleanly, and a demo run stopped by Ctrl-C
  * or killed outright resumes with every listing once.
  */
+import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, it } from "@effect/vitest"
+import * as Money from "@keel/core/Money"
+import * as Sqlite from "@keel/core/Sqlite"
 import * as Simulator from "@keel/openai/Simulator"
 import * as Effect from "effect/Effect"
 import * as Schedule from "effect/Schedule"
@@ -204,6 +207,25 @@ describe("the keel binary", () => {
         const all = ended(out)
         assert.strictEqual(all.length, 120)
         assert.strictEqual(new Set(all).size, 120)
+
+        // The folder's ledger: the calls the killed run had in flight were adopted by their redo, not
+        // left open to their lease, and every charge is a call recorded in calls.jsonl.
+        const ledger = yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>
+          sql<{ status: string; n: number; charged: string | null }>`SELECT status, count(*) AS n,
+            CAST(sum(charged) AS TEXT) AS charged FROM keel_budget_reservations GROUP BY status`).pipe(
+            Effect.provide(Sqlite.layer({ filename: Path.join(out, "ledger.sqlite") })),
+            Effect.orDie
+          )
+        const byStatus = Object.fromEntries(ledger.map((row) => [row.status, row]))
+        assert.strictEqual(byStatus.open, undefined, JSON.stringify(ledger))
+        const charged = lines(Path.join(out, "calls.jsonl")).filter((call) =>
+          Number(call.costUsd ?? 0) > 0
+        )
+        assert.strictEqual(Number(byStatus.settled?.n ?? 0), charged.length)
+        assert.strictEqual(
+          BigInt(byStatus.settled?.charged ?? 0),
+          charged.reduce((sum, call) => sum + Money.unsafeParse(call.costUsd), 0n)
+        )
       }).pipe(Effect.scoped),
     { timeout: 240_000 }
   )
