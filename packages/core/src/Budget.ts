@@ -166,24 +166,20 @@ export class BudgetStore extends Context.Tag("@keel/core/Budget/BudgetStore")<Bu
 
 export declare namespace BudgetStore {
   export interface Service {
-    /** Adds `amount` to the reserved sum of every counter, or to none when one would pass its limit. */
-    readonly reserve: (request: ReserveRequest) => Effect.Effect<void, BudgetExceeded | BudgetStoreError>
+    /**
+     * Adds `amount` to the reserved sum of every counter, or to none when one would pass its limit.
+     * With a `key`, an open reservation kept under it on the same counters, whoever owns it, is
+     * adopted: closed as adopted (charging nothing: its amount moves) while `request.id` opens holding
+     * that amount, as adopted, plus `amount`. Every close of the new reservation charges the adopted
+     * amount on top of its cost; the old owner's own close finds nothing open. Returns the adopted
+     * amount (0 when none).
+     */
+    readonly reserve: (request: ReserveRequest) => Effect.Effect<Money.Money, BudgetExceeded | BudgetStoreError>
     /**
      * Adds `amount` to an open reservation (same id and counters), renewing its lease, or fails as
      * `reserve` does; false when the reservation is no longer open.
      */
     readonly extend: (request: ReserveRequest) => Effect.Effect<boolean, BudgetExceeded | BudgetStoreError>
-    /**
-     * Takes over the open reservation kept under `request.key` on the same counters, whoever owns it:
-     * closes it as adopted (charging nothing: its amount moves) and opens `request.id` holding that
-     * amount, as adopted, plus `request.amount` (limits checked as `reserve` does; on failure nothing
-     * changes). Every close of the new reservation charges the adopted amount on top of its cost; the
-     * old owner's own close finds nothing open. Returns the adopted amount, `undefined` (and changes
-     * nothing) when no such reservation is open.
-     */
-    readonly adopt: (
-      request: ReserveRequest
-    ) => Effect.Effect<Money.Money | undefined, BudgetExceeded | BudgetStoreError>
     /**
      * Charges an open reservation at `amount` (plus what it adopted) and closes it, recording any
      * overrun; `undefined` when it was no longer open (reclaimed).
@@ -552,9 +548,13 @@ export const make = (
      * written, so an interrupted reserve holds nothing; a release that fails is retried with the
      * renewals. The clean-up outlives the caller, and closing the budget waits for it.
      */
-    const write = (request: ReserveRequest): Effect.Effect<void, BudgetExceeded | BudgetStoreError> => {
-      const opened = Effect.sync(() => held.add(request.id))
-      if (store.synchronous === true) return Effect.zipRight(store.reserve(request), opened)
+    const write = (request: ReserveRequest): Effect.Effect<Money.Money, BudgetExceeded | BudgetStoreError> => {
+      const opened = (adopted: Money.Money) =>
+        Effect.sync(() => {
+          held.add(request.id)
+          return adopted
+        })
+      if (store.synchronous === true) return Effect.flatMap(store.reserve(request), opened)
       return Effect.flatMap(
         Effect.forkDaemon(Effect.interruptible(store.reserve(request))),
         (writing) =>
@@ -567,7 +567,7 @@ export const make = (
               )
               return Effect.zipRight(Effect.flatMap(cleanUp, track), Effect.failCause(cause))
             },
-            onSuccess: () => opened
+            onSuccess: opened
           })
       )
     }
@@ -673,17 +673,12 @@ export const make = (
           counters = countersOf(path, clock.unsafeCurrentTimeMillis())!
           const certain = spentSeen.size === 0 ? undefined : certainRefusal(counters, amount)
           if (certain !== undefined) return Effect.fail(certain)
-          const request: ReserveRequest = { id, owner, amount, counters, lease, key }
-          const fresh = Effect.as(write(request), { id, scope: path, amount, counters })
-          if (key === undefined) return fresh
-          // One short statement, run uninterruptibly (unlike `write`): only a redo of a lost call adopts.
-          return Effect.flatMap(
-            store.adopt(request),
-            (adopted): Effect.Effect<Reservation, BudgetExceeded | BudgetStoreError> => {
-              if (adopted === undefined) return fresh
-              held.add(id)
-              return Effect.succeed({ id, scope: path, amount: adopted + amount, counters, adopted })
-            }
+          return Effect.map(
+            write({ id, owner, amount, counters, lease, key }),
+            (adopted): Reservation =>
+              adopted === 0n
+                ? { id, scope: path, amount, counters }
+                : { id, scope: path, amount: adopted + amount, counters, adopted }
           )
         })
         const rememberRefusal = (error: BudgetExceeded | BudgetStoreError) =>
@@ -881,6 +876,7 @@ export const makeMemoryStore = (): BudgetStore.Service => {
   }
   const cells = new Map<string, Cell>()
   const open = new Map<string, Open>()
+  const nothingAdopted = Effect.succeed(0n)
   /** Ids of the open reservations made under a call key, by key. */
   const openByKey = new Map<string, string>()
   const countersKey = (counters: ReadonlyArray<Counter>) => counters.map((counter) => counter.key).join(",")
@@ -904,8 +900,12 @@ export const makeMemoryStore = (): BudgetStore.Service => {
   return BudgetStore.of({
     synchronous: true,
     reserve: (request) =>
-      Effect.clockWith((clock): Effect.Effect<void, BudgetExceeded | BudgetStoreError> => {
+      Effect.clockWith((clock): Effect.Effect<Money.Money, BudgetExceeded | BudgetStoreError> => {
         const now = clock.unsafeCurrentTimeMillis()
+        const counters = request.key === undefined ? "" : countersKey(request.counters)
+        const lostId = request.key === undefined ? undefined : openByKey.get(request.key)
+        const lost = lostId === undefined ? undefined : open.get(lostId)
+        const adopted = lost !== undefined && lost.counters === counters ? lost.amount : 0n
         if (open.has(request.id)) {
           return Effect.fail(
             new BudgetStoreError({ operation: "reserve", reason: `reservation ${request.id} is already open` })
@@ -931,17 +931,18 @@ export const makeMemoryStore = (): BudgetStore.Service => {
           found.push(cell)
         }
         for (const cell of found) cell.reserved += request.amount
+        if (adopted > 0n) open.delete(lostId!) // its amount moves to the new reservation, already reserved
         open.set(request.id, {
-          amount: request.amount,
+          amount: adopted + request.amount,
           owner: request.owner,
           cells: found,
-          counters: countersKey(request.counters),
+          counters,
           key: request.key,
-          adopted: 0n,
+          adopted,
           leaseUntil: now + request.lease
         })
         if (request.key !== undefined) openByKey.set(request.key, request.id)
-        return Effect.void
+        return adopted === 0n ? nothingAdopted : Effect.succeed(adopted)
       }),
     extend: (request) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
@@ -957,31 +958,6 @@ export const makeMemoryStore = (): BudgetStore.Service => {
         reservation.amount += request.amount
         reservation.leaseUntil = now + request.lease
         return Effect.succeed(true)
-      }),
-    adopt: (request) =>
-      Effect.clockWith((clock): Effect.Effect<Money.Money | undefined, BudgetExceeded | BudgetStoreError> => {
-        const id = request.key === undefined ? undefined : openByKey.get(request.key)
-        const lost = id === undefined ? undefined : open.get(id)
-        if (lost === undefined || lost.counters !== countersKey(request.counters) || open.has(request.id)) {
-          return Effect.succeed(undefined)
-        }
-        for (const [index, counter] of request.counters.entries()) {
-          const cell = lost.cells[index]!
-          if (!fits(counter, cell.spent, cell.reserved, request.amount)) {
-            return Effect.fail(exceeded(counter, cell.spent, cell.reserved, request.amount))
-          }
-        }
-        for (const cell of lost.cells) cell.reserved += request.amount
-        open.delete(id!)
-        open.set(request.id, {
-          ...lost,
-          amount: lost.amount + request.amount,
-          owner: request.owner,
-          adopted: lost.amount,
-          leaseUntil: clock.unsafeCurrentTimeMillis() + request.lease
-        })
-        openByKey.set(request.key!, request.id)
-        return Effect.succeed(lost.amount)
       }),
     settle: (id, amount) => Effect.sync(() => close(id, (reservation) => amount + reservation.adopted)),
     release: (id) => Effect.sync(() => close(id, (reservation) => reservation.adopted) !== undefined),

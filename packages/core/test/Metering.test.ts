@@ -54,7 +54,6 @@ const flakyStore = () => {
             if (state.downAfterReserve) state.down = true
           }))),
     extend: (request) => guard("extend", () => memory.extend(request)),
-    adopt: (request) => guard("adopt", () => memory.adopt(request)),
     settle: (id, amount, estimated) => guard("settle", () => memory.settle(id, amount, estimated)),
     release: (id) => guard("release", () => memory.release(id)),
     renew: (owner, lease) => guard("renew", () => memory.renew(owner, lease)),

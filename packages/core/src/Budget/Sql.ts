@@ -39,6 +39,7 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
+import type * as Statement from "@effect/sql/Statement"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
@@ -291,10 +292,11 @@ export const make = (
       } ON CONFLICT (key) DO NOTHING
         RETURNING key, CAST(spent AS TEXT) AS spent, CAST(reserved AS TEXT) AS reserved`
 
-    const ledgerRow = (request: Budget.ReserveRequest, now: number) => ({
+    const ledgerRow = (request: Budget.ReserveRequest, now: number, adopted: bigint) => ({
       id: request.id,
       owner: request.owner,
-      amount: request.amount,
+      amount: adopted + request.amount,
+      adopted,
       counters: request.counters.map((counter) => counter.key).join(","),
       created_at: now,
       lease_until: now + request.lease,
@@ -309,13 +311,18 @@ export const make = (
      * before) and whether it reserved. A request that does not fit by the counters as last committed
      * is refused without taking a lock (spent only grows, so a refusal that rests on spent stands; one
      * that rests on reservations is waited out and asked again), so the refusals of a burst do not
-     * queue on the chain's row locks in front of the reservations and settles that fit.
+     * queue on the chain's row locks in front of the reservations and settles that fit. When an open
+     * reservation under the request's key could be adopted, it writes nothing and says so (`adoptPg`
+     * follows): the usual call, with nothing to adopt, stays one statement.
      */
     const reservePgStatement = (request: Budget.ReserveRequest) => {
       const keys = request.counters.map((counter) => counter.key)
       const limits = request.counters.map((counter) => counter.limit === undefined ? null : String(counter.limit))
-      return sql<CounterRow & { readonly fits: boolean }>`WITH req AS (
+      return sql<CounterRow & { readonly fits: boolean; readonly adoptable: boolean }>`WITH req AS (
           SELECT * FROM unnest(CAST(${keys} AS TEXT[]), CAST(${limits} AS NUMERIC[])) AS r(key, lim)
+        ), adoptable AS (
+          SELECT EXISTS (SELECT 1 FROM ${reservations}
+            WHERE call_key = ${request.key ?? null} AND status = 'open' AND counters = ${keys.join(",")}) AS found
         ), peek AS (
           SELECT c.key, c.spent, c.reserved, req.lim FROM ${counters} c JOIN req ON c.key = req.key
         ), hopeful AS (
@@ -328,43 +335,90 @@ export const make = (
           ORDER BY c.key FOR UPDATE OF c
         ), verdict AS (
           SELECT count(*) = ${keys.length}
-            AND coalesce(bool_and(lim IS NULL OR spent + reserved + ${request.amount} <= lim), true) AS fits
+            AND coalesce(bool_and(lim IS NULL OR spent + reserved + ${request.amount} <= lim), true) AS fits,
+            NOT (SELECT found FROM adoptable) AS fresh
           FROM locked
         ), bumped AS (
           UPDATE ${counters} c SET reserved = c.reserved + ${request.amount}
-          FROM verdict WHERE verdict.fits AND c.key IN (SELECT key FROM locked)
+          FROM verdict WHERE verdict.fits AND verdict.fresh AND c.key IN (SELECT key FROM locked)
           RETURNING c.key
         ), written AS (
           INSERT INTO ${reservations} (id, owner, amount, counters, created_at, lease_until, status, estimated, call_key)
           SELECT ${request.id}, ${request.owner}, ${request.amount}, ${keys.join(",")}, stamp.at,
             stamp.at + ${request.lease}, 'open', 0, ${request.key ?? null}
-          FROM verdict, (SELECT ${dbNow} AS at) stamp WHERE verdict.fits
+          FROM verdict, (SELECT ${dbNow} AS at) stamp WHERE verdict.fits AND verdict.fresh
           RETURNING id
         )
         SELECT locked.key, CAST(locked.spent AS TEXT) AS spent, CAST(locked.reserved AS TEXT) AS reserved,
-          (SELECT fits FROM verdict) AS fits
+          (SELECT fits FROM verdict) AS fits, (SELECT found FROM adoptable) AS adoptable
         FROM locked
         UNION ALL
-        SELECT peek.key, CAST(peek.spent AS TEXT) AS spent, CAST(peek.reserved AS TEXT) AS reserved, false AS fits
+        SELECT peek.key, CAST(peek.spent AS TEXT) AS spent, CAST(peek.reserved AS TEXT) AS reserved, false AS fits,
+          false AS adoptable
         FROM peek WHERE NOT (SELECT yes FROM hopeful)`
     }
 
-    const reservePg = (request: Budget.ReserveRequest): Effect.Effect<void, BudgetExceeded | SqlError> =>
+    /**
+     * Closes the open reservation under the request's key and counters as adopted (charged 0),
+     * returning its amount; nothing when there is none.
+     */
+    const closeAdopted = (request: Budget.ReserveRequest, at: Statement.Fragment) =>
+      Effect.map(
+        sql<{ readonly amount: string }>`UPDATE ${reservations}
+          SET status = 'adopted', charged = 0, closed_at = ${at}
+          WHERE id = (SELECT id FROM ${reservations}
+            WHERE call_key = ${request.key ?? null} AND status = 'open'
+              AND counters = ${request.counters.map((counter) => counter.key).join(",")} LIMIT 1)
+            AND status = 'open'
+          RETURNING CAST(amount AS TEXT) AS amount`,
+        (rows) => rows[0] === undefined ? undefined : BigInt(rows[0].amount)
+      )
+
+    /**
+     * Postgres: adopting, in one transaction like `extend`: the old reservation closed as adopted, the
+     * counters in key order, rolled back when a limit would be passed, then the new row holding both
+     * amounts. Nothing when the reservation to adopt was closed meanwhile.
+     */
+    const adoptPg = (request: Budget.ReserveRequest): Effect.Effect<bigint | undefined, BudgetExceeded | SqlError> =>
+      sql.withTransaction(
+        Effect.gen(function*() {
+          const adopted = yield* closeAdopted(request, dbNow)
+          if (adopted === undefined) return undefined
+          const rows = yield* bump(request.counters.map((counter) => counter.key), request.amount, 0n)
+          yield* checkFits(request.counters, rows, request.amount, true)
+          yield* sql`INSERT INTO ${reservations}
+              (id, owner, amount, counters, created_at, lease_until, status, estimated, call_key, adopted)
+            SELECT ${request.id}, ${request.owner}, ${adopted + request.amount},
+              ${request.counters.map((counter) => counter.key).join(",")}, stamp.at, stamp.at + ${request.lease},
+              'open', 0, ${request.key ?? null}, ${adopted}
+            FROM (SELECT ${dbNow} AS at) stamp`
+          return adopted
+        })
+      )
+
+    const reservePg = (request: Budget.ReserveRequest): Effect.Effect<bigint, BudgetExceeded | SqlError> =>
       Effect.gen(function*() {
-        let rows = yield* reservePgStatement(request)
-        if (rows.length < request.counters.length) {
-          // First use of some counter (a new scope or period): create it empty, then reserve.
-          const found = new Set(rows.map((row) => row.key))
-          yield* createCounters(request.counters.filter((counter) => !found.has(counter.key)), 0n)
-          rows = yield* reservePgStatement(request)
+        for (;;) {
+          let rows = yield* reservePgStatement(request)
+          if (rows.length < request.counters.length) {
+            // First use of some counter (a new scope or period): create it empty, then reserve.
+            const found = new Set(rows.map((row) => row.key))
+            yield* createCounters(request.counters.filter((counter) => !found.has(counter.key)), 0n)
+            rows = yield* reservePgStatement(request)
+          }
+          if (rows[0]?.fits === true) {
+            if (rows[0].adoptable !== true) return 0n
+            const adopted = yield* adoptPg(request)
+            if (adopted !== undefined) return adopted
+            continue // closed meanwhile: reserve afresh
+          }
+          yield* checkFits(request.counters, rows, request.amount, false)
+          // Every limit fits now but did not when the statement ran: it was not written.
+          return yield* Effect.fail(Budget.exceeded(request.counters[0]!, 0n, 0n, request.amount))
         }
-        if (rows[0]?.fits === true) return
-        yield* checkFits(request.counters, rows, request.amount, false)
-        // Every limit fits now but did not when the statement ran: it was not written.
-        return yield* Effect.fail(Budget.exceeded(request.counters[0]!, 0n, 0n, request.amount))
       })
 
-    const reserveSqlite = (request: Budget.ReserveRequest): Effect.Effect<void, BudgetExceeded | SqlError> =>
+    const reserveSqlite = (request: Budget.ReserveRequest): Effect.Effect<bigint, BudgetExceeded | SqlError> =>
       sql.withTransaction(
         Effect.gen(function*() {
           const keys = request.counters.map((counter) => counter.key)
@@ -377,7 +431,9 @@ export const make = (
           }
           yield* checkFits(request.counters, rows, request.amount, true)
           const now = yield* Clock.currentTimeMillis
-          yield* sql`INSERT INTO ${reservations} ${sql.insert(ledgerRow(request, now))}`
+          const adopted = request.key === undefined ? 0n : (yield* closeAdopted(request, sql`${now}`)) ?? 0n
+          yield* sql`INSERT INTO ${reservations} ${sql.insert(ledgerRow(request, now, adopted))}`
+          return adopted
         })
       )
 
@@ -394,36 +450,6 @@ export const make = (
           const rows = yield* bump(request.counters.map((counter) => counter.key), request.amount, 0n)
           yield* checkFits(request.counters, rows, request.amount, true)
           return true
-        })
-      )
-
-    /**
-     * The open reservation under the request's key and counters, taken over in one transaction like
-     * `extend`: the old row closed as `adopted` (charged 0), then the counters in key order, rolled back
-     * when a limit would be passed, then the new row holding the old amount (as `adopted`) and the new.
-     */
-    const adopt = (request: Budget.ReserveRequest): Effect.Effect<bigint | undefined, BudgetExceeded | SqlError> =>
-      request.key === undefined ? Effect.succeed(undefined) : sql.withTransaction(
-        Effect.gen(function*() {
-          const now = yield* Clock.currentTimeMillis
-          const keys = request.counters.map((counter) => counter.key)
-          const at = isPg ? dbNow : sql`${now}`
-          const lost = yield* sql<{ readonly amount: string }>`UPDATE ${reservations}
-            SET status = 'adopted', charged = 0, closed_at = ${at}
-            WHERE id = (SELECT id FROM ${reservations}
-              WHERE call_key = ${request.key} AND status = 'open' AND counters = ${keys.join(",")} LIMIT 1)
-              AND status = 'open'
-            RETURNING CAST(amount AS TEXT) AS amount`
-          if (lost[0] === undefined) return undefined
-          const adopted = BigInt(lost[0].amount)
-          const rows = yield* bump(keys, request.amount, 0n)
-          yield* checkFits(request.counters, rows, request.amount, true)
-          yield* sql`INSERT INTO ${reservations}
-              (id, owner, amount, counters, created_at, lease_until, status, estimated, call_key, adopted)
-            SELECT ${request.id}, ${request.owner}, ${adopted + request.amount}, ${keys.join(",")}, stamp.at,
-              stamp.at + ${request.lease}, 'open', 0, ${request.key}, ${adopted}
-            FROM (SELECT ${at} AS at) stamp`
-          return adopted
         })
       )
 
@@ -645,7 +671,6 @@ export const make = (
     return Budget.BudgetStore.of({
       reserve: (request) => (isPg ? reservePg(request) : reserveSqlite(request)).pipe(operation("reserve")),
       extend: (request) => extend(request).pipe(operation("extend a reservation")),
-      adopt: (request) => adopt(request).pipe(operation("adopt a reservation")),
       settle: (id, amount, estimated) => close(id, "settled", amount, estimated).pipe(closing("settle")),
       release: (id) =>
         close(id, "released", 0n, false).pipe(

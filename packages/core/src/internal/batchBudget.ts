@@ -63,7 +63,7 @@ export const reserve = (
   }
   return Effect.flatMap(
     ledger.store.extend({ ...request, amount: 0n }),
-    (open) => open ? Effect.void : ledger.store.reserve(request)
+    (open) => open ? Effect.void : Effect.asVoid(ledger.store.reserve(request))
   )
 }
 
