@@ -3,11 +3,11 @@
  * `output`) and errors.jsonl (`id` or `line`, `errorTag`, `message`) get one line per item, written
  * synchronously as each item ends, so a `kill -9` loses nothing written; a rerun with the same folder
  * skips every id (and malformed line) already there, and its calls adopt the budget reservations the
- * killed run's calls of the same items left open (`Budget.withCallKeys`). Items are taken as they are pulled (bounded
- * memory); a first SIGINT stops taking new ones and lets the calls in flight finish, a second cancels
- * them. An error no further call can escape (bad key, quota, budget, unknown price) stops the run
- * at once, leaving its item to the next run. The summary (summary.json, and text) is read back from
- * the folder's files, so it covers every run into it.
+ * killed run's calls of the same items left open (`Budget.withCallKeys`). Items are taken as they are
+ * pulled (bounded memory); a first SIGINT stops taking new ones and lets the calls in flight finish,
+ * a second cancels them. An error no further call can escape (bad key, quota, budget, unknown price)
+ * stops the run at once, leaving its item to the next run. The summary (summary.json, and text) is
+ * read back from the folder's files, so it covers every run into it.
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Batch from "@keel/core/Batch"

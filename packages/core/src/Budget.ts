@@ -886,7 +886,7 @@ export const makeMemoryStore = (): BudgetStore.Service => {
     const reservation = open.get(id)
     if (reservation === undefined) return undefined
     open.delete(id)
-    if (reservation.key !== undefined) openByKey.delete(reservation.key)
+    if (reservation.key !== undefined && openByKey.get(reservation.key) === id) openByKey.delete(reservation.key)
     const charged = charge(reservation)
     const overrun = charged > reservation.amount ? charged - reservation.amount : 0n
     for (const cell of reservation.cells) {
