@@ -25,6 +25,14 @@ import { answer, limitScope, model, sqlLayer, type WorkerOptions } from "./utils
 import * as TestPrices from "./utils/prices.js"
 
 const usd = Money.unsafeParse
+/** The root's all-time counter, for reservations written to a store directly. */
+const globalTotal: Budget.Counter = {
+  key: "global|total|total",
+  scope: "global",
+  window: "total",
+  period: "total",
+  limit: undefined
+}
 const repoRoot = Path.resolve(import.meta.dirname, "../../..")
 const workerPath = Path.join(import.meta.dirname, "utils", "budget-worker.ts")
 const answerCost = Pricing.costOf(
@@ -212,13 +220,7 @@ describe.each(backends())("Budget/Sql on $name", (backend) => {
           id: "dead:1",
           owner: "dead",
           amount: usd("1"),
-          counters: [{
-            key: "global|total|total",
-            scope: "global",
-            window: "total",
-            period: "total",
-            limit: undefined
-          }],
+          counters: [globalTotal],
           lease: 600_000,
           key: "run:1/item:1/0"
         })
@@ -487,7 +489,7 @@ describe("Budget/Sql on SQLite: reclaim's clock", () => {
         id: "dead:1",
         owner: "dead",
         amount: usd("2"),
-        counters: [{ key: "global|total|total", scope: "global", window: "total", period: "total", limit: undefined }],
+        counters: [globalTotal],
         lease: 3_000
       })
       yield* Budget.make({ reclaimEvery: "1 second" }).pipe(Effect.provideService(Budget.BudgetStore, store))
@@ -638,13 +640,7 @@ describe.each(backends())("Budget/Sql on $name: leases and the store under load"
             id: "dead:1",
             owner: "dead",
             amount: usd("2"),
-            counters: [{
-              key: "global|total|total",
-              scope: "global",
-              window: "total",
-              period: "total",
-              limit: undefined
-            }],
+            counters: [globalTotal],
             lease: 300
           })
           const expiresAt = Date.now() + 300

@@ -148,7 +148,7 @@ export const make = ({ budget, policy, pricing, tokenizer }: Options): Stage => 
   const budgeted = (budget: Budget.Budget.Service) => <A>(state: CallState, round: Effect.Effect<A, LlmError>) =>
     Effect.withFiberRuntime<A, LlmError>((fiber) => {
       const request = state.request
-      // Under `Budget.withCallKeys` (a cluster worker's item), the round's key across processes.
+      // Under `Budget.withCallKeys` (an item of a run, local or on the cluster), the round's key across processes.
       const key = nextCallKey(fiber.getFiberRef(Budget.currentCallKeys))
       const price = pricing.lookup(request.model)
       if (price === undefined) return Effect.fail(new PricingUnknown({ model: request.model }))
