@@ -6,7 +6,8 @@
  * is warmed up, then measured over several rounds at concurrency 64; median and range, and what the
  * stage adds over bare.
  *
- *   npx tsx --conditions=@keel/source bench/stages.ts [--calls 20000] [--rounds 3] [--json bench/results/stages.json]
+ *   npx tsx --conditions=@keel/source bench/stages.ts [--calls 20000] [--rounds 3] [--only bare,production]
+ *     [--json bench/results/stages.json]
  */
 import { fork } from "node:child_process"
 import * as Fs from "node:fs"
@@ -104,8 +105,11 @@ const main = async () => {
   const timer = Results.start("stages")
   const calls = Results.numberFlag("calls", 20_000)
   const rounds = Results.numberFlag("rounds", 3)
+  const only = process.argv.includes("--only")
+    ? process.argv[process.argv.indexOf("--only") + 1]!.split(",")
+    : undefined
   const measured: Array<{ id: string; name: string; cpuUs: Stats.Figure }> = []
-  for (const c of configurations) {
+  for (const c of configurations.filter((c) => only === undefined || only.includes(c.id))) {
     const process_ = fork(import.meta.filename, ["--child", c.id, String(calls), String(rounds)], {
       stdio: ["ignore", "ignore", "inherit", "ipc"]
     })
@@ -116,7 +120,7 @@ const main = async () => {
     measured.push({ id: c.id, name: c.name, cpuUs: Stats.figure(cpu) })
     console.error(`stages: ${c.id} ${Stats.showFigure(Stats.figure(cpu))} µs per call`)
   }
-  const bare = measured[0]!.cpuUs.median
+  const bare = measured.find((m) => m.id === "bare")?.cpuUs.median ?? Number.NaN
   const rows = measured.map((m): Row => ({ ...m, addedUs: m.cpuUs.median - bare }))
   timer.finish({ calls, rounds, rows } satisfies Data)
   for (const row of rows) {

