@@ -278,10 +278,10 @@ export const make = (options: Options = {}): Effect.Effect<Llm.Service, LlmConfi
           return Effect.succeed({ request: request as LlmRequest.Resolved, reason: "request" })
         }
         if (Option.isSome(override)) {
-          return Effect.succeed({ request: { ...request, model: override.value }, reason: "withModel" })
+          return Effect.succeed({ request: Stage.withModel(request, override.value), reason: "withModel" })
         }
         if (options.defaultModel !== undefined) {
-          return Effect.succeed({ request: { ...request, model: options.defaultModel }, reason: "default" })
+          return Effect.succeed({ request: Stage.withModel(request, options.defaultModel), reason: "default" })
         }
         return Effect.fail(
           new InvalidRequest({

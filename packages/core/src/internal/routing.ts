@@ -11,7 +11,7 @@ import { InvalidRequest, type LlmError } from "../LlmError.js"
 import type * as LlmRequest from "../LlmRequest.js"
 import type * as Router from "../Router.js"
 import type * as Tokenizer from "../Tokenizer.js"
-import type { CallState, RouteState, Stage } from "./stage.js"
+import { type CallState, type RouteState, type Stage, withModel } from "./stage.js"
 
 export interface Options {
   readonly router: Router.Router.Service
@@ -63,7 +63,7 @@ export const make = ({ budget, router, tokenizer }: Options): Routing => {
   const choose: Routing["choose"] = (request, named) => {
     if (named !== undefined) {
       return Effect.succeed({
-        request: { ...request, model: named.model },
+        request: withModel(request, named.model),
         reason: named.reason,
         route: { chain: router.chainOf(named.model, request.tier), inputTokens: undefined, tried: [], hops: [] }
       })
@@ -72,7 +72,7 @@ export const make = ({ budget, router, tokenizer }: Options): Routing => {
       Effect.map(
         router.route(request, { inputTokens, budgetLeft: budgetLeft(request.scope) }),
         (route): Chosen => ({
-          request: { ...request, model: route.chain[0]!, tier: route.tier },
+          request: withModel(request, route.chain[0]!, route.tier),
           reason: route.reason,
           route: { chain: route.chain, inputTokens, tried: [], hops: [] }
         })
@@ -120,7 +120,7 @@ export const make = ({ budget, router, tokenizer }: Options): Routing => {
           route.hops.push({ model, reason: `skipped: ${skip}` })
           return next(index + 1, last)
         }
-        state.request = model === base.model ? base : { ...base, model }
+        state.request = model === base.model ? base : withModel(base, model)
         route.tried.push(model)
         if (index + 1 === route.chain.length) return self
         return Effect.catchIf(self, router.fallsBackOn, (error) => {

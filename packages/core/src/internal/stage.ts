@@ -102,3 +102,13 @@ export const compose = (stages: ReadonlyArray<Stage>): Composed => ({
   round: nest(stages.flatMap((stage) => stage.round === undefined ? [] : [stage.round])),
   attempt: nest(stages.flatMap((stage) => stage.attempt === undefined ? [] : [stage.attempt]))
 })
+
+/**
+ * The request sent to `model` (and under `tier`, when given). `Object.assign`, not a spread: V8 clones a request
+ * built key by key (as decoding builds it) on its slow path for a spread, ~1.5 µs against ~0.2 µs.
+ */
+export const withModel = (
+  request: LlmRequest.LlmRequest,
+  model: string,
+  tier?: LlmRequest.LlmRequest["tier"]
+): LlmRequest.Resolved => Object.assign({}, request, tier === undefined ? { model } : { model, tier })
