@@ -86,7 +86,9 @@ describe("LlmRequest.decode's hot path", () => {
         { messages: [{ role: "user", content: "hi" }], maxOutputTokens: 1.5 },
         { messages: [{ role: "user", content: "hi" }], scope: "a//b" },
         { messages: [{ role: "user", content: undefined }] },
-        { messages: [{ role: "user", content: "hi" }], metadata: { a: undefined } }
+        { messages: [{ role: "user", content: "hi" }], metadata: { a: undefined } },
+        // an own `__proto__` key (as JSON.parse makes it): the Schema's copy takes it as the prototype
+        JSON.parse(`{"messages":[{"role":"user","content":"hi"}],"tools":[{"name":"a","parameters":{"__proto__":[]}}]}`)
       ]
     ) {
       assert.isUndefined(conforming(input), JSON.stringify(input))

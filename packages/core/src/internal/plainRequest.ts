@@ -11,13 +11,17 @@ import * as StrictRules from "./strictRules.js"
 
 type Fields = Record<string, unknown>
 
-/** A plain object (the Schema takes any non-array object) whose own keys are all strings in `allowed` (when given). */
+/**
+ * A plain object (the Schema takes any non-array object) whose own keys are all strings in `allowed` (when
+ * given). An own `__proto__` key is left to the Schema: its records assign keys one by one, so that key sets
+ * the copy's prototype rather than a field.
+ */
 const plain = (value: unknown, allowed: ReadonlySet<string> | undefined): value is Fields => {
   if (typeof value !== "object" || value === null) return false
   const proto = Object.getPrototypeOf(value)
   if (proto !== Object.prototype && proto !== null) return false
   for (const key of Reflect.ownKeys(value)) {
-    if (typeof key !== "string" || (allowed !== undefined && !allowed.has(key))) return false
+    if (typeof key !== "string" || key === "__proto__" || (allowed !== undefined && !allowed.has(key))) return false
   }
   return true
 }
