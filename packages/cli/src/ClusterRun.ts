@@ -8,9 +8,9 @@
  * number, as a local run does. The run's id and its chunk size are kept in the folder
  * (cluster-run.json), so the same command with the same `--out` reattaches: chunks whose items are all
  * in the folder are skipped, the rest are sent again under the same keys (run, first line), which the
- * message storage deduplicates, so nothing is called twice. Outcomes are copied from the store as
- * workers write them and marked collected once in the folder; a line already in the folder is never
- * written again.
+ * message storage deduplicates, so nothing is called twice. Outcomes and call records are copied from
+ * the store as workers write them and marked collected once in the folder; a line already in the folder
+ * (an item by its id, a call by its `callId`) is never written again.
  */
 import * as ShardingConfig from "@effect/cluster/ShardingConfig"
 import * as FileSystem from "@effect/platform/FileSystem"
@@ -125,6 +125,7 @@ export const run = (options: Options) =>
     const keys = yield* Runner.done(out)
     const writeResults = yield* appender(Runner.resultsFile(out))
     const writeErrors = yield* appender(Runner.errorsFile(out))
+    const recorded = yield* Runner.recordedCalls(callsFile(out))
     const writeCalls = yield* appender(callsFile(out))
     const store = yield* Cluster.Store
     const client = yield* Cluster.ChunkEntity.client
@@ -251,7 +252,12 @@ export const run = (options: Options) =>
       for (;;) {
         const rows = yield* store.uncollectedCalls(run, 5_000)
         if (rows.length === 0) break
-        yield* writeCalls(rows.map((row) => row.record))
+        yield* writeCalls(
+          recorded.size === 0 ? rows.map((row) => row.record) : rows.flatMap((row) => {
+            const { callId } = JSON.parse(row.record) as { readonly callId: string }
+            return recorded.has(callId) ? [] : [row.record]
+          })
+        )
         yield* store.markCallsCollected(rows.map((row) => row.seq))
       }
     })

@@ -140,6 +140,29 @@ export const done = (out: string): Effect.Effect<Set<string>, OutputError> =>
     return keys
   })
 
+/**
+ * The call ids a call log already holds (its cut last line dropped first): a run reattached to the folder
+ * after a crash skips them, since the crash may have come between writing calls and marking them written.
+ */
+export const recordedCalls = (path: string): Effect.Effect<Set<string>, OutputError> =>
+  Effect.gen(function*() {
+    const ids = new Set<string>()
+    yield* Effect.try({
+      try: () => repairTail(path),
+      catch: (error) => new OutputError({ path, reason: reasonOf(error) })
+    })
+    yield* readLines(path, (line) => {
+      if (line === "") return
+      try {
+        const record = JSON.parse(line) as { callId?: unknown }
+        if (typeof record.callId === "string") ids.add(record.callId)
+      } catch {
+        // a line that is not JSON was not written by keel
+      }
+    })
+    return ids
+  })
+
 /** Appends lines synchronously (in the operating system's hands when it returns). */
 const appender = (path: string) =>
   Effect.acquireRelease(

@@ -4,7 +4,7 @@
  * ends once in the output folder, the ledger charges what calls.jsonl records, and a worker killed
  * with SIGKILL mid-run leaves its items to the others, with no item called twice but for the killed
  * worker's calls in flight, whose reservations the redo adopts (one per item in the ledger). A `keel run` killed and started again on its folder reattaches without
- * calling any item twice. Workers refuse to start on an unreachable Postgres or Redis.
+ * calling any item twice, nor writing any line twice. Workers refuse to start on an unreachable Postgres or Redis.
  */
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
@@ -154,6 +154,19 @@ describe("keel worker", () => {
     // Every worker took a share of the shards.
     const runners = await query<{ n: string }>(`SELECT count(*) AS n FROM ${schema}.keel_cluster_runners WHERE healthy`)
     assert.strictEqual(Number(runners[0]!.n), 3)
+
+    // A submitter killed after writing outcomes and calls to the folder but before marking them collected
+    // (and mid-line in calls.jsonl): the same command again writes each line once, the cut one whole.
+    const { run: runId } = JSON.parse(Fs.readFileSync(Path.join(out, "cluster-run.json"), "utf8"))
+    await query(`UPDATE ${schema}.keel_cluster_results SET collected = FALSE WHERE run_id = '${runId}'`)
+    await query(`UPDATE ${schema}.keel_cluster_calls SET collected = FALSE WHERE run_id = '${runId}'`)
+    const log = Path.join(out, "calls.jsonl")
+    Fs.truncateSync(log, Fs.statSync(log).size - 40)
+    const again = spawnKeel("run", "--cluster", postgresUrl, "--task", task, "--input", input(300, 1), "--out", out)
+    assert.strictEqual(await again.exited, 0, again.output())
+    assertEachOnce(out, 300, 1)
+    const recollected = jsonLines(log)
+    assert.deepStrictEqual(recollected.map((c) => c.callId).sort(), calls.map((c) => c.callId).sort())
     for (const worker of workers) worker.process.kill("SIGTERM")
     await Promise.all(workers.map((worker) => worker.exited))
   }, 180_000)
