@@ -48,6 +48,7 @@ import type * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as AST from "effect/SchemaAST"
 import { firstIssue } from "./internal/parseIssue.js"
+import * as PlainDecode from "./internal/plainDecode.js"
 import * as StrictRules from "./internal/strictRules.js"
 import type * as LlmRequest from "./LlmRequest.js"
 
@@ -524,9 +525,6 @@ const toWire = (ast: AST.AST, wire: Wire): AST.AST => {
   return out
 }
 
-const absentFromNull = (o: Option.Option<unknown>): Option.Option<unknown> =>
-  Option.isSome(o) && o.value === null ? Option.none() : o
-
 const nullFromAbsent = (o: Option.Option<unknown>): Option.Option<unknown> =>
   Option.isNone(o) || o.value === undefined ? Option.some(null) : o
 
@@ -558,7 +556,9 @@ const wireObject = (ast: AST.TypeLiteral, wire: Wire): AST.AST => {
     new AST.TypeLiteral(from, []),
     new AST.TypeLiteral(to, [], ast.annotations),
     new AST.TypeLiteralTransformation(
-      optional.map((ps) => new AST.PropertySignatureTransformation(ps.name, ps.name, absentFromNull, nullFromAbsent))
+      optional.map((ps) =>
+        new AST.PropertySignatureTransformation(ps.name, ps.name, PlainDecode.absentFromNull, nullFromAbsent)
+      )
     )
   )
 }
@@ -572,9 +572,13 @@ const build = <A, I>(schema: Schema.Schema<A, I, never>, limits: Limits): Strict
   const jsonSchema = toJsonSchema(schema.ast, limits)
   const wire = Schema.make<A, unknown, never>(toWire(schema.ast, { memo: new Map(), decodeOnly: false }))
   const decoder = Schema.make<A, unknown, never>(toWire(schema.ast, { memo: new Map(), decodeOnly: true }))
-  const decode = Schema.decodeUnknownEither(decoder, { errors: "first", onExcessProperty: "error" })
+  const decode = Schema.decodeUnknownEither(decoder, PlainDecode.parseOptions)
   const encode = Schema.encodeEither(wire, { errors: "first" })
-  const decodeUnknown = (u: unknown) => Either.mapLeft(decode(u), problem)
+  const plain = PlainDecode.compile(decoder.ast)
+  const decodeUnknown = (u: unknown): Either.Either<A, Problem> => {
+    const value = plain(u)
+    return value === PlainDecode.failed ? Either.mapLeft(decode(u), problem) : Either.right(value as A)
+  }
   return {
     schema,
     jsonSchema,
