@@ -139,6 +139,21 @@ describe("CallLog/JsonLines", () => {
       assert.deepStrictEqual(decoded.map((r) => r.callId), ["call-0", "call-1", "call-2", "call-3"])
     }))
 
+  it.effect("concurrent calls' records, written together, are each on disk when its call returns, once and whole", () =>
+    Effect.gen(function*() {
+      const path = Path.join(tempDir(), "concurrent.jsonl")
+      const records = Array.from({ length: 200 }, (_, i) => record(i))
+      yield* Effect.forEach(records, (r) =>
+        Effect.gen(function*() {
+          yield* Effect.yieldNow()
+          yield* CallLog.write(r)
+          assert.include(Fs.readFileSync(path, "utf8"), `"callId":"${r.callId}"`)
+        }), { concurrency: "unbounded", discard: true }).pipe(Effect.provide(JsonLines.layer({ path })))
+      const lines = Fs.readFileSync(path, "utf8").trimEnd().split("\n")
+      const ids = lines.map((line) => CallRecord.decodeUnknownSync(JSON.parse(line)).callId)
+      assert.deepStrictEqual([...ids].sort(), records.map((r) => r.callId).sort())
+    }))
+
   it.effect("creates a missing folder", () =>
     Effect.gen(function*() {
       const path = Path.join(tempDir(), "a", "b", "calls.jsonl")
