@@ -16,7 +16,7 @@ type Fields = Record<string, unknown>
  * given). An own `__proto__` key is left to the Schema: its records assign keys one by one, so that key sets
  * the copy's prototype rather than a field.
  */
-const plain = (value: unknown, allowed: ReadonlySet<string> | undefined): value is Fields => {
+export const plain = (value: unknown, allowed: ReadonlySet<string> | undefined): value is Fields => {
   if (typeof value !== "object" || value === null) return false
   const proto = Object.getPrototypeOf(value)
   if (proto !== Object.prototype && proto !== null) return false
