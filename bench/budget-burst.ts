@@ -466,9 +466,7 @@ const run = (name: string, store: Store, client: Layer.Layer<SqlClient.SqlClient
     )
     const afterSecond = yield* counterOf(prefix)
 
-    for (const table of ["counters", "reservations", "migrations"]) {
-      yield* sql.unsafe(`DROP TABLE IF EXISTS ${prefix}_${table}`)
-    }
+    yield* Effect.provideService(BudgetSql.drop(prefix), SqlClient.SqlClient, sql)
 
     const pct = (part: bigint, whole: bigint) => `${(Number((part * 100_000n) / whole) / 1000).toFixed(2)}%`
     const lines = [

@@ -268,11 +268,11 @@ const runCase = (kind: Kind, processes: number, calls: number, limit: bigint) =>
       spent = status.reduce((max, s) => (s.spent > max ? s.spent : max), 0n as bigint)
     }
     if (kind.endsWith("postgres")) {
-      yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>
-        Effect.forEach(
-          ["naive", "counters", "reservations", "migrations"],
-          (table) => sql.unsafe(`DROP TABLE IF EXISTS ${prefix}_${table}`)
-        )).pipe(Effect.provide(pg), Effect.ignore)
+      yield* Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(`DROP TABLE IF EXISTS ${prefix}_naive`)).pipe(
+        Effect.zipRight(BudgetSql.drop(prefix)),
+        Effect.provide(pg),
+        Effect.ignore
+      )
     }
     const failures: Record<string, number> = {}
     for (const r of done) for (const [tag, n] of Object.entries(r.failures)) failures[tag] = (failures[tag] ?? 0) + n

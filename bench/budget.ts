@@ -82,11 +82,7 @@ for (const concurrency of [1, 32]) {
   }
 }
 await Effect.runPromise(
-  Effect.flatMap(PgClient.PgClient, (sql) =>
-    Effect.forEach(
-      ["counters", "reservations", "migrations"],
-      (table) => sql.unsafe(`DROP TABLE IF EXISTS ${prefix}_${table}`)
-    )).pipe(Effect.provide(pg), Effect.ignore)
+  BudgetSql.drop(prefix).pipe(Effect.provide(pg), Effect.ignore)
 )
 
 // The token estimate a reservation needs: a typical scoring request (system + user + one tool); the

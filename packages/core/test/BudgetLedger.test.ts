@@ -53,10 +53,7 @@ const sqlStore = (client: Layer.Layer<SqlClient.SqlClient, unknown>, prefix: str
     const sql = Context.get(context, SqlClient.SqlClient)
     if (dropAfter) {
       yield* Effect.addFinalizer(() =>
-        Effect.orDie(Effect.forEach(
-          ["counters", "reservations", "migrations"],
-          (table) => sql.unsafe(`DROP TABLE IF EXISTS ${prefix}_${table}`)
-        ))
+        Effect.orDie(Effect.provideService(BudgetSql.drop(prefix), SqlClient.SqlClient, sql))
       )
     }
     const store = yield* Effect.orDie(Effect.provide(BudgetSql.make({ tablePrefix: prefix }), context))

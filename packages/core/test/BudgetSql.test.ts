@@ -50,13 +50,7 @@ const backends = (): ReadonlyArray<Backend> => [
   { name: "Postgres", store: { pg: "test" } }
 ]
 
-const dropTables = (prefix: string) =>
-  Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    for (const table of ["counters", "reservations", "migrations"]) {
-      yield* sql.unsafe(`DROP TABLE IF EXISTS ${prefix}_${table}`)
-    }
-  })
+const dropTables = (prefix: string) => BudgetSql.drop(prefix)
 
 /** Drops a Postgres prefix's tables when the scope closes, whatever happened (a failed run leaks nothing). */
 const dropTablesAfter = (backend: Backend, prefix: string) =>
@@ -588,7 +582,7 @@ describe("Budget/Sql on Postgres: migrations and waiting", () => {
         ),
         clients[0]!
       )
-      assert.deepStrictEqual(versions.map((row) => Number(row.version)), [1, 2, 3])
+      assert.deepStrictEqual(versions.map((row) => Number(row.version)), [1, 2, 3, 4])
     }).pipe(Effect.scoped))
 
   it.live("a waiting reserve on Postgres is interrupted without leaking a reservation", () =>

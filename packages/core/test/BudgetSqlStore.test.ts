@@ -44,10 +44,7 @@ const connect = (dialect: Dialect) =>
     const sql = Context.get(context, SqlClient.SqlClient)
     const prefix = freshPrefix()
     yield* Effect.addFinalizer(() =>
-      Effect.orDie(Effect.forEach(
-        ["counters", "reservations", "migrations"],
-        (table) => sql.unsafe(`DROP TABLE IF EXISTS ${prefix}_${table}`)
-      ))
+      Effect.orDie(Effect.provideService(BudgetSql.drop(prefix), SqlClient.SqlClient, sql))
     )
     return { sql, prefix }
   })
@@ -133,13 +130,41 @@ describe.each(dialects)("Budget/Sql's tables on $name", (dialect) => {
       yield* Effect.orDie(makeStore(sql, { tablePrefix: prefix }))
       const after = Date.now()
       const first = yield* versions(sql, prefix)
-      assert.deepStrictEqual(first.map(([version]) => version), [1, 2, 3])
+      assert.deepStrictEqual(first.map(([version]) => version), [1, 2, 3, 4])
       for (const [, appliedAt] of first) assert.isTrue(appliedAt >= before && appliedAt <= after, String(appliedAt))
       const store = yield* Effect.orDie(makeStore(sql, { tablePrefix: prefix }))
       assert.deepStrictEqual(yield* versions(sql, prefix), first)
       // The tables work: a reservation is written and read back.
       yield* Effect.orDie(store.reserve(request("a:1", "0.5", [total("global")])))
       assert.deepStrictEqual(yield* money(store, ["global|total|total"]), { "global|total|total": ["0", "0.5", "0"] })
+    }))
+
+  it.scoped("drop removes the ledger, tables and (Postgres) functions: a store opened again starts empty", () =>
+    Effect.gen(function*() {
+      const { prefix, sql } = yield* connect(dialect)
+      const store = yield* Effect.orDie(makeStore(sql, { tablePrefix: prefix }))
+      yield* Effect.orDie(store.reserve(request("a:1", "0.5", [total("global")])))
+      const objects = sql.onDialectOrElse({
+        pg: () =>
+          sql.unsafe<{ readonly name: string }>(
+            `SELECT tablename AS name FROM pg_tables WHERE tablename LIKE '${prefix}%'
+             UNION ALL SELECT proname AS name FROM pg_proc WHERE proname LIKE '${prefix}%'`
+          ),
+        orElse: () =>
+          sql.unsafe<{ readonly name: string }>(`SELECT name FROM sqlite_master WHERE name LIKE '${prefix}%'`)
+      }).pipe(Effect.orDie, Effect.map((rows) => rows.map((row) => row.name).sort()))
+      const named = (...names: Array<string>) => names.map((name) => `${prefix}_${name}`).sort()
+      // SQLite's objects include the indexes; Postgres lists tables and functions only.
+      assert.includeMembers(
+        yield* objects,
+        dialect.name === "Postgres"
+          ? named("counters", "reservations", "migrations", "reserve", "close")
+          : named("counters", "reservations", "migrations")
+      )
+      yield* Effect.orDie(Effect.provideService(BudgetSql.drop(prefix), SqlClient.SqlClient, sql))
+      assert.deepStrictEqual(yield* objects, [])
+      const reopened = yield* Effect.orDie(makeStore(sql, { tablePrefix: prefix }))
+      assert.deepStrictEqual(yield* money(reopened, ["global|total|total"]), { "global|total|total": ["0", "0", "0"] })
     }))
 
   it.scoped("a ledger at version 1 gets versions 2 and 3 only (overrun; call keys), keeping its rows", () =>
@@ -157,7 +182,7 @@ describe.each(dialects)("Budget/Sql's tables on $name", (dialect) => {
         sql.unsafe(`DELETE FROM ${prefix}_migrations WHERE version >= 2`)
       ]))
       const upgraded = yield* Effect.orDie(makeStore(sql, { tablePrefix: prefix }))
-      assert.deepStrictEqual((yield* versions(sql, prefix)).map(([version]) => version), [1, 2, 3])
+      assert.deepStrictEqual((yield* versions(sql, prefix)).map(([version]) => version), [1, 2, 3, 4])
       assert.deepStrictEqual(yield* Effect.orDie(upgraded.settle("a:1", usd("0.75"), false)), {
         charged: usd("0.75"),
         overrun: usd("0.5")
@@ -195,14 +220,11 @@ describe.each(dialects)("Budget/Sql's tables on $name", (dialect) => {
       for (const good of goods) {
         const tables = good.toLowerCase()
         yield* Effect.addFinalizer(() =>
-          Effect.orDie(Effect.forEach(
-            ["counters", "reservations", "migrations"],
-            (table) => sql.unsafe(`DROP TABLE IF EXISTS ${tables}_${table}`)
-          ))
+          Effect.orDie(Effect.provideService(BudgetSql.drop(good), SqlClient.SqlClient, sql))
         )
         const store = yield* Effect.orDie(makeStore(sql, { tablePrefix: good, concurrency: 1 }))
         yield* Effect.orDie(store.reserve(request("a:1", "1", [total("global")])))
-        assert.deepStrictEqual(yield* versions(sql, tables).pipe(Effect.map((v) => v.length)), 3)
+        assert.deepStrictEqual(yield* versions(sql, tables).pipe(Effect.map((v) => v.length)), 4)
         assert.deepStrictEqual(yield* money(store, ["global|total|total"]), { "global|total|total": ["0", "1", "0"] })
       }
     }))

@@ -7,7 +7,8 @@
  * Tables (prefix configurable, default `keel_budget`): `_counters` (spent, reserved and overrun per
  * scope, window and period), `_reservations` (every reservation: open with its lease, then settled,
  * released, reclaimed or adopted with the amount charged — the ledger; with its call key, and the
- * amount it adopted from a dead process's attempt at the same call, if any) and `_migrations`.
+ * amount it adopted from a dead process's attempt at the same call, if any) and `_migrations`; on
+ * Postgres also the functions `_reserve` and `_close` (see `reserveFunction`).
  *
  * Atomicity and locks. Postgres: reserving, settling and releasing are one statement each (one round
  * trip, no transaction around it): it locks the chain's counter rows in key order, checks every limit
@@ -130,13 +131,115 @@ const typed = (operation: string) =>
     )
   ) as Effect.Effect<A, Exclude<E, SqlError> | Budget.BudgetStoreError, R>
 
-type Migration = (tables: Tables) => ReadonlyArray<string>
+type Migration = (tables: Tables, dialect: "pg" | "sqlite") => ReadonlyArray<string>
 
 interface Tables {
   readonly counters: string
   readonly reservations: string
   readonly migrations: string
+  /** Postgres: the functions that reserve and close (see `reserveFunction`). */
+  readonly reserve: string
+  readonly close: string
 }
+
+/** Postgres: the database's clock in epoch milliseconds, read anew at each use (a row's two times read it once). */
+const pgNow = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+
+/**
+ * Postgres: a reservation in one statement. Lock the chain's counters in key order, check every
+ * limit, and only when all fit add the amount and write the ledger row. Returns the counters found
+ * (their sums before) and whether it reserved. A request that does not fit by the counters as last
+ * committed is refused without taking a lock (spent only grows, so a refusal that rests on spent
+ * stands; one that rests on reservations is waited out and asked again), so the refusals of a burst
+ * do not queue on the chain's row locks in front of the reservations and settles that fit. When an
+ * open reservation under the request's key could be adopted, it writes nothing and says so (`adoptPg`
+ * follows): the usual call, with nothing to adopt, stays one statement.
+ *
+ * A PL/pgSQL function rather than the statement itself: a function's statements are planned once per
+ * connection, while a statement sent as text is planned on every call, and planning this one took
+ * about twice as long as running it (0.36 against 0.16 ms warm; 0.77 ms a call in three cluster
+ * workers sharing 2 cores). `use_column`: a bare name is the column, not the result's field. The
+ * migration that creates it runs once per ledger: a change to it is a new step (`CREATE OR REPLACE`).
+ */
+const reserveFunction = (t: Tables) =>
+  `CREATE OR REPLACE FUNCTION ${t.reserve}(p_keys TEXT[], p_limits NUMERIC[], p_amount BIGINT, p_id TEXT,
+    p_owner TEXT, p_lease BIGINT, p_call_key TEXT)
+  RETURNS TABLE (key TEXT, spent TEXT, reserved TEXT, fits BOOLEAN, adoptable BOOLEAN)
+  LANGUAGE plpgsql AS $$
+  #variable_conflict use_column
+  BEGIN
+    RETURN QUERY WITH req AS (
+      SELECT * FROM unnest(p_keys, p_limits) AS r(key, lim)
+    ), adoptable AS (
+      SELECT EXISTS (SELECT 1 FROM ${t.reservations}
+        WHERE call_key = p_call_key AND status = 'open' AND counters = array_to_string(p_keys, ',')) AS found
+    ), peek AS (
+      SELECT c.key, c.spent, c.reserved, req.lim FROM ${t.counters} c JOIN req ON c.key = req.key
+    ), hopeful AS (
+      SELECT count(*) = cardinality(p_keys)
+        AND coalesce(bool_and(lim IS NULL OR spent + reserved + p_amount <= lim), true) AS yes
+      FROM peek
+    ), locked AS (
+      SELECT c.key, c.spent, c.reserved, req.lim FROM ${t.counters} c JOIN req ON c.key = req.key
+      WHERE (SELECT yes FROM hopeful)
+      ORDER BY c.key FOR UPDATE OF c
+    ), verdict AS (
+      SELECT count(*) = cardinality(p_keys)
+        AND coalesce(bool_and(lim IS NULL OR spent + reserved + p_amount <= lim), true) AS fits,
+        NOT (SELECT found FROM adoptable) AS fresh
+      FROM locked
+    ), bumped AS (
+      UPDATE ${t.counters} c SET reserved = c.reserved + p_amount
+      FROM verdict WHERE verdict.fits AND verdict.fresh AND c.key IN (SELECT key FROM locked)
+      RETURNING c.key
+    ), written AS (
+      INSERT INTO ${t.reservations} (id, owner, amount, counters, created_at, lease_until, status, estimated, call_key)
+      SELECT p_id, p_owner, p_amount, array_to_string(p_keys, ','), stamp.at, stamp.at + p_lease, 'open', 0, p_call_key
+      FROM verdict, (SELECT ${pgNow} AS at) stamp WHERE verdict.fits AND verdict.fresh
+      RETURNING id
+    )
+    SELECT locked.key, CAST(locked.spent AS TEXT), CAST(locked.reserved AS TEXT),
+      (SELECT fits FROM verdict), (SELECT found FROM adoptable)
+    FROM locked
+    UNION ALL
+    SELECT peek.key, CAST(peek.spent AS TEXT), CAST(peek.reserved AS TEXT), false, false
+    FROM peek WHERE NOT (SELECT yes FROM hopeful);
+  END
+  $$`
+
+/**
+ * Postgres: a close in one statement (a function, as `reserveFunction`): close the reservation if
+ * open, charging the cost plus what it adopted (estimated when it adopted anything; a release of an
+ * adopted reservation is a settle of what it adopted), and move its amount on its counters, locked in
+ * key order. Nothing when it was not open.
+ */
+const closeFunction = (t: Tables) =>
+  `CREATE OR REPLACE FUNCTION ${t.close}(p_id TEXT, p_status TEXT, p_charged BIGINT, p_estimated INTEGER)
+  RETURNS TABLE (amount TEXT, charged TEXT)
+  LANGUAGE plpgsql AS $$
+  #variable_conflict use_column
+  BEGIN
+    RETURN QUERY WITH closed AS (
+      UPDATE ${t.reservations}
+      SET status = CASE WHEN adopted > 0 THEN 'settled' ELSE p_status END, charged = p_charged + adopted,
+        estimated = CASE WHEN adopted > 0 THEN 1 ELSE p_estimated END, closed_at = ${pgNow}
+      WHERE id = p_id AND status = 'open'
+      RETURNING amount, counters, charged
+    ), bumped AS (
+      UPDATE ${t.counters} AS c
+      SET reserved = c.reserved - closed.amount, spent = c.spent + closed.charged,
+        overrun = c.overrun + GREATEST(closed.charged - closed.amount, 0)
+      FROM closed, (
+        SELECT k.key FROM ${t.counters} k, closed
+        WHERE k.key = ANY(string_to_array(closed.counters, ','))
+        ORDER BY k.key FOR UPDATE OF k
+      ) AS locked
+      WHERE c.key = locked.key
+      RETURNING c.key
+    )
+    SELECT CAST(closed.amount AS TEXT), CAST(closed.charged AS TEXT) FROM closed;
+  END
+  $$`
 
 /** Schema versions, applied in order once each. Never edit a released step: add one. */
 const migrations: ReadonlyArray<Migration> = [
@@ -171,7 +274,8 @@ const migrations: ReadonlyArray<Migration> = [
     `ALTER TABLE ${t.reservations} ADD COLUMN call_key TEXT`,
     `ALTER TABLE ${t.reservations} ADD COLUMN adopted BIGINT NOT NULL DEFAULT 0`,
     `CREATE INDEX ${t.reservations}_call_key ON ${t.reservations} (call_key) WHERE status = 'open'`
-  ]
+  ],
+  (t, dialect) => dialect === "pg" ? [reserveFunction(t), closeFunction(t)] : []
 ]
 
 /**
@@ -180,6 +284,7 @@ const migrations: ReadonlyArray<Migration> = [
  * write lock at once (a transaction that reads first cannot wait for the lock when it later writes).
  */
 const migrate = (sql: SqlClient.SqlClient, tables: Tables) => {
+  const dialect = sql.onDialectOrElse({ pg: () => "pg" as const, orElse: () => "sqlite" as const })
   const createVersions = sql.unsafe(
     `CREATE TABLE IF NOT EXISTS ${tables.migrations} (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`
   )
@@ -198,7 +303,7 @@ const migrate = (sql: SqlClient.SqlClient, tables: Tables) => {
         for (const [index, migration] of migrations.entries()) {
           const version = index + 1
           if (applied.has(version)) continue
-          for (const statement of migration(tables)) yield* sql.unsafe(statement)
+          for (const statement of migration(tables, dialect)) yield* sql.unsafe(statement)
           yield* sql`INSERT INTO ${sql(tables.migrations)} (version, applied_at) VALUES (${version}, ${Date.now()})`
         }
       })
@@ -229,37 +334,65 @@ const checkFits = (
   })
 
 /** Builds the store over the `SqlClient` in context, migrating its tables first. */
+/**
+ * The names of a prefix's tables and functions, in lower case, as Postgres folds the unquoted names of
+ * the migrations; the quoted names of the later statements then name the same tables (SQLite ignores
+ * case either way).
+ */
+const tablesOf = (tablePrefix: string): Effect.Effect<Tables, Budget.BudgetConfigError> => {
+  if (!/^[A-Za-z_][A-Za-z0-9_]{0,40}$/.test(tablePrefix)) {
+    return Effect.fail(
+      new Budget.BudgetConfigError({
+        field: "tablePrefix",
+        reason: "must be letters, digits and underscores, starting with a letter or underscore"
+      })
+    )
+  }
+  const prefix = tablePrefix.toLowerCase()
+  return Effect.succeed({
+    counters: `${prefix}_counters`,
+    reservations: `${prefix}_reservations`,
+    migrations: `${prefix}_migrations`,
+    reserve: `${prefix}_reserve`,
+    close: `${prefix}_close`
+  })
+}
+
+/**
+ * Removes a ledger (default prefix `keel_budget`): its tables and, on Postgres, its functions. What
+ * it held is gone.
+ */
+export const drop = (
+  tablePrefix = "keel_budget"
+): Effect.Effect<void, Budget.BudgetStoreError | Budget.BudgetConfigError, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const tables = yield* tablesOf(tablePrefix)
+    const sql = yield* SqlClient.SqlClient
+    for (const table of [tables.counters, tables.reservations, tables.migrations]) {
+      yield* sql.unsafe(`DROP TABLE IF EXISTS ${table}`)
+    }
+    yield* sql.onDialectOrElse({
+      pg: () => sql.unsafe(`DROP FUNCTION IF EXISTS ${tables.reserve}, ${tables.close}`),
+      orElse: () => Effect.void
+    })
+  }).pipe(typed("drop the budget ledger"))
+
 export const make = (
   options: Options = {}
 ): Effect.Effect<Budget.BudgetStore.Service, Budget.BudgetStoreError | Budget.BudgetConfigError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
-    const tablePrefix = options.tablePrefix ?? "keel_budget"
-    if (!/^[A-Za-z_][A-Za-z0-9_]{0,40}$/.test(tablePrefix)) {
-      return yield* new Budget.BudgetConfigError({
-        field: "tablePrefix",
-        reason: "must be letters, digits and underscores, starting with a letter or underscore"
-      })
-    }
+    const tables = yield* tablesOf(options.tablePrefix ?? "keel_budget")
     const concurrency = options.concurrency ?? 4
     if (!Number.isInteger(concurrency) || concurrency < 1) {
       return yield* new Budget.BudgetConfigError({ field: "concurrency", reason: "must be a positive integer" })
     }
     const sql = yield* SqlClient.SqlClient
-    // Lower case, as Postgres folds the unquoted names of the migrations; the quoted names of the
-    // later statements then name the same tables (SQLite ignores case either way).
-    const prefix = tablePrefix.toLowerCase()
-    const tables: Tables = {
-      counters: `${prefix}_counters`,
-      reservations: `${prefix}_reservations`,
-      migrations: `${prefix}_migrations`
-    }
     yield* migrate(sql, tables).pipe(retryTransient, typed("open the budget ledger"))
 
     const counters = sql(tables.counters)
     const reservations = sql(tables.reservations)
     const isPg = sql.onDialectOrElse({ pg: () => true, orElse: () => false })
-    /** Postgres: the database's clock in epoch milliseconds, read anew at each use (a row's two times read it once). */
-    const dbNow = sql.literal("CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)")
+    const dbNow = sql.literal(pgNow)
 
     /**
      * Adds `delta` to the reserved sum, `charge` to spent and `overrun` to overrun of the counters
@@ -305,58 +438,12 @@ export const make = (
       call_key: request.key ?? null
     })
 
-    /**
-     * Postgres, one statement: lock the chain's counters in key order, check every limit, and only
-     * when all fit add the amount and write the ledger row. Returns the counters found (their sums
-     * before) and whether it reserved. A request that does not fit by the counters as last committed
-     * is refused without taking a lock (spent only grows, so a refusal that rests on spent stands; one
-     * that rests on reservations is waited out and asked again), so the refusals of a burst do not
-     * queue on the chain's row locks in front of the reservations and settles that fit. When an open
-     * reservation under the request's key could be adopted, it writes nothing and says so (`adoptPg`
-     * follows): the usual call, with nothing to adopt, stays one statement.
-     */
-    const reservePgStatement = (request: Budget.ReserveRequest) => {
-      const keys = request.counters.map((counter) => counter.key)
-      const limits = request.counters.map((counter) => counter.limit === undefined ? null : String(counter.limit))
-      return sql<CounterRow & { readonly fits: boolean; readonly adoptable: boolean }>`WITH req AS (
-          SELECT * FROM unnest(CAST(${keys} AS TEXT[]), CAST(${limits} AS NUMERIC[])) AS r(key, lim)
-        ), adoptable AS (
-          SELECT EXISTS (SELECT 1 FROM ${reservations}
-            WHERE call_key = ${request.key ?? null} AND status = 'open' AND counters = ${keys.join(",")}) AS found
-        ), peek AS (
-          SELECT c.key, c.spent, c.reserved, req.lim FROM ${counters} c JOIN req ON c.key = req.key
-        ), hopeful AS (
-          SELECT count(*) = ${keys.length}
-            AND coalesce(bool_and(lim IS NULL OR spent + reserved + ${request.amount} <= lim), true) AS yes
-          FROM peek
-        ), locked AS (
-          SELECT c.key, c.spent, c.reserved, req.lim FROM ${counters} c JOIN req ON c.key = req.key
-          WHERE (SELECT yes FROM hopeful)
-          ORDER BY c.key FOR UPDATE OF c
-        ), verdict AS (
-          SELECT count(*) = ${keys.length}
-            AND coalesce(bool_and(lim IS NULL OR spent + reserved + ${request.amount} <= lim), true) AS fits,
-            NOT (SELECT found FROM adoptable) AS fresh
-          FROM locked
-        ), bumped AS (
-          UPDATE ${counters} c SET reserved = c.reserved + ${request.amount}
-          FROM verdict WHERE verdict.fits AND verdict.fresh AND c.key IN (SELECT key FROM locked)
-          RETURNING c.key
-        ), written AS (
-          INSERT INTO ${reservations} (id, owner, amount, counters, created_at, lease_until, status, estimated, call_key)
-          SELECT ${request.id}, ${request.owner}, ${request.amount}, ${keys.join(",")}, stamp.at,
-            stamp.at + ${request.lease}, 'open', 0, ${request.key ?? null}
-          FROM verdict, (SELECT ${dbNow} AS at) stamp WHERE verdict.fits AND verdict.fresh
-          RETURNING id
-        )
-        SELECT locked.key, CAST(locked.spent AS TEXT) AS spent, CAST(locked.reserved AS TEXT) AS reserved,
-          (SELECT fits FROM verdict) AS fits, (SELECT found FROM adoptable) AS adoptable
-        FROM locked
-        UNION ALL
-        SELECT peek.key, CAST(peek.spent AS TEXT) AS spent, CAST(peek.reserved AS TEXT) AS reserved, false AS fits,
-          false AS adoptable
-        FROM peek WHERE NOT (SELECT yes FROM hopeful)`
-    }
+    /** Postgres: `reserveFunction`, in one statement. */
+    const reservePgStatement = (request: Budget.ReserveRequest) =>
+      sql<CounterRow & { readonly fits: boolean; readonly adoptable: boolean }>`SELECT * FROM ${sql(tables.reserve)}(
+        ${request.counters.map((counter) => counter.key)},
+        ${request.counters.map((counter) => counter.limit === undefined ? null : String(counter.limit))},
+        ${request.amount}, ${request.id}, ${request.owner}, ${request.lease}, ${request.key ?? null})`
 
     /**
      * Closes the open reservation under the request's key and counters as adopted (charged 0),
@@ -463,27 +550,9 @@ export const make = (
       sql`status = CASE WHEN adopted > 0 THEN 'settled' ELSE ${status} END, charged = ${charged} + adopted,
         estimated = CASE WHEN adopted > 0 THEN 1 ELSE ${estimated ? 1 : 0} END`
 
-    /** Postgres, one statement: close the reservation if open and move its amount on its counters (locked in key order). */
+    /** Postgres: `closeFunction`, in one statement. */
     const closePg = (id: string, status: "settled" | "released", charged: bigint, estimated: boolean) =>
-      sql<Closed>`WITH closed AS (
-          UPDATE ${reservations}
-          SET ${closeColumns(status, charged, estimated)}, closed_at = ${dbNow}
-          WHERE id = ${id} AND status = 'open'
-          RETURNING amount, counters, charged
-        ), bumped AS (
-          UPDATE ${counters} AS c
-          SET reserved = c.reserved - closed.amount, spent = c.spent + closed.charged,
-            overrun = c.overrun + GREATEST(closed.charged - closed.amount, 0)
-          FROM closed, (
-            SELECT k.key FROM ${counters} k, closed
-            WHERE k.key = ANY(string_to_array(closed.counters, ','))
-            ORDER BY k.key FOR UPDATE OF k
-          ) AS locked
-          WHERE c.key = locked.key
-          RETURNING c.key
-        )
-        SELECT CAST(amount AS TEXT) AS amount, CAST(charged AS TEXT) AS charged, (SELECT count(*) FROM bumped) AS touched
-        FROM closed`
+      sql<Closed>`SELECT * FROM ${sql(tables.close)}(${id}, ${status}, ${charged}, ${estimated ? 1 : 0})`
 
     const closeSqlite = (id: string, status: "settled" | "released", charged: bigint, estimated: boolean) =>
       sql.withTransaction(
