@@ -333,7 +333,6 @@ const checkFits = (
     return Effect.void
   })
 
-/** Builds the store over the `SqlClient` in context, migrating its tables first. */
 /**
  * The names of a prefix's tables and functions, in lower case, as Postgres folds the unquoted names of
  * the migrations; the quoted names of the later statements then name the same tables (SQLite ignores
@@ -377,6 +376,7 @@ export const drop = (
     })
   }).pipe(typed("drop the budget ledger"))
 
+/** Builds the store over the `SqlClient` in context, migrating its tables first. */
 export const make = (
   options: Options = {}
 ): Effect.Effect<Budget.BudgetStore.Service, Budget.BudgetStoreError | Budget.BudgetConfigError, SqlClient.SqlClient> =>
@@ -543,8 +543,9 @@ export const make = (
     type Closed = { readonly amount: string; readonly charged: string }
 
     /**
-     * What a close writes: the cost plus what the reservation adopted, estimated when it adopted
-     * anything; a release of an adopted reservation is a settle of what it adopted.
+     * What a close writes on SQLite (Postgres's `closeFunction` writes the same): the cost plus what
+     * the reservation adopted, estimated when it adopted anything; a release of an adopted
+     * reservation is a settle of what it adopted.
      */
     const closeColumns = (status: "settled" | "released", charged: bigint, estimated: boolean) =>
       sql`status = CASE WHEN adopted > 0 THEN 'settled' ELSE ${status} END, charged = ${charged} + adopted,
