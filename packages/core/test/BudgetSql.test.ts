@@ -50,12 +50,10 @@ const backends = (): ReadonlyArray<Backend> => [
   { name: "Postgres", store: { pg: "test" } }
 ]
 
-const dropTables = (prefix: string) => BudgetSql.drop(prefix)
-
-/** Drops a Postgres prefix's tables when the scope closes, whatever happened (a failed run leaks nothing). */
+/** Drops a Postgres prefix's ledger (tables and functions) when the scope closes, whatever happened (a failed run leaks nothing). */
 const dropTablesAfter = (backend: Backend, prefix: string) =>
   "pg" in backend.store
-    ? Effect.addFinalizer(() => Effect.orDie(Effect.provide(dropTables(prefix), sqlLayer(backend.store))))
+    ? Effect.addFinalizer(() => Effect.orDie(Effect.provide(BudgetSql.drop(prefix), sqlLayer(backend.store))))
     : Effect.void
 
 /** Runs `body` with a budget over a fresh table prefix of the backend, dropping the tables after. */

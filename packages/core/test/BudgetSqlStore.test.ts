@@ -167,7 +167,7 @@ describe.each(dialects)("Budget/Sql's tables on $name", (dialect) => {
       assert.deepStrictEqual(yield* money(reopened, ["global|total|total"]), { "global|total|total": ["0", "0", "0"] })
     }))
 
-  it.scoped("a ledger at version 1 gets versions 2 and 3 only (overrun; call keys), keeping its rows", () =>
+  it.scoped("a ledger at version 1 gets versions 2 to 4 only (overrun; call keys; the Postgres functions), keeping its rows", () =>
     Effect.gen(function*() {
       const { prefix, sql } = yield* connect(dialect)
       const store = yield* Effect.orDie(makeStore(sql, { tablePrefix: prefix }))
